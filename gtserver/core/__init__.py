@@ -1,0 +1,49 @@
+"""The protocol-agnostic core shared by every listener.
+
+:class:`Core` is a ``MultiService`` holding the store, the shared services
+(accounts, event log) and any *component* a protocol asks for. A component is
+created once, by its class, on first request, so two protocols that need the
+same service (say the match service) share one instance::
+
+    matches = core.component(MatchService)
+
+Components that are services are started and stopped with the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, TypeVar
+
+from twisted.application.service import IService, MultiService
+
+from gtserver.core.accounts import Accounts, Lifetimes
+from gtserver.core.events import EventLog
+from gtserver.core.passwords import PasswordHasher
+from gtserver.store import Store
+
+T = TypeVar("T")
+
+
+class Core(MultiService):
+    def __init__(self, store: Store, clock: Any, config: Mapping[str, Any] | None = None,
+                 hasher: PasswordHasher | None = None,
+                 lifetimes: Lifetimes | None = None) -> None:
+        super().__init__()
+        self.setName("core")
+        self.store = store
+        self.clock = clock
+        self.config: Mapping[str, Any] = dict(config or {})
+        self.accounts = Accounts(store, clock, hasher, lifetimes or Lifetimes())
+        self.accounts.setServiceParent(self)
+        self.events = EventLog(store, clock)
+        self.events.setServiceParent(self)
+        self._components: dict[Any, Any] = {}
+
+    def component(self, kind: Callable[["Core"], T]) -> T:
+        """The one instance of ``kind`` (built as ``kind(core)`` on first use)."""
+        if kind not in self._components:
+            instance = kind(self)
+            self._components[kind] = instance
+            if IService.providedBy(instance):
+                instance.setServiceParent(self)
+        return self._components[kind]

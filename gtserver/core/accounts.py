@@ -1,0 +1,163 @@
+"""Accounts and sessions: the one identity service every protocol shares."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gtserver.core.errors import BadCredentials, NameTaken, UnknownSession
+from gtserver.core.passwords import PasswordHasher
+from gtserver.store import Conflict, Store
+from gtserver.store import accounts as queries
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    temporary: bool
+    created: float
+    last_seen: float
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "User":
+        user_id, name, _hash, temporary, created, last_seen = row
+        return cls(user_id, name, bool(temporary), created, last_seen)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """Idle lifetimes in seconds (reference defaults of the game protocols)."""
+
+    account: float = 45 * DAY
+    session: float = 20 * DAY
+    temporary: float = 3600.0
+    check_interval: float = 3600.0
+
+
+class Accounts(Service):
+    """Register, log in, temporary users, session tokens, expiry on a timer."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, clock: Any, hasher: PasswordHasher | None = None,
+                 lifetimes: Lifetimes = Lifetimes()) -> None:
+        self.store = store
+        self.clock = clock
+        self.hasher = hasher or PasswordHasher()
+        self.lifetimes = lifetimes
+        self._expiry: LoopingCall | None = None
+
+    # lifecycle
+
+    def startService(self) -> None:
+        super().startService()
+        self._expiry = LoopingCall(self._expire_logged)
+        self._expiry.clock = self.clock
+        self._expiry.start(self.lifetimes.check_interval, now=False)
+
+    def stopService(self):
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        return super().stopService()
+
+    # identity
+
+    async def user(self, name: str) -> User | None:
+        row = await self.store.run(queries.user_by_name, name)
+        return User.from_row(row) if row else None
+
+    async def register(self, name: str, password: str) -> User:
+        """Create a registered account; NameTaken if the name is in use."""
+        encoded = await self.hasher.hash(password)
+        await self.store.run(queries.replace_temporary_user, name, self.clock.seconds())
+        try:
+            row = await self.store.run(queries.insert_user, name, encoded, False,
+                                       self.clock.seconds())
+        except Conflict:
+            raise NameTaken(name) from None
+        return User.from_row(row)
+
+    async def authenticate(self, name: str, password: str) -> User:
+        """The registered user with this name and password, else BadCredentials."""
+        row = await self.store.run(queries.user_by_name, name)
+        encoded = row[2] if row else None
+        # Verify even for unknown names, so timing does not reveal which exist.
+        matches = await self.hasher.verify(password, encoded or self.hasher.dummy_hash)
+        if not row or not encoded or not matches:
+            raise BadCredentials(name)
+        await self.store.run(queries.touch_user, row[0], self.clock.seconds())
+        return User.from_row(row)
+
+    async def login(self, name: str, password: str) -> tuple[User, bool]:
+        """Log in, registering unknown names; returns (user, newly registered)."""
+        if await self.user(name) is None:
+            try:
+                return await self.register(name, password), True
+            except NameTaken:
+                pass  # registered concurrently: fall through to a normal login
+        return await self.authenticate(name, password), False
+
+    async def create_temporary(self, name: str) -> User:
+        """A password-less user that expires when idle; NameTaken if in use."""
+        now = self.clock.seconds()
+        await self.store.run(queries.replace_temporary_user, name, now)
+        try:
+            row = await self.store.run(queries.insert_user, name, None, True, now)
+        except Conflict:
+            raise NameTaken(name) from None
+        return User.from_row(row)
+
+    # sessions
+
+    async def open_session(self, user: User) -> str:
+        """A new session token (256 random bits) for ``user``."""
+        token = secrets.token_urlsafe(32)
+        await self.store.run(queries.insert_session, token, user.id, user.temporary,
+                             self.clock.seconds())
+        return token
+
+    async def resume(self, token: str) -> User:
+        """The user of a live session, else UnknownSession."""
+        if not isinstance(token, str) or not token:
+            raise UnknownSession(token)
+        row = await self.store.run(
+            queries.resume_session, token, self.clock.seconds(),
+            self.lifetimes.session, self.lifetimes.temporary)
+        if row is None:
+            raise UnknownSession(token)
+        return User.from_row(row)
+
+    async def end_session(self, token: str) -> None:
+        await self.store.run(queries.delete_session, token)
+
+    # expiry
+
+    async def expire(self) -> tuple[int, int]:
+        """Remove idle sessions and accounts now; returns (sessions, users) removed."""
+        lifetimes = self.lifetimes
+        return await self.store.run(
+            queries.expire, self.clock.seconds(), lifetimes.account, lifetimes.session,
+            lifetimes.temporary)
+
+    def _expire_logged(self):
+        from twisted.internet.defer import ensureDeferred
+
+        def report(counts):
+            if any(counts):
+                self.log.info("expired {sessions} sessions and {users} accounts",
+                              sessions=counts[0], users=counts[1])
+
+        def failed(failure):
+            self.log.failure("account expiry failed", failure)
+
+        # Errors are logged, never raised: a failing run must not stop the timer.
+        ensureDeferred(self.expire()).addCallbacks(report, failed)
+

@@ -1,0 +1,71 @@
+"""The plugin points of gtserver.
+
+Wire protocols and games are found with :func:`twisted.plugin.getPlugins` in
+the :mod:`gtserver.plugins` package. The built-in ones register there exactly
+as a third-party distribution would, by shipping a module in
+``gtserver/plugins/`` that provides one of these interfaces.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IWireProtocol(Interface):
+    """A wire protocol that can be served on ``--port NAME=ENDPOINT``."""
+
+    name = Attribute("Listener name used with --port, e.g. 'eot'.")
+    description = Attribute("One line for --help and the start-up log.")
+    default_endpoints = Attribute(
+        "Endpoint strings served when --port does not name this protocol.")
+    options = Attribute(
+        "Extra command-line parameters: a list of (long name, default, help, "
+        "coerce) tuples. Values reach build_factory in its config mapping, keyed "
+        "by long name with dashes turned into underscores.")
+    flags = Attribute("Extra command-line flags: a list of (long name, help) tuples.")
+
+    def build_factory(core, config):
+        """Return the IProtocolFactory served on every endpoint of this listener.
+
+        @param core: the shared L{gtserver.core.Core}.
+        @param config: mapping of every command-line option's value.
+        """
+
+
+class IGameFactory(Interface):
+    """A kind of game, chosen by name by clients."""
+
+    name = Attribute("Game name as clients send it, e.g. 'TicTacToe'.")
+    min_players = Attribute("Smallest number of seats.")
+    max_players = Attribute("Largest number of seats.")
+
+    def new_game(players, rng):
+        """A fresh L{IGame} for C{players} seats, drawing chance from C{rng}
+        (a L{random.Random})."""
+
+    def restore(data):
+        """The L{IGame} that L{IGame.to_data} serialised as C{data}."""
+
+
+class IGame(Interface):
+    """The pure rules of one game in progress: no I/O, no clock."""
+
+    players = Attribute("Number of seats; seats are numbered 0 to players - 1.")
+
+    def current():
+        """The seats that may move now, as a list; empty once the game is over."""
+
+    def is_over():
+        """True once the game has ended."""
+
+    def move(seat, **arguments):
+        """Apply a move of C{seat}; raise L{gtserver.games.IllegalMove} to refuse."""
+
+    def state(seat):
+        """The JSON-ready view of the game that C{seat} may see (a dict)."""
+
+    def outcome():
+        """Once over, a score per seat (1 win, 0.5 draw, 0 loss), else None."""
+
+    def to_data():
+        """A JSON-ready dict from which the factory's C{restore} rebuilds the game."""

@@ -1,0 +1,134 @@
+"""The service tree of the daemon: store, core, one listener per endpoint.
+
+Start order: open the store (migrations included), start the core, then
+listen. Stop order is the reverse: stop accepting, stop the core (which
+flushes the event log), then close the store once in-flight writes are done.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import Logger
+
+from gtserver.core import Core
+from gtserver.store import Store
+
+
+class ListenerService(Service):
+    """Serves one protocol factory on one endpoint string."""
+
+    log = Logger()
+
+    def __init__(self, protocol_name: str, description: str, endpoint: str,
+                 factory: Any, reactor: Any) -> None:
+        self.setName(f"{protocol_name}@{endpoint}")
+        self.protocol_name = protocol_name
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.reactor = reactor
+        self.port: Any = None
+
+    async def listen(self) -> Any:
+        """Start listening; fires with the listening port."""
+        Service.startService(self)
+        endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
+        self.port = await endpoint.listen(self.factory)
+        self.log.info("listener {name} ({description}) on {where}",
+                      name=self.protocol_name, description=self.description,
+                      where=describe_address(self.port.getHost()))
+        return self.port
+
+    def startService(self) -> None:
+        # Started by GtserverService.listen() once the store is ready.
+        pass
+
+    def stopService(self) -> Deferred | None:
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is not None:
+            return maybeDeferred(port.stopListening)
+        return None
+
+
+def describe_address(address: Any) -> str:
+    if hasattr(address, "port"):
+        return f"{address.type.lower()}:{address.host}:{address.port}"
+    return str(getattr(address, "name", address))
+
+
+class GtserverService(MultiService):
+    """The whole daemon: one store, one core, any number of listeners."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, core: Core, listeners: list[ListenerService],
+                 on_fatal: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.setName("gtserver")
+        self.store = store
+        self.core = core
+        self.listeners = listeners
+        self.on_fatal = on_fatal
+        self.started: Deferred | None = None
+        core.setServiceParent(self)
+        for listener in listeners:
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.started = ensureDeferred(self._start())
+        self.started.addErrback(self._start_failed)
+
+    async def _start(self) -> "GtserverService":
+        self.log.info("store: {engine} at {where}", engine=self.store.engine,
+                      where=self.store.describe())
+        await self.store.start()
+        self.core.startService()
+        for listener in self.listeners:
+            await listener.listen()
+        return self
+
+    def _start_failed(self, failure: Any) -> Any:
+        message = f"gtserver cannot start: {failure.getErrorMessage()}"
+        self.log.critical(message)
+        if self.on_fatal is None:
+            return failure
+        self.on_fatal(message)
+        return None
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self.started is not None and not self.started.called:
+            self.started.cancel()
+        for listener in self.listeners:
+            await maybeDeferred(listener.stopService)
+        if self.core.running:
+            await maybeDeferred(self.core.stopService)
+        await self.store.close()
+        self.log.info("gtserver stopped")
+
+
+def exit_after_shutdown(reactor: Any, status: int = 1) -> Callable[[str], None]:
+    """A fatal-error handler for twistd: stop the reactor, then exit non-zero.
+
+    twistd itself always exits 0 once its reactor stops, so a daemon that could
+    not start would otherwise look like a clean stop to systemd.
+    """
+
+    def fatal(message: str) -> None:
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, status)
+        if reactor.running:
+            reactor.stop()
+        else:
+            reactor.callWhenRunning(reactor.stop)
+
+    return fatal

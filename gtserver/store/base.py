@@ -1,0 +1,152 @@
+"""The engine-neutral half of the store.
+
+Every query module in this package writes its transactions once, as generator
+functions that *yield* :class:`Statement` objects and receive each statement's
+result rows back::
+
+    def user_by_name(name):
+        rows = yield Statement("SELECT id, name FROM users WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+An engine runs such a generator inside one database transaction: SQLite runs it
+synchronously in its single database thread, PostgreSQL runs it step by step
+with Deferreds. SQL is written with ``?`` placeholders and the small dialect
+markers of :data:`DDL_MARKERS` in DDL; each engine translates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Sequence
+
+from twisted.internet.defer import Deferred, DeferredList, fail
+
+Rows = list[tuple]
+Transaction = Generator["Statement", Rows, Any]
+TransactionFunction = Callable[..., Transaction]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement with its parameters.
+
+    With ``many=True``, ``params`` is a sequence of parameter tuples and the
+    statement is executed once for each (``executemany``); no rows come back.
+    """
+
+    sql: str
+    params: Sequence[Any] = ()
+    many: bool = False
+
+
+class StoreError(Exception):
+    """The database could not complete an operation (unreachable, broken)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now."""
+
+
+class Conflict(StoreError):
+    """A uniqueness or foreign-key constraint refused a write."""
+
+
+class Store:
+    """Runs transaction generators on one database engine.
+
+    Engines implement :meth:`_open`, :meth:`_run` and :meth:`_close`; this class
+    adds schema migration at start and a clean close that waits for every
+    transaction still in flight.
+    """
+
+    #: Engine name as shown in logs: ``sqlite`` or ``postgresql``.
+    engine: str = ""
+
+    def __init__(self, url: str, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.url = url
+        self.reactor = reactor
+        self._inflight: set[Deferred] = set()
+        self._closing = False
+
+    def run(self, function: TransactionFunction, *args: Any, **kwargs: Any) -> Deferred:
+        """Run ``function(*args, **kwargs)`` as one transaction.
+
+        Returns a Deferred firing with the generator's return value, or failing
+        with :class:`StoreError` (:class:`Conflict` for constraint violations).
+        """
+        if self._closing:
+            return fail(StoreUnavailable("the store is closing"))
+        try:
+            d = self._run(function, args, kwargs)
+        except StoreError as error:
+            return fail(error)
+        self._inflight.add(d)
+
+        def finished(result: Any) -> Any:
+            self._inflight.discard(d)
+            return result
+
+        return d.addBoth(finished)
+
+    async def start(self) -> None:
+        """Connect and bring the schema up to date (idempotent)."""
+        await self._open()
+        pending = await self.run(migrate, self.engine)
+        for migration in pending:
+            await self.run(apply_migration, migration, self.engine, self.reactor.seconds())
+
+    async def close(self) -> None:
+        """Refuse new work, let in-flight transactions finish, disconnect."""
+        self._closing = True
+        if self._inflight:
+            await DeferredList(list(self._inflight), consumeErrors=True)
+        await self._close()
+
+    def describe(self) -> str:
+        """The database location for logs, without any password."""
+        return redact_url(self.url)
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a ``scheme://user:password@host`` URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}" if ":" in credentials else url
+
+
+def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict) -> Any:
+    """Run a transaction generator against a DB-API cursor, blocking.
+
+    Used by engines whose driver is synchronous (SQLite, in its own thread).
+    """
+    generator = function(*args, **kwargs)
+    result: Rows | None = None
+    try:
+        while True:
+            statement = generator.send(result) if result is not None else next(generator)
+            if statement.many:
+                cursor.executemany(statement.sql, statement.params)
+                result = []
+            else:
+                cursor.execute(statement.sql, tuple(statement.params))
+                result = cursor.fetchall() if cursor.description else []
+    except StopIteration as stop:
+        return stop.value
+
+
+from gtserver.store.schema import apply_migration, migrate  # noqa: E402  (schema needs Statement)

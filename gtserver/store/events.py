@@ -1,0 +1,44 @@
+"""Transactions for the append-only research event log."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from gtserver.store.base import Statement
+
+EVENT_COLUMNS = ("time", "source", "kind", "user_name", "room", "match_id", "address", "data")
+
+
+def append_events(rows: Iterable[tuple]):
+    """Append many events, each a tuple in :data:`EVENT_COLUMNS` order."""
+    rows = list(rows)
+    if rows:
+        yield Statement(
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows, many=True)
+    return len(rows)
+
+
+def select_events(after_id: int = 0, limit: int = 10000, source: str | None = None,
+                  kinds: tuple[str, ...] = (), room: str | None = None,
+                  match_id: str | None = None, since: float | None = None,
+                  until: float | None = None):
+    """One page of events in id order, filtered; rows are ``(id, *EVENT_COLUMNS)``."""
+    clauses, params = ["id > ?"], [after_id]
+    for column, value in (("source", source), ("room", room), ("match_id", match_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if kinds:
+        clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        params.extend(kinds)
+    if since is not None:
+        clauses.append("time >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("time < ?")
+        params.append(until)
+    rows = yield Statement(
+        f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
+        "ORDER BY id LIMIT ?", (*params, limit))
+    return rows

@@ -1,0 +1,63 @@
+"""SQLite engine: the embedded default, through ``twisted.enterprise.adbapi``.
+
+One connection in one database thread: SQLite serialises writers anyway, and a
+single connection is what ``sqlite::memory:`` needs. The reactor thread never
+touches the database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from gtserver.store.base import (
+    Conflict, Store, StoreError, TransactionFunction, drive_synchronously)
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 5000")
+    if connection.execute("PRAGMA database_list").fetchone()[2]:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _translate(failure: Failure) -> Failure:
+    if failure.check(sqlite3.IntegrityError):
+        raise Conflict(str(failure.value))
+    if failure.check(sqlite3.Error):
+        raise StoreError(str(failure.value))
+    return failure
+
+
+class SQLiteStore(Store):
+    engine = "sqlite"
+
+    def __init__(self, url: str, path: str, reactor: Any = None) -> None:
+        super().__init__(url, reactor)
+        self.path = path
+        self._pool: adbapi.ConnectionPool | None = None
+
+    async def _open(self) -> None:
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False,
+            cp_min=1, cp_max=1, cp_openfun=_configure, cp_reactor=self.reactor)
+        self._pool.start()
+
+    def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        d = self._pool.runInteraction(drive_synchronously, function, args, kwargs)
+        return d.addErrback(_translate)
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Nothing is in flight any more (Store.close waited), so joining the
+        # idle database thread returns at once.
+        pool.close()
