@@ -1,0 +1,187 @@
+"""Live matches of any game: seats, turns, persistence and the research log.
+
+The match service is shared by every protocol that plays games. It applies
+moves to the pure game rules, stores the new state *before* the caller is told
+(so an acknowledged move is never lost), and records every accepted move in
+the event log. Moves on one match are serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import DeferredLock
+from twisted.logger import Logger
+
+from gtserver.core.errors import CoreError
+from gtserver.games import IllegalMove
+from gtserver.registry import games as installed_games
+from gtserver.store import matches as queries
+
+
+class UnknownGame(CoreError):
+    """No installed game has this name."""
+
+
+class MatchClosed(CoreError):
+    """The match is over or was ended."""
+
+
+@dataclass
+class Seat:
+    name: str
+    user_id: int | None = None
+
+
+@dataclass(eq=False)
+class Match:
+    id: str
+    game_name: str
+    game: Any
+    context: str
+    seats: list[Seat]
+    ranked: bool = False
+    persistent: bool = True
+    created: float = 0.0
+    updated: float = 0.0
+    aborted_by: int | None = None
+    #: Protocol-specific facts kept with the match (JSON-ready).
+    extra: dict[str, Any] = field(default_factory=dict)
+    lock: DeferredLock = field(default_factory=DeferredLock, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.aborted_by is not None or self.game.is_over()
+
+    def seat_of(self, name: str) -> int | None:
+        for index, seat in enumerate(self.seats):
+            if seat.name == name:
+                return index
+        return None
+
+    def snapshot(self) -> str:
+        return json.dumps({"game": self.game.to_data(), "aborted_by": self.aborted_by,
+                           "extra": self.extra})
+
+
+class MatchService(Service):
+    log = Logger()
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.store = core.store
+        self.clock = core.clock
+        self.events = core.events
+        self.games = installed_games()
+        self.matches: dict[str, Match] = {}
+
+    def factory(self, game_name: str) -> Any:
+        try:
+            return self.games[game_name]
+        except KeyError:
+            raise UnknownGame(game_name) from None
+
+    async def create(self, game_name: str, seats: list[Seat], context: str,
+                     ranked: bool = False, persistent: bool = True,
+                     rng: random.Random | None = None,
+                     extra: dict[str, Any] | None = None) -> Match:
+        """Start a match; stored before it is returned when ``persistent``."""
+        game = self.factory(game_name).new_game(len(seats), rng or random.Random())
+        now = self.clock.seconds()
+        match = Match(secrets.token_hex(12), game_name, game, context, list(seats), ranked,
+                      persistent, now, now, extra=dict(extra or {}))
+        if persistent:
+            await self.store.run(
+                queries.insert_match, match.id, game_name, context, match.snapshot(), ranked,
+                False, now, [(i, s.user_id, s.name) for i, s in enumerate(seats)])
+        self.matches[match.id] = match
+        self.events.record(context, "match_start", match=match.id,
+                           data={"game": game_name, "players": [s.name for s in seats],
+                                 "ranked": ranked})
+        return match
+
+    def get(self, match_id: str) -> Match | None:
+        return self.matches.get(match_id)
+
+    async def move(self, match: Match, seat: int, arguments: dict[str, Any],
+                   address: str | None = None) -> None:
+        """Apply and store one move; IllegalMove or MatchClosed when refused."""
+        await match.lock.acquire()
+        try:
+            if match.finished:
+                raise MatchClosed(match.id)
+            if seat not in match.game.current():
+                raise IllegalMove("it is not your turn")
+            before = match.game.to_data() if match.persistent else None
+            match.game.move(seat, **arguments)
+            match.updated = self.clock.seconds()
+            try:
+                await self._save(match)
+            except Exception:
+                match.game = self.factory(match.game_name).restore(before)
+                raise
+            self.events.record(match.context, "move", user=match.seats[seat].name,
+                               match=match.id, address=address,
+                               data={"seat": seat, "move": arguments})
+            if match.finished:
+                self._record_end(match)
+        finally:
+            match.lock.release()
+
+    async def end(self, match: Match, by_seat: int | None) -> None:
+        """End (abort) a match; ``by_seat`` is who ended it (None: the server)."""
+        await match.lock.acquire()
+        try:
+            if match.finished:
+                raise MatchClosed(match.id)
+            match.aborted_by = -1 if by_seat is None else by_seat
+            match.updated = self.clock.seconds()
+            await self._save(match)
+            self._record_end(match)
+        finally:
+            match.lock.release()
+
+    async def save(self, match: Match) -> None:
+        """Store a match whose ``extra`` or game changed outside :meth:`move`."""
+        await match.lock.run(self._save, match)
+
+    def forget(self, match: Match) -> None:
+        """Drop a finished match from memory."""
+        self.matches.pop(match.id, None)
+
+    async def load_open(self, context: str) -> list[Match]:
+        """Bring the stored unfinished matches of ``context`` back into memory."""
+        loaded = []
+        for row in await self.store.run(queries.open_matches, context):
+            match_id, game_name, state, ranked, created, updated, seats = row
+            if match_id in self.matches:
+                loaded.append(self.matches[match_id])
+                continue
+            try:
+                snapshot = json.loads(state)
+                game = self.factory(game_name).restore(snapshot["game"])
+            except Exception:
+                self.log.failure("cannot restore match {id}", id=match_id)
+                continue
+            match = Match(match_id, game_name, game, context,
+                          [Seat(name, user_id) for _seat, user_id, name in seats],
+                          bool(ranked), True, created, updated,
+                          snapshot.get("aborted_by"), snapshot.get("extra", {}))
+            self.matches[match_id] = match
+            loaded.append(match)
+        return loaded
+
+    async def _save(self, match: Match) -> None:
+        if match.persistent:
+            await self.store.run(queries.update_match, match.id, match.snapshot(),
+                                 match.finished, match.updated)
+
+    def _record_end(self, match: Match) -> None:
+        self.events.record(match.context, "match_end", match=match.id,
+                           data={"outcome": match.game.outcome(),
+                                 "aborted_by": match.aborted_by})

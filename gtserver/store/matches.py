@@ -1,0 +1,41 @@
+"""Transactions for matches of any game and their players."""
+
+from __future__ import annotations
+
+from gtserver.store.base import Statement
+
+
+def insert_match(match_id: str, game: str, context: str, state: str, ranked: bool,
+                 finished: bool, now: float, seats: list[tuple[int, int | None, str]]):
+    yield Statement(
+        "INSERT INTO matches (id, game, context, state, ranked, finished, created, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (match_id, game, context, state, ranked, finished, now, now))
+    yield Statement(
+        "INSERT INTO match_players (match_id, seat, user_id, name) VALUES (?, ?, ?, ?)",
+        [(match_id, seat, user_id, name) for seat, user_id, name in seats], many=True)
+
+
+def update_match(match_id: str, state: str, finished: bool, now: float):
+    yield Statement("UPDATE matches SET state = ?, finished = ?, updated = ? WHERE id = ?",
+                    (state, finished, now, match_id))
+
+
+def open_matches(context: str):
+    """Unfinished matches of a context: rows of
+    ``(id, game, state, ranked, created, updated, [(seat, user_id, name), ...])``."""
+    matches = yield Statement(
+        "SELECT id, game, state, ranked, created, updated FROM matches "
+        "WHERE context = ? AND finished = ? ORDER BY created", (context, False))
+    players = yield Statement(
+        "SELECT p.match_id, p.seat, p.user_id, p.name FROM match_players p "
+        "JOIN matches m ON m.id = p.match_id WHERE m.context = ? AND m.finished = ? "
+        "ORDER BY p.match_id, p.seat", (context, False))
+    seats: dict[str, list[tuple]] = {}
+    for match_id, seat, user_id, name in players:
+        seats.setdefault(match_id, []).append((seat, user_id, name))
+    return [(*row, seats.get(row[0], [])) for row in matches]
+
+
+def delete_match(match_id: str):
+    yield Statement("DELETE FROM matches WHERE id = ?", (match_id,))

@@ -1,0 +1,72 @@
+"""Helpers shared by the test modules: a real daemon on loopback port 0."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+
+from gtserver.tap import Options, build_service
+
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+def parse_options(*arguments: str) -> Any:
+    options = Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+def sqlite_url(testcase: Any) -> str:
+    """A fresh SQLite file for one test (kept across restarts within it)."""
+    directory = tempfile.mkdtemp(prefix="gtserver-test-")
+    testcase.addCleanup(_remove_tree, directory)
+    return "sqlite:" + os.path.join(directory, "test.sqlite")
+
+
+def _remove_tree(directory: str) -> None:
+    import shutil
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class RunningServer:
+    """A started GtserverService and where its listeners are bound."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.core = service.core
+        self.store = service.store
+
+    def port(self, name: str, index: int = 0) -> int:
+        """The TCP port of the ``index``-th endpoint of listener ``name``."""
+        listeners = [item for item in self.service.listeners if item.protocol_name == name]
+        return listeners[index].port.getHost().port
+
+    async def stop(self) -> None:
+        if self.service.running:
+            await self.service.stopService()
+
+
+async def start_server(testcase: Any, *arguments: str, db: str | None = None,
+                       listeners: dict[str, str] | None = None) -> RunningServer:
+    """Start the daemon with ``arguments``; stopped again at test cleanup.
+
+    Every installed listener is off unless named in ``listeners``
+    (``{name: endpoint}``, loopback port 0 by default). Password hashing runs
+    at the lowest cost so tests stay fast.
+    """
+    arguments_list = ["--db", db or sqlite_url(testcase), "--hash-cost", "4"]
+    for name in Options.protocols:
+        arguments_list += ["--port", f"{name}=off"]
+    for name, endpoint in (listeners or {}).items():
+        arguments_list += ["--port", f"{name}={endpoint or LOOPBACK}"]
+    arguments_list += list(arguments)
+    service = build_service(parse_options(*arguments_list), reactor)
+    service.startService()
+    server = RunningServer(service)
+    testcase.addCleanup(lambda: ensureDeferred(server.stop()))
+    await service.started
+    return server
