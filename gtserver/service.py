@@ -8,7 +8,8 @@ flushes the event log), then close the store once in-flight writes are done.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
@@ -85,7 +86,7 @@ class GtserverService(MultiService):
         self.started = ensureDeferred(self._start())
         self.started.addErrback(self._start_failed)
 
-    async def _start(self) -> "GtserverService":
+    async def _start(self) -> GtserverService:
         self.log.info("store: {engine} at {where}", engine=self.store.engine,
                       where=self.store.describe())
         await self.store.start()

@@ -12,7 +12,8 @@ Components that are services are started and stopped with the core.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from twisted.application.service import IService, MultiService
 
@@ -39,7 +40,7 @@ class Core(MultiService):
         self.events.setServiceParent(self)
         self._components: dict[Any, Any] = {}
 
-    def component(self, kind: Callable[["Core"], T]) -> T:
+    def component(self, kind: Callable[[Core], T]) -> T:
         """The one instance of ``kind`` (built as ``kind(core)`` on first use)."""
         if kind not in self._components:
             instance = kind(self)

@@ -27,7 +27,7 @@ class User:
     last_seen: float
 
     @classmethod
-    def from_row(cls, row: tuple) -> "User":
+    def from_row(cls, row: tuple) -> User:
         user_id, name, _hash, temporary, created, last_seen = row
         return cls(user_id, name, bool(temporary), created, last_seen)
 

@@ -117,7 +117,7 @@ class UltimateTicTacToe:
                 "last_move": self.last_move, "winner": self.winner, "over": self.over}
 
     @classmethod
-    def restore(cls, data: dict[str, Any]) -> "UltimateTicTacToe":
+    def restore(cls, data: dict[str, Any]) -> UltimateTicTacToe:
         game = cls()
         game.field = [list(row) for row in data["field"]]
         game.board = [list(row) for row in data["board"]]

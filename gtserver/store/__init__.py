@@ -23,7 +23,8 @@ def validate_url(url: str) -> str:
     """Check a ``--db`` URL's form; return it unchanged or raise BadDatabaseURL."""
     if url.startswith("sqlite:"):
         if not url[len("sqlite:"):]:
-            raise BadDatabaseURL("sqlite: needs a path, e.g. sqlite:gtserver.sqlite or sqlite::memory:")
+            raise BadDatabaseURL(
+                "sqlite: needs a path, e.g. sqlite:gtserver.sqlite or sqlite::memory:")
         return url
     if url.startswith(("postgresql://", "postgres://")):
         return url

@@ -16,8 +16,9 @@ markers of :data:`DDL_MARKERS` in DDL; each engine translates them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 
@@ -129,7 +130,8 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{location}" if ":" in credentials else url
 
 
-def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict) -> Any:
+def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple,
+                        kwargs: dict) -> Any:
     """Run a transaction generator against a DB-API cursor, blocking.
 
     Used by engines whose driver is synchronous (SQLite, in its own thread).

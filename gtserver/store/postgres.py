@@ -16,7 +16,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gtserver.store.base import (
-    Conflict, Statement, Store, StoreError, StoreUnavailable, TransactionFunction)
+    Conflict,
+    Statement,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TransactionFunction,
+)
 
 log = Logger()
 

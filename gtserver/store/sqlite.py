@@ -15,7 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from gtserver.store.base import (
-    Conflict, Store, StoreError, TransactionFunction, drive_synchronously)
+    Conflict,
+    Store,
+    StoreError,
+    TransactionFunction,
+    drive_synchronously,
+)
 
 
 def _configure(connection: sqlite3.Connection) -> None:
