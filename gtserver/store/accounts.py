@@ -54,7 +54,7 @@ def resume_session(token: str, now: float, session_idle: float, temporary_idle: 
         return None
     yield Statement("UPDATE sessions SET last_used = ? WHERE token = ?", (now, token))
     yield Statement("UPDATE users SET last_seen = ? WHERE id = ?", (now, user[0]))
-    return tuple(user)
+    return (*user[:5], now)
 
 
 def delete_session(token: str):

@@ -1,19 +1,27 @@
-"""PostgreSQL engine, through a ``txpostgres`` connection pool.
+"""PostgreSQL engine, on asynchronous ``txpostgres`` connections.
 
 Transactions are the same generator functions SQLite runs; here each yielded
-statement is executed asynchronously on a pooled connection, with ``?``
-placeholders rewritten to psycopg2's ``%s``.
+statement is executed asynchronously, with ``?`` placeholders rewritten to
+psycopg2's ``%s``.
+
+The engine keeps its own small pool instead of ``txpostgres.ConnectionPool``
+because it must survive the database going away: a connection that breaks is
+dropped, the transaction fails with :class:`StoreUnavailable`, and the next
+transaction connects afresh. After a failed connection attempt, transactions
+fail at once for ``retry_delay`` seconds instead of queueing behind a server
+that is down; after that the next one tries again, so the pool recovers by
+itself once the server is back.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, inlineCallbacks
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from gtserver.store.base import (
     Conflict,
@@ -26,6 +34,19 @@ from gtserver.store.base import (
 
 log = Logger()
 
+#: libpq settings added unless the URL sets them: notice a silently dead
+#: server within about a minute instead of waiting for TCP's hours.
+CONNECTION_DEFAULTS = {
+    "application_name": "gtserver",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+#: Rows per multi-row INSERT when a statement is executed for many rows.
+ROWS_PER_INSERT = 500
+
 
 @functools.lru_cache(maxsize=1024)
 def to_pyformat(sql: str) -> str:
@@ -33,15 +54,31 @@ def to_pyformat(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+_VALUES_GROUP = re.compile(r"\bVALUES\s*(\([^()]*\))", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)
+def multi_row(sql: str, rows: int) -> str | None:
+    """``INSERT ... VALUES (?, ?)`` rewritten to insert ``rows`` rows at once,
+    or None when the statement is not a simple single-row INSERT."""
+    matches = list(_VALUES_GROUP.finditer(sql))
+    if len(matches) != 1 or not sql.lstrip().upper().startswith("INSERT"):
+        return None
+    group = matches[0]
+    repeated = ", ".join([group.group(1)] * rows)
+    return sql[:group.start(1)] + repeated + sql[group.end(1):]
+
+
 def dsn_from_url(url: str) -> str:
     """Turn ``postgresql://user:pw@host:port/db?opt=v`` into a libpq keyword DSN."""
     parts = urlsplit(url)
-    fields = {
+    fields: dict[str, Any] = {
         "host": parts.hostname,
         "port": parts.port,
         "user": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "dbname": unquote(parts.path.lstrip("/")) or None,
+        **CONNECTION_DEFAULTS,
     }
     for option in filter(None, parts.query.split("&")):
         key, _, value = option.partition("=")
@@ -54,40 +91,134 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
+def _connection_class():
+    """txpostgres' Connection, made quiet about a server that hangs up.
+
+    An idle txpostgres connection watches its socket for NOTIFY messages; when
+    the server closes it, psycopg2 raises from inside the reactor's read
+    handler. Here that just closes the connection, which the pool then drops.
+    """
+    import psycopg2
+    from txpostgres import txpostgres
+
+    class Connection(txpostgres.Connection):
+        def doRead(self):
+            try:
+                super().doRead()
+            except psycopg2.Error as error:
+                log.warn("PostgreSQL connection lost: {error}", error=str(error).strip())
+                self.close()
+
+        @property
+        def broken(self) -> bool:
+            return self._connection is None or bool(self._connection.closed)
+
+    return Connection
+
+
 class PostgresStore(Store):
     engine = "postgresql"
 
-    def __init__(self, url: str, reactor: Any = None, pool_size: int = 4) -> None:
+    def __init__(self, url: str, reactor: Any = None, pool_size: int = 4,
+                 connect_timeout: float = 10.0, retry_delay: float = 1.0) -> None:
         super().__init__(url, reactor)
         self.dsn = dsn_from_url(url)
         self.pool_size = pool_size
-        self._pool = None
+        self.connect_timeout = connect_timeout
+        self.retry_delay = retry_delay
+        self._accepting = False
+        self._idle: list[Any] = []
+        self._busy: set[Any] = set()
+        self._slots = DeferredSemaphore(pool_size)
+        self._retry_after = 0.0
+        self._last_error = ""
+        self._connection_class: Any = None
 
     async def _open(self) -> None:
-        import psycopg2
-        from txpostgres import txpostgres
-
-        # txpostgres reads the reactor from a class attribute when it builds
-        # its connections, so bind ours on a subclass.
-        pool_class = type("Pool", (txpostgres.ConnectionPool,), {"reactor": self.reactor})
-        pool = pool_class(None, self.dsn, min=self.pool_size)
-        try:
-            await pool.start()
-        except psycopg2.Error as error:
-            raise StoreUnavailable(
-                f"cannot connect to {self.describe()}: {str(error).strip()}") from error
-        self._pool = pool
+        self._connection_class = _connection_class()
+        # One connection now, to fail start-up clearly when the server is
+        # unreachable; the rest are opened as load requires.
+        self._idle.append(await self._connect())
+        self._accepting = True
 
     def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
-        if self._pool is None:
+        if not self._accepting:
             raise StoreUnavailable("the store is not open")
-        d = self._pool.runInteraction(_drive, function, args, kwargs)
-        return d.addErrback(_translate)
+        return self._slots.run(
+            lambda: ensureDeferred(self._transaction(function, args, kwargs)))
+
+    async def _transaction(self, function: TransactionFunction, args: tuple,
+                           kwargs: dict) -> Any:
+        connection = await self._checkout()
+        self._busy.add(connection)
+        try:
+            result = await connection.runInteraction(_drive, function, args, kwargs)
+        except Exception as error:
+            self._busy.discard(connection)
+            self._checkin(connection)
+            raise _translate(error) from error
+        self._busy.discard(connection)
+        self._checkin(connection)
+        return result
+
+    async def _checkout(self) -> Any:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.broken:
+                return connection
+        if self.reactor.seconds() < self._retry_after:
+            raise StoreUnavailable(f"database unreachable: {self._last_error}")
+        return await self._connect()
+
+    def _checkin(self, connection: Any) -> None:
+        if connection.broken or not self._accepting:
+            _close_quietly(connection)
+        else:
+            self._idle.append(connection)
+
+    async def _connect(self) -> Any:
+        """A new connection, or StoreUnavailable within ``connect_timeout``."""
+        connection = self._connection_class(self.reactor)
+        connecting = connection.connect(self.dsn)
+        result: Deferred = Deferred()
+
+        def timed_out() -> None:
+            _close_quietly(connection)
+            if not result.called:
+                result.errback(TimeoutError(f"no answer in {self.connect_timeout:g} s"))
+
+        timer = self.reactor.callLater(self.connect_timeout, timed_out)
+
+        def settled(outcome: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(outcome)  # a Failure takes the errback path
+
+        connecting.addBoth(settled)
+        try:
+            await result
+        except Exception as error:
+            _close_quietly(connection)
+            lines = str(error).strip().splitlines()
+            self._last_error = lines[0] if lines else type(error).__name__
+            self._retry_after = self.reactor.seconds() + self.retry_delay
+            raise StoreUnavailable(
+                f"cannot connect to {self.describe()}: {self._last_error}") from error
+        return connection
 
     async def _close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        self._accepting = False
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            _close_quietly(connection)
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception:  # already closed or never connected
+        pass
 
 
 @inlineCallbacks
@@ -102,21 +233,35 @@ def _drive(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict
             return stop.value
         sql = to_pyformat(statement.sql)
         if statement.many:
-            for params in statement.params:
-                yield cursor.execute(sql, tuple(params))
+            yield from _execute_many(cursor, sql, list(statement.params))
             result = []
         else:
             yield cursor.execute(sql, tuple(statement.params))
             result = cursor.fetchall() if cursor.description else []
 
 
-def _translate(failure: Failure) -> Failure:
-    import psycopg2
+def _execute_many(cursor: Any, sql: str, rows: list):
+    """Yield the Deferreds executing ``sql`` for every row, in few round trips."""
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start:start + ROWS_PER_INSERT]
+        combined = multi_row(sql, len(chunk))
+        if combined is None:
+            for params in chunk:
+                yield cursor.execute(sql, tuple(params))
+        else:
+            yield cursor.execute(combined, tuple(value for row in chunk for value in row))
 
-    if failure.check(psycopg2.IntegrityError):
-        raise Conflict(str(failure.value))
-    if failure.check(psycopg2.OperationalError, psycopg2.InterfaceError):
-        raise StoreUnavailable(str(failure.value).strip())
-    if failure.check(psycopg2.Error):
-        raise StoreError(str(failure.value).strip())
-    return failure
+
+def _translate(error: Exception) -> Exception:
+    import psycopg2
+    from txpostgres.txpostgres import RollbackFailed
+
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, psycopg2.IntegrityError):
+        return Conflict(str(error).strip())
+    if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed)):
+        return StoreUnavailable(f"database connection lost: {str(error).strip() or error!r}")
+    if isinstance(error, psycopg2.Error):
+        return StoreError(str(error).strip())
+    return error

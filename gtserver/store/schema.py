@@ -21,7 +21,7 @@ DDL_MARKERS = {
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "bigint": "INTEGER",
         "real": "REAL",
-        "bool": "INTEGER",
+        "bool": "BOOLEAN",
     },
     "postgresql": {
         "serial": "BIGSERIAL PRIMARY KEY",

@@ -3,6 +3,11 @@
 One connection in one database thread: SQLite serialises writers anyway, and a
 single connection is what ``sqlite::memory:`` needs. The reactor thread never
 touches the database.
+
+Every transaction starts with an explicit ``BEGIN`` (the connection is in
+autocommit mode otherwise), so migrations' DDL and multi-statement reads are
+atomic too. Columns declared ``BOOLEAN`` come back as Python booleans, as they
+do from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from gtserver.store.base import (
     drive_synchronously,
 )
 
+sqlite3.register_converter("BOOLEAN", lambda value: value not in (b"0", b""))
+
 
 def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA foreign_keys = ON")
@@ -29,6 +36,11 @@ def _configure(connection: sqlite3.Connection) -> None:
     if connection.execute("PRAGMA database_list").fetchone()[2]:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _transaction(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict) -> Any:
+    cursor.execute("BEGIN")
+    return drive_synchronously(cursor, function, args, kwargs)
 
 
 def _translate(failure: Failure) -> Failure:
@@ -49,14 +61,15 @@ class SQLiteStore(Store):
 
     async def _open(self) -> None:
         self._pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False,
+            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
+            detect_types=sqlite3.PARSE_DECLTYPES,
             cp_min=1, cp_max=1, cp_openfun=_configure, cp_reactor=self.reactor)
         self._pool.start()
 
     def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
         if self._pool is None:
             raise StoreError("the store is not open")
-        d = self._pool.runInteraction(drive_synchronously, function, args, kwargs)
+        d = self._pool.runInteraction(_transaction, function, args, kwargs)
         return d.addErrback(_translate)
 
     async def _close(self) -> None:

@@ -1,0 +1,223 @@
+"""The store on both engines: migrations, every query module, errors, closing.
+
+Each test runs against SQLite and against a real PostgreSQL the suite starts
+itself (see :mod:`tests.pgcluster`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.trial import unittest
+
+from gtserver.core.events import EventLog
+from gtserver.store import Conflict, Statement, StoreError, StoreUnavailable, open_store
+from gtserver.store import accounts as account_queries
+from gtserver.store import events as event_queries
+from gtserver.store import matches as match_queries
+from gtserver.store.schema import MIGRATIONS
+from tests.pgcluster import postgres_url, private_cluster
+from tests.support import sqlite_url
+
+
+def count_rows(table: str):
+    rows = yield Statement(f"SELECT COUNT(*) FROM {table}")
+    return rows[0][0]
+
+
+def applied_migrations():
+    rows = yield Statement("SELECT id FROM schema_migrations ORDER BY id")
+    return [row[0] for row in rows]
+
+
+def insert_then_fail(name: str):
+    yield Statement("INSERT INTO users (name, temporary, created, last_seen) VALUES (?, ?, ?, ?)",
+                    (name, False, 1.0, 1.0))
+    yield Statement("INSERT INTO no_such_table VALUES (1)")
+
+
+class StoreTestsMixin:
+    """Store behaviour every engine must show. Subclasses define make_url()."""
+
+    def make_url(self) -> str:
+        raise NotImplementedError
+
+    async def open(self, url: str | None = None):
+        store = open_store(url or self.url, reactor)
+        await store.start()
+        self.addCleanup(store.close)
+        return store
+
+    def setUp(self):
+        self.url = self.make_url()
+
+    async def test_migrations_are_idempotent(self):
+        store = await self.open()
+        await store.close()
+        again = await self.open()
+        await again.start()  # a second start on an open store changes nothing either
+        applied = await again.run(applied_migrations)
+        self.assertEqual(applied, sorted(m.id for m in MIGRATIONS))
+        self.assertEqual(await again.run(count_rows, "users"), 0)
+
+    async def test_users_round_trip_with_real_booleans(self):
+        store = await self.open()
+        row = await store.run(account_queries.insert_user, "alice", "hash", False, 10.5)
+        user_id, name, password_hash, temporary, created, last_seen = row
+        self.assertEqual((name, password_hash, created, last_seen), ("alice", "hash", 10.5, 10.5))
+        self.assertIs(temporary, False)
+        temp = await store.run(account_queries.insert_user, "bob", None, True, 11.0)
+        self.assertIs(temp[3], True)
+        self.assertEqual(await store.run(account_queries.user_by_name, "alice"), row)
+        self.assertEqual(await store.run(account_queries.user_by_id, user_id), row)
+        self.assertIsNone(await store.run(account_queries.user_by_name, "carol"))
+
+    async def test_duplicate_user_is_a_conflict(self):
+        store = await self.open()
+        await store.run(account_queries.insert_user, "alice", "h", False, 1.0)
+        with self.assertRaises(Conflict):
+            await store.run(account_queries.insert_user, "alice", "h2", False, 2.0)
+
+    async def test_sessions_resume_and_expire(self):
+        store = await self.open()
+        user = await store.run(account_queries.insert_user, "alice", "h", False, 100.0)
+        await store.run(account_queries.insert_session, "tok", user[0], False, 100.0)
+        with self.assertRaises(Conflict):
+            await store.run(account_queries.insert_session, "tok", user[0], False, 100.0)
+        resumed = await store.run(account_queries.resume_session, "tok", 150.0, 100.0, 10.0)
+        self.assertEqual(resumed[:2], (user[0], "alice"))
+        self.assertEqual(resumed[5], 150.0)  # last_seen moved on
+        self.assertIsNone(
+            await store.run(account_queries.resume_session, "tok", 251.0, 100.0, 10.0))
+        removed = await store.run(account_queries.expire, 251.0, 1000.0, 100.0, 10.0)
+        self.assertEqual(removed, (1, 0))
+        removed = await store.run(account_queries.expire, 1151.0, 1000.0, 100.0, 10.0)
+        self.assertEqual(removed, (0, 1))
+        self.assertEqual(await store.run(count_rows, "users"), 0)
+
+    async def test_events_append_and_select(self):
+        store = await self.open()
+        rows = [(float(i), "eot" if i % 2 else "vr", "move", f"u{i}", "r1", None, "127.0.0.1",
+                 json.dumps({"i": i})) for i in range(1200)]
+        self.assertEqual(await store.run(event_queries.append_events, rows), 1200)
+        page = await store.run(event_queries.select_events, source="eot", limit=3)
+        self.assertEqual([row[1:] for row in page], rows[1:7:2])
+        later = await store.run(event_queries.select_events, after_id=page[-1][0], since=1000.0,
+                                kinds=("move",), room="r1", limit=5000)
+        self.assertEqual(len(later), 200)
+        self.assertEqual(later[0][1:], rows[1000])
+
+    async def test_matches_round_trip(self):
+        store = await self.open()
+        alice = await store.run(account_queries.insert_user, "alice", "h", False, 1.0)
+        seats = [(0, alice[0], "alice"), (1, None, "guest")]
+        await store.run(match_queries.insert_match, "m1", "TicTacToe", "eot", '{"s": 1}', True,
+                        False, 5.0, seats)
+        with self.assertRaises(Conflict):
+            await store.run(match_queries.insert_match, "m1", "TicTacToe", "eot", "{}", False,
+                            False, 5.0, seats)
+        [match] = await store.run(match_queries.open_matches, "eot")
+        self.assertEqual(match, ("m1", "TicTacToe", '{"s": 1}', True, 5.0, 5.0, seats))
+        self.assertIs(match[3], True)
+        await store.run(match_queries.update_match, "m1", '{"s": 2}', True, 6.0)
+        self.assertEqual(await store.run(match_queries.open_matches, "eot"), [])
+        await store.run(match_queries.delete_match, "m1")
+        self.assertEqual(await store.run(count_rows, "match_players"), 0)
+
+    async def test_failed_transaction_rolls_back(self):
+        store = await self.open()
+        with self.assertRaises(StoreError) as caught:
+            await store.run(insert_then_fail, "alice")
+        self.assertNotIsInstance(caught.exception, Conflict)
+        self.assertEqual(await store.run(count_rows, "users"), 0)
+
+    async def test_event_log_batches(self):
+        store = await self.open()
+        log = EventLog(store, reactor, flush_delay=0.01, batch_size=100)
+        log.startService()
+        for i in range(250):
+            log.record("uttt", "move", user="alice", match="m", data={"n": i}, time=float(i))
+        await log.flush()
+        await log.stopService()
+        self.assertEqual(log.written, 250)
+        rows = await store.run(event_queries.select_events)
+        self.assertEqual([json.loads(row[8])["n"] for row in rows], list(range(250)))
+
+    async def test_close_waits_for_in_flight_writes(self):
+        store = open_store(self.url, reactor)
+        await store.start()
+        writes = [store.run(account_queries.insert_user, f"user{i}", None, False, 1.0)
+                  for i in range(50)]
+        await store.close()
+        self.assertTrue(all(write.called for write in writes))
+        await gatherResults(writes)
+        with self.assertRaises(StoreUnavailable):
+            await store.run(count_rows, "users")
+        reopened = await self.open()
+        self.assertEqual(await reopened.run(count_rows, "users"), 50)
+
+
+class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
+    def make_url(self) -> str:
+        return sqlite_url(self)
+
+    async def test_memory_database(self):
+        store = await self.open("sqlite::memory:")
+        await store.run(account_queries.insert_user, "alice", None, True, 1.0)
+        self.assertEqual(await store.run(count_rows, "users"), 1)
+
+    async def test_unopenable_file_fails_start(self):
+        store = open_store("sqlite:/nonexistent-dir/x.sqlite", reactor)
+        with self.assertRaises(StoreError):
+            await store.start()
+        await store.close()
+
+
+class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
+    def make_url(self) -> str:
+        return postgres_url(self)
+
+    def test_password_never_described(self):
+        store = open_store("postgresql://game:s3cret@127.0.0.1:5432/gt", reactor)
+        self.assertEqual(store.describe(), "postgresql://game:***@127.0.0.1:5432/gt")
+
+    async def test_unreachable_at_start(self):
+        store = open_store("postgresql://game:s3cret@127.0.0.1:1/gt", reactor)
+        with self.assertRaises(StoreUnavailable) as caught:
+            await store.start()
+        message = str(caught.exception)
+        self.assertIn("cannot connect to postgresql://game:***@127.0.0.1:1/gt", message)
+        self.assertNotIn("s3cret", message)
+        self.assertNotIn("\n", message)
+        await store.close()
+
+
+class PostgresLostTests(unittest.TestCase):
+    """The database server goes away while the store is running, then returns."""
+
+    async def test_fails_fast_then_recovers(self):
+        cluster = private_cluster(self)
+        store = open_store(cluster.create_database(), reactor)
+        store.retry_delay = 0.2
+        await store.start()
+        self.addCleanup(store.close)
+        await gatherResults([store.run(account_queries.insert_user, f"u{i}", None, False, 1.0)
+                             for i in range(8)])  # several pooled connections are open
+
+        await cluster.stop_later()
+        for _ in range(3):
+            with self.assertRaises(StoreUnavailable):
+                await store.run(count_rows, "users")
+
+        await cluster.start_later()
+        await _sleep(0.3)  # past the retry delay
+        self.assertEqual(await store.run(count_rows, "users"), 8)
+        results = await gatherResults([store.run(count_rows, "users") for _ in range(8)])
+        self.assertEqual(results, [8] * 8)
+
+
+def _sleep(seconds: float):
+    from twisted.internet.task import deferLater
+    return deferLater(reactor, seconds, lambda: None)
