@@ -1,0 +1,1 @@
+"""Wire adapters: each subpackage speaks one client protocol to the shared core."""
