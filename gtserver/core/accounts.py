@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -54,6 +55,8 @@ class Accounts(Service):
         self.hasher = hasher or PasswordHasher()
         self.lifetimes = lifetimes
         self._expiry: LoopingCall | None = None
+        #: The latest expiry run (fires when it is done), for tests and shutdown.
+        self.expiry_run: Deferred | None = None
 
     # lifecycle
 
@@ -66,7 +69,11 @@ class Accounts(Service):
     def stopService(self):
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
-        return super().stopService()
+        super().stopService()
+        # Let a running expiry finish before the store closes under it.
+        if self.expiry_run is not None and not self.expiry_run.called:
+            return self.expiry_run
+        return None
 
     # identity
 
@@ -147,9 +154,7 @@ class Accounts(Service):
             queries.expire, self.clock.seconds(), lifetimes.account, lifetimes.session,
             lifetimes.temporary)
 
-    def _expire_logged(self):
-        from twisted.internet.defer import ensureDeferred
-
+    def _expire_logged(self) -> Deferred:
         def report(counts):
             if any(counts):
                 self.log.info("expired {sessions} sessions and {users} accounts",
@@ -159,5 +164,6 @@ class Accounts(Service):
             self.log.failure("account expiry failed", failure)
 
         # Errors are logged, never raised: a failing run must not stop the timer.
-        ensureDeferred(self.expire()).addCallbacks(report, failed)
-
+        # Returning the Deferred makes the LoopingCall wait, so runs never overlap.
+        self.expiry_run = ensureDeferred(self.expire()).addCallbacks(report, failed)
+        return self.expiry_run
