@@ -8,12 +8,14 @@ flushes the event log), then close the store once in-flight writes are done.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import Logger
 
 from gtserver.core import Core
@@ -42,8 +44,15 @@ class ListenerService(Service):
         self.port = await endpoint.listen(self.factory)
         self.log.info("listener {name} ({description}) on {where}",
                       name=self.protocol_name, description=self.description,
-                      where=describe_address(self.port.getHost()))
+                      where=self.where())
         return self.port
+
+    def where(self) -> str:
+        """Where the listener is bound, e.g. ``tls:127.0.0.1:5556``."""
+        if self.port is None:
+            return "not listening"
+        kind = self.endpoint.split(":", 1)[0].lower()
+        return describe_address(self.port.getHost(), tls=kind in ("ssl", "tls"))
 
     def startService(self) -> None:
         # Started by GtserverService.listen() once the store is ready.
@@ -57,10 +66,15 @@ class ListenerService(Service):
         return None
 
 
-def describe_address(address: Any) -> str:
+def describe_address(address: Any, tls: bool = False) -> str:
     if hasattr(address, "port"):
-        return f"{address.type.lower()}:{address.host}:{address.port}"
-    return str(getattr(address, "name", address))
+        kind = "tls" if tls else address.type.lower()
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"{kind}:{host}:{address.port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return "unix:" + (name.decode(errors="replace") if isinstance(name, bytes) else name)
+    return str(address)
 
 
 class GtserverService(MultiService):
@@ -93,9 +107,13 @@ class GtserverService(MultiService):
         self.core.startService()
         for listener in self.listeners:
             await listener.listen()
+        self.log.info("gtserver ready: {count} listeners", count=len(self.listeners))
+        notify_systemd(b"READY=1")
         return self
 
     def _start_failed(self, failure: Any) -> Any:
+        if failure.check(CancelledError) and not self.running:
+            return None  # stopped while starting: not an error
         message = f"gtserver cannot start: {failure.getErrorMessage()}"
         self.log.critical(message)
         if self.on_fatal is None:
@@ -108,6 +126,7 @@ class GtserverService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        notify_systemd(b"STOPPING=1")
         if self.started is not None and not self.started.called:
             self.started.cancel()
         for listener in self.listeners:
@@ -125,11 +144,33 @@ def exit_after_shutdown(reactor: Any, status: int = 1) -> Callable[[str], None]:
     not start would otherwise look like a clean stop to systemd.
     """
 
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
     def fatal(message: str) -> None:
-        reactor.addSystemEventTrigger("after", "shutdown", os._exit, status)
+        reactor.addSystemEventTrigger("after", "shutdown", leave)
         if reactor.running:
             reactor.stop()
         else:
             reactor.callWhenRunning(reactor.stop)
 
     return fatal
+
+
+def notify_systemd(state: bytes) -> None:
+    """Tell systemd about readiness (``Type=notify`` units); no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notifier:
+            notifier.sendto(state, address)
+    except OSError as error:
+        GtserverService.log.warn("cannot notify systemd: {error}", error=error)

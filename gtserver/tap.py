@@ -104,9 +104,11 @@ def check_endpoint(description: str) -> None:
         raise usage.UsageError(f"bad endpoint {description!r}: {error}") from None
 
 
-def make_options_class() -> type[BaseOptions]:
-    """An Options class with the parameters and flags of every installed protocol."""
-    protocols = wire_protocols()
+def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOptions]:
+    """An Options class with the parameters and flags of every installed protocol
+    (or of ``protocols``, a mapping of listener name to IWireProtocol)."""
+    if protocols is None:
+        protocols = wire_protocols()
     parameters = list(BaseOptions.optParameters)
     flags: list[list[Any]] = []
     for name in sorted(protocols):

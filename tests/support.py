@@ -9,13 +9,14 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
-from gtserver.tap import Options, build_service
+from gtserver.tap import Options, build_service, make_options_class
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
-def parse_options(*arguments: str) -> Any:
-    options = Options()
+def parse_options(*arguments: str, protocols: dict[str, Any] | None = None) -> Any:
+    """Parsed options of the installed protocols (or of ``protocols`` only)."""
+    options = (Options if protocols is None else make_options_class(protocols))()
     options.parseOptions(list(arguments))
     return options
 
@@ -51,20 +52,21 @@ class RunningServer:
 
 
 async def start_server(testcase: Any, *arguments: str, db: str | None = None,
-                       listeners: dict[str, str] | None = None) -> RunningServer:
+                       listeners: dict[str, str] | None = None,
+                       protocols: dict[str, Any] | None = None) -> RunningServer:
     """Start the daemon with ``arguments``; stopped again at test cleanup.
 
-    Every installed listener is off unless named in ``listeners``
-    (``{name: endpoint}``, loopback port 0 by default). Password hashing runs
-    at the lowest cost so tests stay fast.
+    Every installed listener (or every one of ``protocols``, if given) is off
+    unless named in ``listeners`` (``{name: endpoint}``, loopback port 0 by
+    default). Password hashing runs at the lowest cost so tests stay fast.
     """
     arguments_list = ["--db", db or sqlite_url(testcase), "--hash-cost", "4"]
-    for name in Options.protocols:
+    for name in (Options.protocols if protocols is None else protocols):
         arguments_list += ["--port", f"{name}=off"]
     for name, endpoint in (listeners or {}).items():
         arguments_list += ["--port", f"{name}={endpoint or LOOPBACK}"]
     arguments_list += list(arguments)
-    service = build_service(parse_options(*arguments_list), reactor)
+    service = build_service(parse_options(*arguments_list, protocols=protocols), reactor)
     service.startService()
     server = RunningServer(service)
     testcase.addCleanup(lambda: ensureDeferred(server.stop()))
