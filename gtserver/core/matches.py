@@ -176,6 +176,62 @@ class MatchService(Service):
             loaded.append(match)
         return loaded
 
+    # Transient matches: kept in memory only, played synchronously.
+    #
+    # A protocol whose matches need not survive a restart (the EOT game API)
+    # uses these: no store write and no lock, so a move costs no Deferred and
+    # its reply is not delayed. Moves are still recorded in the event log.
+
+    def create_transient(self, game_name: str, seats: list[Seat], context: str,
+                         rng: random.Random | None = None,
+                         extra: dict[str, Any] | None = None) -> Match:
+        """Start a match kept only in memory (``persistent=False``), at once."""
+        game = self.factory(game_name).new_game(len(seats), rng or random.Random())
+        now = self.clock.seconds()
+        match = Match(secrets.token_hex(12), game_name, game, context, list(seats), False,
+                      False, now, now, extra=dict(extra or {}))
+        self.matches[match.id] = match
+        self.events.record(context, "match_start", match=match.id,
+                           data={"game": game_name, "players": [s.name for s in seats],
+                                 "ranked": False, **match.extra})
+        return match
+
+    def move_transient(self, match: Match, seat: int, arguments: dict[str, Any],
+                       address: str | None = None,
+                       details: dict[str, Any] | None = None) -> None:
+        """Apply one move of a transient match at once; log it with ``details``.
+
+        Raises IllegalMove or MatchClosed like :meth:`move`; anything else the
+        game raises propagates unchanged.
+        """
+        if match.persistent:
+            raise ValueError("move_transient is for matches created with create_transient")
+        if match.finished:
+            raise MatchClosed(match.id)
+        if seat not in match.game.current():
+            raise IllegalMove("it is not your turn")
+        try:
+            match.game.move(seat, **arguments)
+        except TypeError as error:
+            if error.__traceback__ is not None and error.__traceback__.tb_next is None:
+                # The arguments did not fit the game's move signature.
+                raise IllegalMove(f"bad move arguments: {error}") from None
+            raise
+        match.updated = self.clock.seconds()
+        self.events.record(match.context, "move", user=match.seats[seat].name,
+                           match=match.id, address=address,
+                           data={"seat": seat, "move": arguments, **(details or {})})
+        if match.finished:
+            self._record_end(match)
+
+    def end_transient(self, match: Match, by_seat: int | None) -> None:
+        """End a transient match (if still open) and forget it."""
+        if not match.finished:
+            match.aborted_by = -1 if by_seat is None else by_seat
+            match.updated = self.clock.seconds()
+            self._record_end(match)
+        self.forget(match)
+
     async def _save(self, match: Match) -> None:
         if match.persistent:
             await self.store.run(queries.update_match, match.id, match.snapshot(),

@@ -1,0 +1,1 @@
+"""The EOT game API (PROTOCOLS.md section 3): JSON requests over TCP or TLS."""

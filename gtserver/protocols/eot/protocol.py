@@ -1,0 +1,254 @@
+"""The EOT game API on the wire: one JSON request per connection.
+
+A client sends a UTF-8 JSON object followed by ``EOT\\0``; the server answers
+with one JSON object and closes the connection. This module only frames,
+parses and renders: every decision is made by
+:class:`gtserver.core.sessions.SessionService`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from gtserver.core.sessions import Joined, SessionError, SessionService
+from gtserver.games import IllegalMove
+
+TERMINATOR = b"EOT\0"
+PREFIX = "framework: "
+
+
+class BadField(Exception):
+    """A request field is missing or has the wrong type."""
+
+
+def _reply(data: Any) -> bytes:
+    return b'{"status": "ok", "data": ' + json.dumps(data).encode() + b"}"
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"status": "error", "message": PREFIX + message}).encode()
+
+
+def _illegal(message: Any) -> bytes:
+    return json.dumps({"status": "illegalmove", "message": message}).encode()
+
+
+def _string(request: dict, name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str):
+        raise BadField(f"'{name}' must be a string")
+    return value
+
+
+def _integer(request: dict, name: str, optional: bool = False) -> int | None:
+    value = request.get(name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadField(f"'{name}' must be an integer")
+    return value
+
+
+class EOTProtocol(Protocol):
+    """One connection: read one request, answer it, close."""
+
+    log = Logger()
+
+    def __init__(self, factory: EOTFactory) -> None:
+        self.factory = factory
+        self.buffer = b""
+        self.timer: Any = None
+        self.waiting: Deferred | None = None
+        self.answered = False
+        self.draining = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.timer = factory.clock.callLater(factory.connection_timeout, self._timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered or self.waiting is not None:
+            return      # anything after the request (or after a refusal) is ignored
+        start = len(self.buffer) - 3 if self.buffer else 0
+        buffer = self.buffer + data if self.buffer else data
+        end = buffer.find(TERMINATOR, max(start, 0))
+        limit = self.factory.request_size_max
+        if end < 0:
+            if len(buffer) >= limit:
+                self._refuse_oversized()
+            else:
+                self.buffer = buffer
+            return
+        self.buffer = b""
+        self._stop_timer()
+        if end + len(TERMINATOR) > limit:
+            self._refuse_oversized()
+            return
+        self._handle(buffer[:end])
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._stop_timer()
+        self.buffer = b""
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and not waiting.called:
+            waiting.cancel()
+
+    # requests
+
+    def _handle(self, raw: bytes) -> None:
+        try:
+            request = json.loads(raw)
+        except (ValueError, RecursionError):
+            self._send(_error("the request is not valid UTF-8 JSON"))
+            return
+        if not isinstance(request, dict):
+            self._send(_error("the request must be a JSON object"))
+            return
+        kind = request.get("type")
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            self._send(_error("unknown request type"))
+            return
+        try:
+            result = handler(self, self.factory.sessions, request)
+        except SessionError as error:
+            self._send(_error(str(error)))
+        except IllegalMove as error:
+            self._send(_illegal(error.message))
+        except BadField as error:
+            self._send(_error(str(error)))
+        except Exception:
+            self.log.failure("EOT request failed")
+            self._send(_error("internal server error"))
+        else:
+            if isinstance(result, Deferred):
+                self.waiting = result
+                result.addCallbacks(self._resolved, self._failed)
+            else:
+                self._send_data(result)
+
+    def _join(self, sessions: SessionService, request: dict) -> Deferred:
+        name = request.get("name")
+        if name is None:
+            name = ""
+        elif not isinstance(name, str):
+            raise BadField("'name' must be a string")
+        return sessions.join(_string(request, "game"), _string(request, "session"),
+                             _integer(request, "players", optional=True), name)
+
+    def _move(self, sessions: SessionService, request: dict) -> None:
+        arguments = request.get("move")
+        if not isinstance(arguments, dict):
+            raise BadField("'move' must be an object of keyword arguments")
+        sessions.move(_string(request, "game"), _string(request, "session"),
+                      _integer(request, "player_id"), _string(request, "key"), arguments,
+                      self.factory.address_of(self.transport))
+
+    def _state(self, sessions: SessionService, request: dict) -> Any:
+        observer = request.get("observer", False)
+        if observer is None:
+            observer = False
+        elif not isinstance(observer, bool):
+            raise BadField("'observer' must be true or false")
+        return sessions.state(_string(request, "game"), _string(request, "session"),
+                              _integer(request, "player_id"), _string(request, "key"),
+                              observer)
+
+    def _observe(self, sessions: SessionService, request: dict) -> Joined:
+        return sessions.observe(_string(request, "game"), _string(request, "session"),
+                                _string(request, "name"))
+
+    def _restart(self, sessions: SessionService, request: dict) -> None:
+        sessions.restart(_string(request, "game"), _string(request, "session"),
+                         _integer(request, "player_id"), _string(request, "key"))
+
+    handlers = {"join": _join, "move": _move, "state": _state, "observe": _observe,
+                "restart": _restart}
+
+    # replies
+
+    def _resolved(self, result: Any) -> None:
+        self.waiting = None
+        self._send_data(result)
+
+    def _failed(self, failure: Any) -> None:
+        self.waiting = None
+        if failure.check(CancelledError):
+            return      # the client went away while waiting
+        if failure.check(SessionError):
+            self._send(_error(str(failure.value)))
+        else:
+            self.log.failure("EOT request failed", failure)
+            self._send(_error("internal server error"))
+
+    def _send_data(self, result: Any) -> None:
+        if isinstance(result, Joined):
+            result = {"player_id": result.player_id, "key": result.key,
+                      "session": result.session,
+                      "request_size_max": self.factory.request_size_max}
+        try:
+            encoded = _reply(result)
+        except (TypeError, ValueError):
+            self.log.failure("EOT reply cannot be encoded as JSON")
+            encoded = _error("internal server error")
+        self._send(encoded)
+
+    def _send(self, reply: bytes) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        self.transport.write(reply)
+        self.transport.loseConnection()
+
+    def _refuse_oversized(self) -> None:
+        """Answer, then read and drop the rest so the client can read the reply."""
+        self.buffer = b""
+        self._stop_timer()
+        self.answered = True
+        self.transport.write(_error(
+            f"request size limit exceeded ({self.factory.request_size_max} bytes)"))
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is not None:     # plain TCP (TLS transports cannot half-close)
+            half_close()
+            self.timer = self.factory.clock.callLater(self.factory.connection_timeout,
+                                                      self.transport.abortConnection)
+        else:
+            self.transport.loseConnection()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self.buffer = b""
+        if self.waiting is None and not self.answered:
+            self._send(_error("connection timed out before a complete request arrived"))
+
+    def _stop_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+class EOTFactory(Factory):
+    """Serves the EOT game API on any stream endpoint."""
+
+    protocol = EOTProtocol
+
+    def __init__(self, sessions: SessionService, clock: Any,
+                 request_size_max: int = 1_000_000, connection_timeout: float = 60.0) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.request_size_max = request_size_max
+        self.connection_timeout = connection_timeout
+
+    def buildProtocol(self, addr: Any) -> EOTProtocol:
+        return EOTProtocol(self)
+
+    @staticmethod
+    def address_of(transport: Any) -> str | None:
+        peer = transport.getPeer()
+        host = getattr(peer, "host", None)
+        return host if host is not None else None
