@@ -76,3 +76,40 @@ class LinePlugin:
 
 
 line_plugin = LinePlugin()
+
+
+class LineClient(LineOnlyReceiver):
+    """Client side for the tests: ``await client.command("echo hi")``."""
+
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._waiting: list[Any] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._waiting:
+            self._waiting.pop(0).callback(line.decode())
+        else:
+            self.lines.append(line.decode())
+
+    def next_line(self) -> Any:
+        from twisted.internet.defer import Deferred, succeed
+        if self.lines:
+            return succeed(self.lines.pop(0))
+        waiter: Deferred = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def command(self, text: str) -> Any:
+        self.sendLine(text.encode())
+        return self.next_line()
+
+
+async def connect_line_client(endpoint: Any) -> LineClient:
+    """Connect to a line-protocol listener and read its greeting into ``greeting``."""
+    from twisted.internet.endpoints import connectProtocol
+
+    client = await connectProtocol(endpoint, LineClient())
+    client.greeting = await client.next_line()
+    return client

@@ -1,0 +1,172 @@
+"""The service tree with real listeners: tcp, unix and TLS side by side,
+start-up log, stopping, start failures, restart without loss."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from gtserver.store import StoreUnavailable
+from tests.lineprotocol import connect_line_client, line_plugin
+from tests.pgcluster import postgres_url
+from tests.support import LOOPBACK, sqlite_url, start_server
+
+PROTOCOLS = {"testline": line_plugin}
+
+
+def write_self_signed_certificate(directory: str) -> tuple[str, str, bytes]:
+    """A key and self-signed certificate for ``localhost``; returns (key path,
+    certificate path, certificate PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    key_path = os.path.join(directory, "key.pem")
+    certificate_path = os.path.join(directory, "cert.pem")
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    with open(key_path, "wb") as out:
+        out.write(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption()))
+    with open(certificate_path, "wb") as out:
+        out.write(pem)
+    return key_path, certificate_path, pem
+
+
+class CapturedLog:
+    def __init__(self, testcase: unittest.TestCase) -> None:
+        self.lines: list[str] = []
+        globalLogPublisher.addObserver(self)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: dict) -> None:
+        self.lines.append(formatEvent(event))
+
+    def matching(self, prefix: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(prefix)]
+
+
+class ListenerTests(unittest.TestCase):
+    async def test_tcp_unix_and_tls_side_by_side(self):
+        directory = tempfile.mkdtemp(prefix="gt-")  # short: unix socket paths are limited
+        self.addCleanup(shutil.rmtree, directory, True)
+        key, cert, pem = write_self_signed_certificate(directory)
+        socket_path = os.path.abspath(os.path.join(directory, "line.sock"))
+        log = CapturedLog(self)
+        server = await start_server(
+            self, "--port", f"testline=unix:{socket_path}",
+            "--port", f"testline=ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            "--testline-greeting", "welcome",
+            listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+
+        tcp_port, tls_port = server.port("testline", 0), server.port("testline", 2)
+        tls_options = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+        clients = [
+            await connect_line_client(TCP4ClientEndpoint(reactor, "127.0.0.1", tcp_port)),
+            await connect_line_client(UNIXClientEndpoint(reactor, socket_path)),
+            await connect_line_client(wrapClientTLS(
+                tls_options, TCP4ClientEndpoint(reactor, "127.0.0.1", tls_port))),
+        ]
+        for index, client in enumerate(clients):
+            self.assertEqual(client.greeting, "welcome")
+            self.assertEqual(await client.command(f"echo hi {index}"), f"hi {index}")
+            client.transport.loseConnection()
+
+        self.assertEqual(log.matching("listener testline"), [
+            f"listener testline (test line protocol) on tcp:127.0.0.1:{tcp_port}",
+            f"listener testline (test line protocol) on unix:{socket_path}",
+            f"listener testline (test line protocol) on tls:127.0.0.1:{tls_port}"])
+
+        await server.stop()
+        self.assertEqual(log.matching("gtserver stopped"), ["gtserver stopped"])
+        with self.assertRaises(ConnectionRefusedError):
+            await connect_line_client(TCP4ClientEndpoint(reactor, "127.0.0.1", tcp_port))
+        self.assertFalse(os.path.exists(socket_path))
+
+    async def test_store_line_hides_the_password(self):
+        url = postgres_url(self).replace("postgresql://postgres@",
+                                         "postgresql://postgres:s3cret@")
+        log = CapturedLog(self)
+        server = await start_server(self, db=url, listeners={"testline": LOOPBACK},
+                                    protocols=PROTOCOLS)
+        [line] = log.matching("store:")
+        self.assertIn("postgresql at postgresql://postgres:***@127.0.0.1:", line)
+        self.assertFalse(any("s3cret" in entry for entry in log.lines))
+        self.assertEqual(len(log.matching("listener ")), 1)
+        self.assertEqual(server.store.engine, "postgresql")
+
+    async def test_port_in_use_fails_start(self):
+        first = await start_server(self, listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+        taken = first.port("testline")
+        with self.assertRaises(Exception) as caught:
+            await start_server(self, listeners={"testline": f"tcp:{taken}:interface=127.0.0.1"},
+                               protocols=PROTOCOLS)
+        self.assertIn("Address already in use", str(caught.exception))
+
+    async def test_unreachable_database_fails_start(self):
+        with self.assertRaises(StoreUnavailable):
+            await start_server(self, db="postgresql://nobody:pw@127.0.0.1:1/x",
+                               listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+
+
+class RestartTestsMixin:
+    """A restarted daemon on the same database knows every account and session."""
+
+    def make_url(self) -> str:
+        raise NotImplementedError
+
+    async def test_restart_without_loss(self):
+        url = self.make_url()
+        server = await start_server(self, db=url, listeners={"testline": LOOPBACK},
+                                    protocols=PROTOCOLS)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", server.port("testline")))
+        reply = await client.command("login alice secret")
+        self.assertTrue(reply.startswith("ok "), reply)
+        token = reply[3:]
+        guest = await server.core.accounts.create_temporary("guest")
+        guest_token = await server.core.accounts.open_session(guest)
+        client.transport.loseConnection()
+        await server.stop()
+
+        again = await start_server(self, db=url, listeners={"testline": LOOPBACK},
+                                   protocols=PROTOCOLS)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", again.port("testline")))
+        self.assertEqual(await client.command(f"resume {token}"), "ok alice")
+        self.assertEqual(await client.command(f"resume {guest_token}"), "ok guest")
+        self.assertEqual(await client.command("resume nonsense"), "error UnknownSession")
+        self.assertEqual(await client.command("login alice wrong"), "error BadCredentials")
+        self.assertTrue((await client.command("login alice secret")).startswith("ok "))
+        client.transport.loseConnection()
+
+
+class SQLiteRestartTests(RestartTestsMixin, unittest.TestCase):
+    def make_url(self) -> str:
+        return sqlite_url(self)
+
+
+class PostgresRestartTests(RestartTestsMixin, unittest.TestCase):
+    def make_url(self) -> str:
+        return postgres_url(self)
