@@ -1,0 +1,412 @@
+"""Chat/VR rooms: membership, history, headset poses and the fixed-rate pose tick.
+
+The room service is protocol-agnostic. A connection takes part as a *sink*
+(see :class:`RoomSink`): an object with the user's name, the client address
+and a ``deliver`` method. Rooms hand sinks plain Python event dicts; the
+adapter owns the wire format.
+
+Fan-out serialises once: every broadcast passes the same ``shared`` dict to
+each sink, so the first sink of a given wire format encodes the events and
+stores the result there, and the others reuse those bytes.
+
+Membership is per user: a user with two connections in a room is one member
+with two connections. Others see that user join when the first connection
+enters and leave when the last one goes.
+
+Poses are not broadcast when they arrive. One timer for the whole service
+ticks ``fps`` times a second; at each tick every room with members gets one
+frame holding the latest pose of each member (or, with ``changed_only``, the
+poses that changed since the previous tick; a connection that has not seen
+the room's poses yet gets the full set once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gtserver.core.errors import CoreError
+
+LOBBY = "lobby"
+SOURCE = "vr"
+MAX_ROOM_NAME = 100
+
+#: Event kinds with a meaning of their own; every other kind is a chat-like message.
+JOIN, LEAVE, TRANSFORM, BUTTON, MSG = "join", "leave", "transform", "button", "msg"
+
+
+class RoomError(CoreError):
+    """Base of the room service's refusals."""
+
+
+class AlreadyInRoom(RoomError):
+    """This connection is already in the room."""
+
+
+class NotInRoom(RoomError):
+    """This connection is not in the room."""
+
+
+class InvalidRoomName(RoomError):
+    """Room names are non-empty strings of at most MAX_ROOM_NAME characters."""
+
+
+class BadPose(RoomError):
+    """A pose must be ``{"pos": {x, y, z}, "rot": {x, y, z}}`` with numbers."""
+
+
+class RoomSink(Protocol):
+    """One connection's view of the rooms, implemented by wire adapters."""
+
+    #: The logged-in user's name.
+    user: str
+    #: The client address as recorded in the research log (e.g. ``"10.0.0.5:51234"``).
+    address: str | None
+
+    def deliver(self, room: str, events: list[dict], shared: dict, droppable: bool) -> bool:
+        """Send ``events`` of ``room`` as one frame.
+
+        ``shared`` is the same dict for every sink of one broadcast (cache the
+        encoded frame there). ``droppable`` frames (pose ticks) may be skipped
+        when the connection is congested. Returns False if nothing was sent.
+        """
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    fps: float = 1.0
+    history: int = 50
+    changed_only: bool = False
+    #: Pose records per second in the research log; 0 means at every tick.
+    pose_log_rate: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RoomSettings:
+        return cls(fps=float(config.get("fps") or 1.0),
+                   history=int(config.get("vr_history", 50)),
+                   changed_only=bool(config.get("vr_changed_poses_only", False)),
+                   pose_log_rate=float(config.get("vr_pose_log_rate") or 0.0))
+
+
+@dataclass(eq=False)
+class Member:
+    name: str
+    joined: float
+    sinks: list[Any] = field(default_factory=list)
+    #: The member's pose entry as sent in ticks (origin until a pose arrives).
+    pose_entry: dict = field(default_factory=dict)
+    has_pose: bool = False
+    pose_address: str | None = None
+
+    def join_entry(self) -> dict:
+        return {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    history: deque
+    members: dict[str, Member] = field(default_factory=dict)
+    #: Every connection in the room, with the member it belongs to.
+    sinks: dict[Any, Member] = field(default_factory=dict)
+    #: Members whose pose changed since the previous tick, in arrival order.
+    changed: dict[str, Member] = field(default_factory=dict)
+    #: Connections that must get the full pose set at the next tick.
+    needs_full: set = field(default_factory=set)
+
+    @property
+    def title(self) -> str:
+        return self.name
+
+    def member_list(self) -> list[dict]:
+        """``join`` entries of every member, sorted case-insensitively."""
+        ordered = sorted(self.members.values(), key=lambda m: (m.name.casefold(), m.name))
+        return [member.join_entry() for member in ordered]
+
+
+@dataclass(frozen=True)
+class JoinSequence:
+    """What a joining connection is sent: the member list, then the history."""
+
+    members: list[dict]
+    history: list[dict]
+
+
+def origin_pose() -> dict:
+    return {"pos": {"x": 0.0, "y": 0.0, "z": 0.0}, "rot": {"x": 0.0, "y": 0.0, "z": 0.0}}
+
+
+def normalize_pose(data: Any) -> dict:
+    """``{"pos": {x,y,z}, "rot": {x,y,z}}`` of floats; missing parts become 0.0."""
+    if not isinstance(data, dict):
+        raise BadPose("a pose is an object with pos and rot")
+    pose = {}
+    for part in ("pos", "rot"):
+        vector = data.get(part)
+        if vector is None:
+            vector = {}
+        if not isinstance(vector, dict):
+            raise BadPose(f"{part} must be an object")
+        coordinates = {}
+        for axis in ("x", "y", "z"):
+            value = vector.get(axis, 0.0)
+            if value is None:
+                value = 0.0
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BadPose(f"{part}.{axis} must be a number")
+            value = float(value)
+            if not math.isfinite(value):
+                raise BadPose(f"{part}.{axis} must be finite")
+            coordinates[axis] = value
+        pose[part] = coordinates
+    return pose
+
+
+def check_room_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_ROOM_NAME:
+        raise InvalidRoomName(name)
+    return name
+
+
+Recorder = Callable[..., None]
+
+
+class RoomService(Service):
+    """Every room of the server and the one pose timer."""
+
+    log = Logger()
+
+    def __init__(self, core: Any, settings: RoomSettings | None = None) -> None:
+        self.core = core
+        self.clock = core.clock
+        self.settings = settings or RoomSettings.from_config(core.config)
+        if not 0 < self.settings.fps <= 1000:
+            raise ValueError("fps must be above 0 and at most 1000")
+        self.rooms: dict[str, Room] = {LOBBY: self._new_room(LOBBY)}
+        #: Rooms each connection is in, in the order it joined them.
+        self._rooms_of: dict[Any, dict[str, Room]] = {}
+        #: Extra observers of every recorded event (e.g. a CSV file), called
+        #: with the same keyword arguments as ``EventLog.record``.
+        self.recorders: list[Recorder] = []
+        self._ticker: LoopingCall | None = None
+        self._next_pose_log = 0.0
+        self.ticks = 0
+
+    # lifecycle
+
+    def startService(self) -> None:
+        super().startService()
+        self._ticker = LoopingCall(self._tick_safely)
+        self._ticker.clock = self.clock
+        self._ticker.start(1.0 / self.settings.fps, now=False)
+
+    def stopService(self):
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        return super().stopService()
+
+    # queries
+
+    def room_titles(self) -> dict[str, str]:
+        return {name: room.title for name, room in self.rooms.items()}
+
+    def rooms_of(self, sink: Any) -> list[str]:
+        return list(self._rooms_of.get(sink, ()))
+
+    def member_list(self, sink: Any, room_name: str) -> list[dict]:
+        return self._room_of(sink, room_name).member_list()
+
+    # membership
+
+    def join(self, sink: Any, room_name: str) -> JoinSequence:
+        """Put ``sink`` in the room (created if missing); AlreadyInRoom if it is."""
+        check_room_name(room_name)
+        joined = self._rooms_of.setdefault(sink, {})
+        if room_name in joined:
+            raise AlreadyInRoom(room_name)
+        room = self.rooms.get(room_name)
+        if room is None:
+            room = self.rooms[room_name] = self._new_room(room_name)
+        member = room.members.get(sink.user)
+        if member is None:
+            now = self.clock.seconds()
+            member = Member(sink.user, now, pose_entry=self._pose_entry(sink.user, now,
+                                                                          origin_pose()))
+            self._broadcast(room, [member.join_entry()])
+            room.members[member.name] = member
+            self._record(JOIN, sink, room_name, None, now)
+        member.sinks.append(sink)
+        room.sinks[sink] = member
+        room.needs_full.add(sink)
+        joined[room_name] = room
+        return JoinSequence(room.member_list(), list(room.history))
+
+    def leave(self, sink: Any, room_name: str) -> None:
+        """Take ``sink`` out of the room; NotInRoom if it is not there."""
+        room = self._room_of(sink, room_name)
+        del self._rooms_of[sink][room_name]
+        if not self._rooms_of[sink]:
+            del self._rooms_of[sink]
+        self._detach(room, sink)
+
+    def disconnect(self, sink: Any) -> None:
+        """The connection is gone: it leaves every room it was in."""
+        for room in list(self._rooms_of.pop(sink, {}).values()):
+            self._detach(room, sink)
+
+    # messages
+
+    def say(self, sink: Any, room_name: str, kind: str, data: Any) -> None:
+        """Broadcast a message to every member, the sender included.
+
+        Every kind but ``button`` is kept in the room's history.
+        """
+        room = self._room_of(sink, room_name)
+        now = self.clock.seconds()
+        event = {"time": now, "user": sink.user, "type": kind, "data": data}
+        if kind != BUTTON:
+            room.history.append(event)
+        self._broadcast(room, [event])
+        self._record(kind, sink, room_name, data, now)
+
+    def set_pose(self, sink: Any, room_name: str, data: Any) -> None:
+        """Store the member's latest pose; it goes out with the next tick."""
+        room = self._room_of(sink, room_name)
+        pose = normalize_pose(data)
+        member = room.sinks[sink]
+        member.pose_entry = self._pose_entry(member.name, self.clock.seconds(), pose)
+        member.has_pose = True
+        member.pose_address = sink.address
+        room.changed[member.name] = member
+
+    # ticks
+
+    def tick(self) -> None:
+        """Send every room with members its pose frame; log poses when due."""
+        self.ticks += 1
+        log_poses = self._pose_log_due()
+        for room in list(self.rooms.values()):
+            if room.sinks:
+                if self.settings.changed_only:
+                    self._tick_changed(room)
+                else:
+                    self._tick_full(room)
+                if log_poses:
+                    self._log_poses(room)
+            room.changed.clear()
+
+    def _tick_full(self, room: Room) -> None:
+        room.needs_full.clear()
+        self._broadcast(room, [member.pose_entry for member in room.members.values()],
+                        droppable=True)
+
+    def _tick_changed(self, room: Room) -> None:
+        delta = [member.pose_entry for member in room.changed.values()]
+        full: list[dict] | None = None
+        shared_delta: dict = {}
+        shared_full: dict = {}
+        for sink in tuple(room.sinks):
+            if sink in room.needs_full:
+                if full is None:
+                    full = [m.pose_entry for m in room.members.values() if m.has_pose]
+                if not full or self._deliver(sink, room.name, full, shared_full, True):
+                    room.needs_full.discard(sink)
+            elif delta and not self._deliver(sink, room.name, delta, shared_delta, True):
+                # It missed a change: bring it up to date with the full set.
+                room.needs_full.add(sink)
+
+    def _pose_log_due(self) -> bool:
+        rate = self.settings.pose_log_rate
+        if rate <= 0 or rate >= self.settings.fps:
+            return True
+        now = self.clock.seconds()
+        interval = 1.0 / rate
+        # Tolerate half a tick of jitter so the log keeps its own fixed rate.
+        if now + 0.5 / self.settings.fps < self._next_pose_log:
+            return False
+        self._next_pose_log = max(self._next_pose_log + interval, now + interval / 2)
+        return True
+
+    def _log_poses(self, room: Room) -> None:
+        for member in room.members.values():
+            if member.has_pose:
+                entry = member.pose_entry
+                self._record_raw(TRANSFORM, member.name, room.name, member.pose_address,
+                                 entry["data"], entry["time"])
+
+    def _tick_safely(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            # A LoopingCall stops for good on an error; one bad tick must not.
+            self.log.failure("room tick failed")
+
+    # internals
+
+    def _new_room(self, name: str) -> Room:
+        return Room(name, deque(maxlen=max(self.settings.history, 0)))
+
+    def _room_of(self, sink: Any, room_name: str) -> Room:
+        room = self._rooms_of.get(sink, {}).get(room_name)
+        if room is None:
+            raise NotInRoom(room_name)
+        return room
+
+    def _detach(self, room: Room, sink: Any) -> None:
+        member = room.sinks.pop(sink)
+        room.needs_full.discard(sink)
+        member.sinks.remove(sink)
+        if member.sinks:
+            return  # the user is still here through another connection
+        del room.members[member.name]
+        room.changed.pop(member.name, None)
+        now = self.clock.seconds()
+        self._broadcast(room, [{"time": now, "user": member.name, "type": LEAVE, "data": ""}])
+        self._record(LEAVE, sink, room.name, None, now)
+        if not room.members and room.name != LOBBY:
+            del self.rooms[room.name]
+
+    def _broadcast(self, room: Room, events: list[dict], droppable: bool = False) -> None:
+        shared: dict = {}
+        for sink in tuple(room.sinks):
+            self._deliver(sink, room.name, events, shared, droppable)
+
+    def _deliver(self, sink: Any, room_name: str, events: list[dict], shared: dict,
+                 droppable: bool) -> bool:
+        try:
+            return sink.deliver(room_name, events, shared, droppable)
+        except Exception:
+            # One broken connection must not cost the others their frame.
+            self.log.failure("delivery to {user} failed", user=getattr(sink, "user", None))
+            return False
+
+    @staticmethod
+    def _pose_entry(user: str, time: float, pose: dict) -> dict:
+        return {"time": time, "user": user, "type": TRANSFORM, "data": pose}
+
+    def _record(self, kind: str, sink: Any, room_name: str, data: Any, time: float) -> None:
+        self._record_raw(kind, sink.user, room_name, sink.address, data, time)
+
+    def _record_raw(self, kind: str, user: str, room_name: str, address: str | None,
+                    data: Any, time: float) -> None:
+        # Stored as JSON text even for strings, so that a chat line that looks
+        # like JSON stays distinguishable from structured data.
+        encoded = None if data is None else json.dumps(data, ensure_ascii=False,
+                                                       separators=(",", ":"))
+        self.core.events.record(SOURCE, kind, user=user, room=room_name, address=address,
+                                data=encoded, time=time)
+        for recorder in self.recorders:
+            try:
+                recorder(kind=kind, user=user, room=room_name, address=address, data=data,
+                         time=time)
+            except Exception:
+                self.log.failure("room event recorder failed")

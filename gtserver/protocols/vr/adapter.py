@@ -1,0 +1,366 @@
+"""The VR rooms listener: Autobahn WebSocket in front of the room service.
+
+One :class:`VRServerProtocol` per connection parses frames, calls
+:class:`~gtserver.core.rooms.RoomService` and the shared accounts, and renders
+replies. It is the room service's *sink* for that connection: room frames are
+encoded once per broadcast (an Autobahn prepared message) and the same bytes
+go to every member.
+
+Protection against slow and hostile clients, per connection:
+
+* outgoing bytes: the connection registers as a streaming producer on its
+  transport, so it learns when the transport's buffer is full. While it is,
+  pose ticks are dropped (the next one supersedes them anyway) and every other
+  frame counts against ``send_buffer`` bytes; past that the connection is
+  closed with code 1008 and a log line. Its memory stays bounded and nobody
+  else waits for it.
+* incoming frames: larger than ``max_frame`` bytes are refused by Autobahn
+  (close code 1009); more than ``max_rate`` frames a second (with a burst of
+  two seconds' worth) close the connection with code 1008.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gtserver.core.errors import BadCredentials, CoreError
+from gtserver.core.rooms import (
+    LOBBY,
+    TRANSFORM,
+    AlreadyInRoom,
+    BadPose,
+    InvalidRoomName,
+    NotInRoom,
+    RoomService,
+)
+from gtserver.protocols.vr import wire
+from gtserver.store import StoreError
+
+CLOSE_POLICY = 1008
+#: Seconds a peer has to answer our close frame before the TCP connection is aborted.
+CLOSE_TIMEOUT = 2.0
+MAX_NAME = 64
+#: Frames queued while a login is in progress; more than this is a flood.
+MAX_BACKLOG = 256
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+@implementer(IPushProducer)
+class _SendGate:
+    """Told by the transport when its write buffer is over/under its limit."""
+
+    def __init__(self, connection: VRServerProtocol) -> None:
+        self.connection = connection
+
+    def pauseProducing(self) -> None:
+        self.connection.congested = True
+
+    def resumeProducing(self) -> None:
+        self.connection.congested = False
+        self.connection.queued_while_congested = 0
+
+    def stopProducing(self) -> None:
+        self.connection.congested = True
+
+
+class VRServerProtocol(WebSocketServerProtocol):
+    log = Logger()
+
+    factory: VRServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user: str | None = None
+        self.address: str | None = None
+        self.congested = False
+        self.queued_while_congested = 0
+        self._backlog: deque[bytes] = deque()
+        self._busy = False
+        self._tokens = 0.0
+        self._refilled = 0.0
+        self._close_timer: Any = None
+
+    # connection lifecycle
+
+    def onConnect(self, request: Any) -> None:
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is None:
+            self.address = getattr(peer, "type", "unknown").lower()
+        else:
+            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return None
+
+    def onOpen(self) -> None:
+        self.transport.registerProducer(_SendGate(self), True)
+        self._tokens = self.factory.burst
+        self._refilled = self.factory.clock.seconds()
+        self.factory.connections.add(self)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.factory.connections.discard(self)
+        self._backlog.clear()
+        if self.user is not None:
+            self.factory.rooms.disconnect(self)
+
+    # incoming frames
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self._admit():
+            return
+        if self._busy:
+            if len(self._backlog) >= MAX_BACKLOG:
+                self._close_for_policy("too many frames while logging in")
+                return
+            self._backlog.append(payload)
+            return
+        self._handle(payload)
+
+    def _admit(self) -> bool:
+        """Token bucket: False (and the connection closing) for a flooding client."""
+        factory = self.factory
+        now = factory.clock.seconds()
+        self._tokens = min(factory.burst, self._tokens + (now - self._refilled) * factory.max_rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            self._close_for_policy(f"flood: more than {factory.max_rate:g} frames a second")
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _handle(self, payload: bytes) -> None:
+        try:
+            message = wire.decode(payload)
+        except wire.BadFrame:
+            self._reply(wire.INVALID_STRUCTURE)
+            return
+        try:
+            if not isinstance(message, dict):
+                self._reply(wire.BAD_REQUEST if self.user else wire.ACCESS_DENIED)
+            elif "system" in message:
+                self._system(message)
+            elif self.user is None:
+                self._reply(wire.ACCESS_DENIED)
+            else:
+                self._room_message(message)
+        except Exception:
+            self.log.failure("VR frame from {address} failed", address=self.address)
+            self._reply(wire.INTERNAL_ERROR)
+
+    def _system(self, message: dict) -> None:
+        command = message["system"]
+        if command == "ping":
+            self._reply(wire.PONG)
+        elif command == "login":
+            self._login(message.get("options"))
+        elif self.user is None:
+            self._reply(wire.ACCESS_DENIED)
+        elif command == "rooms":
+            self._reply(wire.LISTING, self.factory.rooms.room_titles())
+        else:
+            self._reply(wire.NOT_RECOGNIZED)
+
+    def _room_message(self, message: dict) -> None:
+        room, kind = message.get("room"), message.get("type", "msg")
+        if not isinstance(room, str) or "data" not in message or not isinstance(kind, str):
+            self._reply(wire.BAD_REQUEST)
+            return
+        rooms = self.factory.rooms
+        try:
+            if kind == "join":
+                self._send_join_sequence(room, rooms.join(self, room))
+            elif kind == "leave":
+                rooms.leave(self, room)
+            elif kind == "list":
+                self._send_events(room, rooms.member_list(self, room))
+            elif kind == TRANSFORM:
+                rooms.set_pose(self, room, message["data"])
+            else:
+                rooms.say(self, room, kind, message["data"])
+        except AlreadyInRoom:
+            self._reply(wire.CONFLICT)
+        except NotInRoom:
+            self._reply(wire.UNAUTHORIZED)
+        except (InvalidRoomName, BadPose):
+            self._reply(wire.BAD_REQUEST)
+
+    # login
+
+    def _login(self, options: Any) -> None:
+        if self.user is not None:
+            self._reply(wire.CONFLICT)
+            return
+        credentials = _credentials(options)
+        if credentials is None:
+            self._reply(wire.BAD_REQUEST)
+            return
+        self._busy = True
+        d = ensureDeferred(self._authenticate(*credentials))
+        d.addErrback(self._login_failed)
+        d.addBoth(self._drain_backlog)
+
+    async def _authenticate(self, name: str, password: str) -> None:
+        factory = self.factory
+        if not factory.any_password:
+            try:
+                await factory.core.accounts.login(name, password)
+            except BadCredentials:
+                self._reply(wire.ACCESS_DENIED)
+                return
+            except CoreError:  # throttled, invalid name and the like
+                self._reply(wire.ACCESS_DENIED)
+                return
+            except StoreError as error:
+                self.log.warn("VR login of {name} failed: {error}", name=name, error=error)
+                self._reply(wire.INTERNAL_ERROR)
+                return
+        if self.state != _OPEN:
+            return  # gone while the password was being checked
+        self.user = name
+        self._reply(wire.ACCESS_GRANTED)
+        self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
+
+    def _login_failed(self, failure: Any) -> None:
+        self.log.failure("VR login failed", failure)
+        self._reply(wire.INTERNAL_ERROR)
+
+    def _drain_backlog(self, _: Any) -> None:
+        self._busy = False
+        while self._backlog and not self._busy and self.state == _OPEN:
+            self._handle(self._backlog.popleft())
+
+    # outgoing frames
+
+    def deliver(self, room: str, events: list[dict], shared: dict, droppable: bool) -> bool:
+        """The room service's sink interface: one frame of room events."""
+        prepared = shared.get(VRServerFactory)
+        if prepared is None:
+            prepared = shared[VRServerFactory] = self.factory.prepareMessage(
+                wire.room_frame(room, events))
+        return self._send_prepared(prepared, droppable)
+
+    def _send_join_sequence(self, room: str, sequence: Any) -> None:
+        self._send_events(room, sequence.members)
+        if sequence.history:
+            self._send_events(room, sequence.history)
+
+    def _send_events(self, room: str, events: list[dict]) -> None:
+        self.deliver(room, events, {}, False)
+
+    def _reply(self, code: int, detail: Any = None) -> None:
+        data = wire.reply(code, self.factory.clock.seconds(), detail)
+        self._send_prepared(self.factory.prepareMessage(data), False)
+
+    def _send_prepared(self, prepared: Any, droppable: bool) -> bool:
+        if self.state != _OPEN:
+            return False
+        frame = prepared.payloadHybi
+        if self.congested:
+            if droppable:
+                return False
+            self.queued_while_congested += len(frame)
+            if self.queued_while_congested > self.factory.send_buffer:
+                self._close_for_policy(
+                    f"too slow: {self.queued_while_congested} bytes waiting to be sent")
+                return False
+        # The prepared frame's bytes straight to the transport: this is what
+        # sendPreparedMessage does without compression (never negotiated here),
+        # minus its per-call debug formatting.
+        self.transport.write(frame)
+        return True
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        """Close, and abort the TCP connection if the peer does not answer in time.
+
+        The factory turns Autobahn's own close timeout off and this timer
+        replaces it, because it can be cancelled once the connection is gone.
+        """
+        super().sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=isReply)
+        if not isReply and self._close_timer is None:
+            self._close_timer = self.factory.reactor.callLater(
+                CLOSE_TIMEOUT, self.transport.abortConnection)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        super().connectionLost(reason)
+
+    def going_away(self) -> None:
+        """The server is shutting down."""
+        self.factory.connections.discard(self)
+        if self.user is not None:
+            self.factory.rooms.disconnect(self)
+            self.user = None
+        if self.state == _OPEN:
+            self.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down")
+        self.transport.loseConnection()
+
+    def _close_for_policy(self, reason: str) -> None:
+        self.log.warn("closing VR connection of {user} at {address}: {reason}",
+                      user=self.user, address=self.address, reason=reason)
+        self._backlog.clear()
+        if self.state == _OPEN:
+            # sendClose only takes 1000 and 3000-4999; 1008 is the standard
+            # "policy violation" code. Autobahn drops the TCP connection if the
+            # peer does not answer within closeHandshakeTimeout.
+            self.sendCloseFrame(code=CLOSE_POLICY, reasonUtf8=reason.encode()[:123])
+
+
+def _credentials(options: Any) -> tuple[str, str] | None:
+    if not isinstance(options, dict):
+        return None
+    name, password = options.get("user"), options.get("pass")
+    if isinstance(password, (int, float)) and not isinstance(password, bool):
+        password = str(password)  # the original accepted numeric passwords
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        return None
+    if not isinstance(password, str):
+        return None
+    return name, password
+
+
+class VRServerFactory(WebSocketServerFactory):
+    """Serves the VR rooms protocol on every endpoint of the ``vr`` listener."""
+
+    protocol = VRServerProtocol
+
+    def __init__(self, core: Any, config: Mapping[str, Any] | None = None,
+                 reactor: Any = None) -> None:
+        config = dict(core.config if config is None else config)
+        super().__init__(reactor=reactor)
+        self.core = core
+        self.clock = core.clock
+        self.rooms = core.component(RoomService)
+        self.any_password = bool(config.get("vr_any_password", False))
+        self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
+        self.max_rate = float(config.get("vr_max_rate") or 300.0)
+        self.burst = max(2.0 * self.max_rate, 10.0)
+        max_frame = int(config.get("vr_max_frame") or 64 * 1024)
+        self.connections: set[VRServerProtocol] = set()
+        self.setProtocolOptions(maxFramePayloadSize=max_frame,
+                                maxMessagePayloadSize=max_frame,
+                                failByDrop=False, closeHandshakeTimeout=0,
+                                openHandshakeTimeout=10)
+        if config.get("vr_csv_log"):
+            from gtserver.protocols.vr.csvlog import CsvEventFile
+            core.component(CsvEventFile)
+
+    def stopFactory(self) -> None:
+        """The last endpoint stopped listening: close every connection.
+
+        Members leave their rooms now, while the core (and its event log)
+        still runs; clients get close code 1001 (going away).
+        """
+        for connection in list(self.connections):
+            connection.going_away()
