@@ -25,7 +25,8 @@ def sleep(seconds: float) -> Deferred:
 
 
 class VRTestCase(unittest.TestCase):
-    arguments: tuple[str, ...] = ()
+    #: Pose ticks are tested with a task.Clock (test_vr_ticks); keep them out of the way here.
+    arguments: tuple[str, ...] = ("--fps", "0.001")
 
     async def start(self, *arguments: str, db: str | None = None):
         self.server = await start_server(self, *self.arguments, *arguments, db=db,
@@ -193,3 +194,185 @@ class AuthenticationTests(VRTestCase):
         await client.next()  # member list
         frame = await client.next()
         self.assertEqual(frame["payload"][0]["data"], "right after login")
+
+
+def summary(frame: dict) -> list[tuple]:
+    return [(e["user"], e["type"], e["data"]) for e in frame["payload"]]
+
+
+class RoomMessageTests(VRTestCase):
+    async def test_room_messages_need_login(self):
+        await self.start()
+        client = await self.client()
+        for kind in ("join", "leave", "list", "msg", "transform", "button", "wave"):
+            client.say("lobby", kind)
+            await self.expect_code(client, 403)
+
+    async def test_room_and_data_are_required(self):
+        await self.start()
+        client = await self.client("Tibi")
+        for frame in ({"type": "msg", "data": "x"}, {"room": "lobby", "type": "msg"},
+                      {"room": "lobby"}, {"room": 5, "type": "msg", "data": "x"},
+                      {"room": "lobby", "type": 7, "data": "x"},
+                      {"room": "", "type": "join", "data": ""}):
+            client.send(frame)
+            await self.expect_code(client, 400)
+
+    async def test_type_defaults_to_msg(self):
+        await self.start()
+        client = await self.client("Tibi")
+        client.send({"room": "lobby", "data": "hello"})
+        self.assertEqual(summary(await client.next()), [("Tibi", "msg", "hello")])
+
+    async def test_join_sequence_history_and_others_join_event(self):
+        await self.start("--vr-history", "3")
+        alice = await self.client("alice")
+        alice.say("lobby", "join")
+        await self.expect_code(alice, 409)
+        for n in range(5):
+            alice.say("lobby", "msg", f"m{n}")
+            await alice.next()
+        alice.say("lobby", "button", "defect")  # not kept in history
+        await alice.next()
+        alice.say("lobby", "wave", {"hand": "left"})  # other types are kept
+        await alice.next()
+        bob = await self.client()
+        bob.send({"system": "login", "options": {"user": "Bob", "pass": "x"}})
+        await self.expect_code(bob, 202)
+        members = await bob.next()
+        self.assertEqual(members["room"], "lobby")
+        self.assertEqual(summary(members), [("alice", "join", ""), ("Bob", "join", "")])
+        history = await bob.next()
+        self.assertEqual(summary(history), [("alice", "msg", "m3"), ("alice", "msg", "m4"),
+                                            ("alice", "wave", {"hand": "left"})])
+        self.assertEqual(summary(await alice.next()), [("Bob", "join", "")])
+        await self.quiet(alice, bob)
+
+    async def test_member_list_is_sorted_case_insensitively(self):
+        await self.start()
+        for name in ("carol", "Bob", "alice", "Dave"):
+            await self.client(name)
+        me = await self.client("eve")
+        me.say("lobby", "list")
+        frame = await me.next()
+        self.assertEqual([e["user"] for e in frame["payload"]],
+                         ["alice", "Bob", "carol", "Dave", "eve"])
+        self.assertTrue(all(e["type"] == "join" and e["data"] == "" for e in frame["payload"]))
+
+    async def test_msg_reaches_every_member_with_server_time(self):
+        await self.start()
+        alice, bob = await self.client("alice"), await self.client("bob")
+        await alice.next()  # bob's join
+        before = time.time()
+        alice.send({"room": "lobby", "type": "msg", "data": "hello", "time": 12345.0})
+        for client in (alice, bob):
+            frame = await client.next()
+            self.assertEqual(frame["info"], "user")
+            self.assertEqual(frame["room"], "lobby")
+            self.assertEqual(summary(frame), [("alice", "msg", "hello")])
+            self.assertGreaterEqual(frame["payload"][0]["time"], before - 1)
+            self.assertLessEqual(frame["payload"][0]["time"], time.time() + 1)
+
+    async def test_button_and_other_types_are_broadcast(self):
+        await self.start()
+        alice, bob = await self.client("alice"), await self.client("bob")
+        await alice.next()
+        alice.say("lobby", "button", "cooperate")
+        alice.say("lobby", "emote", [1, 2])
+        for client in (alice, bob):
+            self.assertEqual(summary(await client.next()), [("alice", "button", "cooperate")])
+            self.assertEqual(summary(await client.next()), [("alice", "emote", [1, 2])])
+
+    async def test_messages_to_rooms_not_joined(self):
+        await self.start()
+        client = await self.client("Tibi")
+        for kind in ("leave", "list", "msg", "transform", "button", "other"):
+            client.say("elsewhere", kind, {})
+            await self.expect_code(client, 401)
+
+    async def test_two_rooms_at_once(self):
+        await self.start()
+        alice, bob = await self.client("alice"), await self.client("bob")
+        await alice.next()
+        alice.say("private_room_1", "join")
+        members = await alice.next()
+        self.assertEqual((members["room"], summary(members)),
+                         ("private_room_1", [("alice", "join", "")]))
+        bob.say("private_room_1", "join")
+        self.assertEqual(summary(await bob.next()), [("alice", "join", ""), ("bob", "join", "")])
+        self.assertEqual(summary(await alice.next()), [("bob", "join", "")])
+        alice.say("private_room_1", "msg", "in private")
+        alice.say("lobby", "msg", "in lobby")
+        for client in (alice, bob):
+            first, second = await client.next(), await client.next()
+            self.assertEqual((first["room"], summary(first)),
+                             ("private_room_1", [("alice", "msg", "in private")]))
+            self.assertEqual((second["room"], summary(second)),
+                             ("lobby", [("alice", "msg", "in lobby")]))
+
+    async def test_leave_notifies_others_and_closes_empty_rooms(self):
+        await self.start()
+        alice, bob = await self.client("alice"), await self.client("bob")
+        await alice.next()
+        alice.say("r1", "join")
+        await alice.next()
+        bob.say("r1", "join")
+        await bob.next()
+        await alice.next()
+        bob.say("r1", "leave")
+        self.assertEqual((await alice.next())["payload"][0]["type"], "leave")
+        alice.say("r1", "leave")
+        await self.quiet(alice, bob)  # the leaver gets no reply
+        alice.send({"system": "rooms"})
+        self.assertEqual((await self.expect_code(alice, 212))["detail"], {"lobby": "lobby"})
+        # Leaving the lobby as its last member keeps it, and the connection.
+        bob.say("lobby", "leave")
+        self.assertEqual(summary(await alice.next()), [("bob", "leave", "")])
+        alice.say("lobby", "leave")
+        bob.send({"system": "rooms"})
+        self.assertEqual((await self.expect_code(bob, 212))["detail"], {"lobby": "lobby"})
+        alice.send({"system": "ping"})
+        await self.expect_code(alice, 220)
+        alice.say("lobby", "msg", "x")
+        await self.expect_code(alice, 401)
+        alice.say("lobby", "join")
+        self.assertEqual(summary(await alice.next()), [("alice", "join", "")])
+
+    async def test_disconnect_leaves_every_room(self):
+        await self.start()
+        alice, bob = await self.client("alice"), await self.client("bob")
+        await alice.next()
+        for client in (alice, bob):
+            client.say("r1", "join")
+            await client.next()
+        await alice.next()  # bob joins r1
+        bob.transport.loseConnection()
+        frames = [await alice.next(), await alice.next()]
+        self.assertEqual(sorted((f["room"], summary(f)[0][:2]) for f in frames),
+                         [("lobby", ("bob", "leave")), ("r1", ("bob", "leave"))])
+
+    async def test_one_user_two_connections_is_one_member(self):
+        await self.start()
+        alice = await self.client("alice", "pw")
+        observer = await self.client("zed")
+        await alice.next()
+        second = await self.client()
+        second.send({"system": "login", "options": {"user": "alice", "pass": "pw"}})
+        await self.expect_code(second, 202)
+        self.assertEqual(summary(await second.next()), [("alice", "join", ""), ("zed", "join", "")])
+        second.say("lobby", "msg", "from the second")
+        for client in (alice, observer, second):
+            self.assertEqual(summary(await client.next()), [("alice", "msg", "from the second")])
+        second.transport.loseConnection()
+        await self.quiet(alice, observer)  # alice is still there through her first connection
+        alice.transport.loseConnection()
+        self.assertEqual(summary(await observer.next()), [("alice", "leave", "")])
+
+    async def test_bad_pose_is_a_bad_request(self):
+        await self.start()
+        client = await self.client("Tibi")
+        for data in ("up", {"pos": 3}, {"pos": {"x": "1"}}, {"rot": {"y": True}}):
+            client.say("lobby", "transform", data)
+            await self.expect_code(client, 400)
+        client.say("lobby", "transform", {"pos": {"x": 1}})
+        await self.quiet(client)  # stored, not broadcast at once
