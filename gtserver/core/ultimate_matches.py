@@ -1,0 +1,359 @@
+"""Ultimate tic-tac-toe matchmaking and play, independent of any wire format.
+
+:class:`UltimateMatches` sits on the shared :class:`MatchService` (context
+``"uttt"``, game ``UltimateTicTacToe``) and adds what the ultimate tic-tac-toe
+clients expect: a random-opponent queue, named challenges, limits on open
+matches, the abort rule, idle-match expiry, ratings after each finished match,
+and pushes to every connection ("sink") of the players concerned.
+
+A sink is any object with ``match_changed(match)``, ``standing_changed(standing)``
+and ``friends_changed(friend_list)``; adapters register theirs per user with
+:meth:`UltimateMatches.connect` and render the values in their wire format.
+
+Users are identified by id, not name: a temporary user's name may be reused
+by someone else once it expires.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gtserver.core.accounts import DAY
+from gtserver.core.errors import CoreError
+from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.core.ratings import Ratings, Standing
+from gtserver.games import IllegalMove
+from gtserver.store import StoreError
+
+CONTEXT = "uttt"
+GAME = "UltimateTicTacToe"
+
+
+class MatchRefused(CoreError):
+    """A match request was refused; the message says why."""
+
+
+class UnknownMatch(CoreError):
+    """No open or recently finished match has this id."""
+
+
+class NotYourMatch(CoreError):
+    """The user does not play in this match."""
+
+
+class MoveRefused(CoreError):
+    """A move or end request on ``match`` was refused; its state is unchanged."""
+
+    def __init__(self, match: Match, reason: str) -> None:
+        super().__init__(reason)
+        self.match = match
+
+
+class Sink(Protocol):
+    def match_changed(self, match: Match) -> None: ...
+    def standing_changed(self, standing: Standing) -> None: ...
+    def friends_changed(self, friends: Any) -> None: ...
+
+
+class UltimateMatches(Service):
+    """Get the shared instance with ``core.component(UltimateMatches)``.
+
+    Configuration (``core.config``): ``uttt_match_idle_days`` (7),
+    ``uttt_max_open_matches`` (5), ``uttt_expiry_interval`` seconds (3600).
+    """
+
+    log = Logger()
+    #: How many finished matches stay answerable (e.g. a late move gets the final state).
+    keep_finished = 10_000
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.clock = core.clock
+        config = core.config
+        self.idle = float(config.get("uttt_match_idle_days", 7.0)) * DAY
+        self.max_open = int(config.get("uttt_max_open_matches", 5))
+        self.check_interval = float(config.get("uttt_expiry_interval", 3600.0))
+        self.matches = core.component(MatchService)
+        self.ratings = core.component(Ratings)
+        self.open: dict[str, Match] = {}
+        self.by_user: dict[int, dict[str, Match]] = {}
+        self.finished: OrderedDict[str, Match] = OrderedDict()
+        self.queue: OrderedDict[int, Any] = OrderedDict()
+        self.sinks: dict[int, list[Sink]] = {}
+        self._pairing = DeferredLock()
+        self._ready: Deferred | None = None
+        self._expiry: LoopingCall | None = None
+
+    # lifecycle
+
+    def startService(self) -> None:
+        super().startService()
+        self._ready = ensureDeferred(self._load())
+        self._expiry = LoopingCall(self._expire_logged)
+        self._expiry.clock = self.clock
+        self._expiry.start(self.check_interval, now=False)
+
+    def stopService(self):
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        return super().stopService()
+
+    async def ready(self) -> None:
+        """Wait until the stored open matches are loaded."""
+        if self._ready is None:
+            self._ready = ensureDeferred(self._load())
+        if not self._ready.called:
+            await self._ready
+
+    async def _load(self) -> None:
+        for match in await self.matches.load_open(CONTEXT):
+            if not match.finished:
+                self._index(match)
+        self.log.info("ultimate tic-tac-toe: {count} open matches resumed", count=len(self.open))
+
+    # connections
+
+    def connect(self, user: Any, sink: Sink) -> list[Match]:
+        """Register a connection of ``user``; returns the user's open matches."""
+        self.sinks.setdefault(user.id, []).append(sink)
+        return self.open_matches(user)
+
+    def disconnect(self, user: Any, sink: Sink) -> None:
+        """Forget a connection; a user without connections leaves the random queue."""
+        sinks = self.sinks.get(user.id, [])
+        if sink in sinks:
+            sinks.remove(sink)
+        if not sinks:
+            self.sinks.pop(user.id, None)
+            self.queue.pop(user.id, None)
+
+    def sinks_of(self, user_id: int | None) -> list[Sink]:
+        return list(self.sinks.get(user_id, ())) if user_id is not None else []
+
+    def open_matches(self, user: Any) -> list[Match]:
+        return sorted(self.by_user.get(user.id, {}).values(), key=lambda m: m.created)
+
+    # matchmaking
+
+    async def request_random(self, user: Any) -> Match | None:
+        """Pair with the longest-waiting compatible user (who becomes player_a),
+        or wait in the queue; returns the new match or None when queued."""
+        await self.ready()
+        await self._pairing.acquire()
+        try:
+            if user.id in self.queue:
+                raise MatchRefused("you are already waiting for an opponent")
+            self._check_capacity(user, "you have")
+            for waiter in list(self.queue.values()):
+                try:
+                    self._check_pair(waiter, user)
+                except MatchRefused:
+                    continue
+                del self.queue[waiter.id]
+                return await self._create(waiter, user)
+            if self.sinks.get(user.id):   # gone already: nobody to pair later
+                self.queue[user.id] = user
+            return None
+        finally:
+            self._pairing.release()
+
+    async def challenge(self, user: Any, opponent: Any | None, opponent_name: str) -> Match:
+        """Start a match against a named user at once (the requester is player_a)."""
+        await self.ready()
+        if opponent_name == user.name:
+            raise MatchRefused("you cannot play against yourself")
+        if opponent is None:
+            raise MatchRefused(f"there is no user {opponent_name}")
+        await self._pairing.acquire()
+        try:
+            self._check_pair(user, opponent)
+            return await self._create(user, opponent)
+        finally:
+            self._pairing.release()
+
+    def _check_pair(self, first: Any, second: Any) -> None:
+        if first.id == second.id:
+            raise MatchRefused("you cannot play against yourself")
+        for match in self.by_user.get(first.id, {}).values():
+            if any(seat.user_id == second.id for seat in match.seats):
+                raise MatchRefused(f"there is already an open match against {second.name}")
+        self._check_capacity(first, f"{first.name} has")
+        self._check_capacity(second, f"{second.name} has")
+
+    def _check_capacity(self, user: Any, who: str) -> None:
+        if len(self.by_user.get(user.id, {})) >= self.max_open:
+            raise MatchRefused(f"{who} too many open matches (at most {self.max_open})")
+
+    async def _create(self, first: Any, second: Any) -> Match:
+        ranked = not first.temporary and not second.temporary
+        match = await self.matches.create(
+            GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], CONTEXT,
+            ranked=ranked)
+        self._index(match)
+        self._push_match(match)
+        return match
+
+    # play
+
+    def find(self, user: Any, match_id: Any) -> tuple[Match, int]:
+        """The match (open or recently finished) and the user's seat in it."""
+        match = self.open.get(match_id) if isinstance(match_id, str) else None
+        if match is None and isinstance(match_id, str):
+            match = self.finished.get(match_id)
+        if match is None:
+            raise UnknownMatch(f"there is no match {match_id}")
+        for seat, player in enumerate(match.seats):
+            if player.user_id == user.id:
+                return match, seat
+        raise NotYourMatch("you do not play in this match")
+
+    async def move(self, user: Any, match_id: Any, arguments: dict[str, Any],
+                   address: str | None = None) -> Match:
+        """Play a move; both players are told, the mover first.
+
+        Raises UnknownMatch, NotYourMatch, or MoveRefused (with the unchanged match).
+        """
+        match, seat = self.find(user, match_id)
+        if match.finished:
+            raise MoveRefused(match, "the match is over")
+        try:
+            await self.matches.move(match, seat, arguments, address=address)
+        except IllegalMove as refusal:
+            raise MoveRefused(match, str(refusal.message)) from None
+        except MatchClosed:
+            raise MoveRefused(match, "the match is over") from None
+        except StoreError:
+            self.log.failure("cannot store a move of match {id}", id=match.id)
+            raise MoveRefused(match, "the move could not be stored, try again") from None
+        self._push_match(match, first_seat=seat)
+        if match.finished:
+            await self._finish(match)
+        return match
+
+    async def abort(self, user: Any, match_id: Any) -> Match:
+        """End a match early. In a ranked match where both players have moved,
+        this counts as a loss for the one who ends it."""
+        match, seat = self.find(user, match_id)
+        if match.finished:
+            raise MoveRefused(match, "the match is over")
+        forfeit = match.ranked and both_have_moved(match)
+        await self._end(match, seat, "aborted", forfeit)
+        return match
+
+    async def expire_idle(self) -> int:
+        """End every match idle longer than the limit, lost by the player to move."""
+        await self.ready()
+        deadline = self.clock.seconds() - self.idle
+        expired = 0
+        for match in [m for m in self.open.values() if m.updated <= deadline]:
+            if match.finished:
+                continue
+            try:
+                await self._end(match, seat_to_move(match), "expired", True)
+            except MoveRefused:
+                continue
+            expired += 1
+        return expired
+
+    async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:
+        match.extra.update(end=how, forfeit=forfeit)
+        try:
+            await self.matches.end(match, seat)
+        except MatchClosed:
+            raise MoveRefused(match, "the match is over") from None
+        self._push_match(match, first_seat=seat)
+        await self._finish(match)
+
+    async def _finish(self, match: Match) -> None:
+        """Retire a finished match, rate it, and send both players their standing."""
+        self._unindex(match)
+        self.matches.forget(match)
+        self.finished[match.id] = match
+        while len(self.finished) > self.keep_finished:
+            self.finished.popitem(last=False)
+        result = scores(match)
+        players = [seat.user_id for seat in match.seats]
+        if match.ranked and result is not None and None not in players:
+            await self.ratings.record_result(match.id, players, result, CONTEXT,
+                                             [seat.name for seat in match.seats])
+        standings = await self.ratings.standings(players)
+        for user_id, standing in zip(players, standings, strict=True):
+            for sink in self.sinks_of(user_id):
+                sink.standing_changed(standing)
+
+    # pushes and bookkeeping
+
+    def revoke_time(self, match: Match) -> float:
+        """When the match expires if nobody moves (seconds since the epoch)."""
+        return match.updated + self.idle
+
+    def push_friends(self, user: Any, friends: Any) -> None:
+        for sink in self.sinks_of(user.id):
+            sink.friends_changed(friends)
+
+    def _push_match(self, match: Match, first_seat: int = 0) -> None:
+        order = [first_seat] + [s for s in range(len(match.seats)) if s != first_seat]
+        for seat in order:
+            for sink in self.sinks_of(match.seats[seat].user_id):
+                try:
+                    sink.match_changed(match)
+                except Exception:
+                    self.log.failure("push to a connection failed")
+
+    def _index(self, match: Match) -> None:
+        self.open[match.id] = match
+        for seat in match.seats:
+            if seat.user_id is not None:
+                self.by_user.setdefault(seat.user_id, {})[match.id] = match
+
+    def _unindex(self, match: Match) -> None:
+        self.open.pop(match.id, None)
+        for seat in match.seats:
+            matches = self.by_user.get(seat.user_id)
+            if matches is not None:
+                matches.pop(match.id, None)
+                if not matches:
+                    del self.by_user[seat.user_id]
+
+    def _expire_logged(self) -> None:
+        def report(count: int) -> None:
+            if count:
+                self.log.info("ultimate tic-tac-toe: {count} idle matches expired", count=count)
+
+        def failed(failure: Any) -> None:
+            self.log.failure("match expiry failed", failure)
+
+        ensureDeferred(self.expire_idle()).addCallbacks(report, failed)
+
+
+def both_have_moved(match: Match) -> bool:
+    cells = [cell for row in match.game.field for cell in row]
+    return 1 in cells and 2 in cells
+
+
+def seat_to_move(match: Match) -> int:
+    return match.game.to_move
+
+
+def scores(match: Match) -> list[float] | None:
+    """Score per seat of a finished match; None when it ended without a result
+    (aborted before it counted)."""
+    if match.game.is_over():
+        return match.game.outcome()
+    if match.aborted_by is not None and match.aborted_by >= 0 and match.extra.get("forfeit"):
+        return [0.0 if seat == match.aborted_by else 1.0 for seat in range(len(match.seats))]
+    return None
+
+
+def winner(match: Match) -> int | None:
+    """The winning seat of a finished match, else None."""
+    result = scores(match)
+    if result is None or 1.0 not in result:
+        return None
+    return result.index(1.0)

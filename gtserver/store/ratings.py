@@ -1,0 +1,70 @@
+"""Transactions for ELO ratings and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from gtserver.store.base import Statement
+
+
+def _ensure(user_id: int, start: int, now: float):
+    """Give a registered user a rating row; returns False for temporary/unknown users."""
+    rows = yield Statement("SELECT temporary FROM users WHERE id = ?", (user_id,))
+    if not rows or rows[0][0]:
+        return False
+    yield Statement(
+        "INSERT INTO ratings (user_id, elo, updated) VALUES (?, ?, ?) "
+        "ON CONFLICT (user_id) DO NOTHING", (user_id, start, now))
+    return True
+
+
+def standings(user_ids: Sequence[int | None], start: int, top: int, now: float):
+    """Each user's ``(elo, rank)`` (``(None, None)`` unless registered) and the top list.
+
+    Returns ``([(elo, rank), ...], [(name, elo), ...])``. The rank is one more
+    than the number of users rated higher; the top list is one query.
+    """
+    ranked = []
+    for user_id in user_ids:
+        if user_id is None or not (yield from _ensure(user_id, start, now)):
+            ranked.append((None, None))
+            continue
+        rows = yield Statement(
+            "SELECT r.elo, (SELECT COUNT(*) FROM ratings h WHERE h.elo > r.elo) "
+            "FROM ratings r WHERE r.user_id = ?", (user_id,))
+        ranked.append((rows[0][0], rows[0][1] + 1))
+    best = yield Statement(
+        "SELECT u.name, r.elo FROM ratings r JOIN users u ON u.id = r.user_id "
+        "ORDER BY r.elo DESC, u.name LIMIT ?", (top,))
+    return ranked, [tuple(row) for row in best]
+
+
+def record_result(match_id: str, user_ids: Sequence[int], start: int, now: float,
+                  compute: Callable[[list[int]], list[int]]):
+    """Apply one match result: read the players' ratings, store ``compute(old)``.
+
+    ``compute`` maps the list of old ratings (seat order) to the new ones. Every
+    change is kept in ``rating_changes`` with its match. Returns
+    ``[(old, new), ...]`` in seat order.
+    """
+    old = []
+    for user_id in user_ids:
+        yield from _ensure(user_id, start, now)
+        rows = yield Statement("SELECT elo FROM ratings WHERE user_id = ?", (user_id,))
+        old.append(rows[0][0])
+    new = compute(old)
+    for user_id, before, after in zip(user_ids, old, new, strict=True):
+        yield Statement("UPDATE ratings SET elo = ?, updated = ? WHERE user_id = ?",
+                        (after, now, user_id))
+        yield Statement(
+            "INSERT INTO rating_changes (user_id, match_id, old_elo, new_elo, time) "
+            "VALUES (?, ?, ?, ?, ?)", (user_id, match_id, before, after, now))
+    return list(zip(old, new, strict=True))
+
+
+def rating_changes(user_id: int):
+    """The rating history of one user, oldest first: ``(match_id, old, new, time)``."""
+    rows = yield Statement(
+        "SELECT match_id, old_elo, new_elo, time FROM rating_changes WHERE user_id = ? "
+        "ORDER BY id", (user_id,))
+    return [tuple(row) for row in rows]

@@ -1,0 +1,690 @@
+"""The ultimate tic-tac-toe listener, spoken to by real Autobahn clients over real sockets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections import deque
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial import unittest
+
+from gtserver.games.ultimate import UltimateTicTacToe
+from gtserver.store import ratings as rating_queries
+from tests.support import sqlite_url, start_server
+
+
+class Closed(Exception):
+    """The server closed the connection while a frame was awaited."""
+
+
+class UtttClient(WebSocketClientProtocol):
+    """A test client: queues every frame it receives, waits for the next one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: deque[dict] = deque()
+        self.closed: Deferred = Deferred()
+        self._waiting: Deferred | None = None
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.inbox.append(json.loads(payload.decode("utf-8")))
+        self._wake()
+
+    def onClose(self, wasClean: bool, code: int, reason: str) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(Closed(reason))
+        if not self.closed.called:
+            self.closed.callback(code)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.called:
+            waiting.callback(None)
+
+    def send(self, kind: str, data: Any = None) -> None:
+        self.sendMessage(json.dumps({"type": kind, "data": data or {}}).encode("utf-8"))
+
+    async def receive(self, timeout: float = 5.0) -> dict:
+        while not self.inbox:
+            if self.closed.called:
+                raise Closed("connection closed")
+            self._waiting = Deferred()
+            self._waiting.addTimeout(timeout, reactor)
+            await self._waiting
+        return self.inbox.popleft()
+
+    async def expect(self, kind: str) -> dict:
+        message = await self.receive()
+        if message["type"] != kind:
+            raise AssertionError(f"expected {kind}, got {message}")
+        return message["data"]
+
+    async def nothing_more(self, seconds: float = 0.1) -> None:
+        """Fail if any frame arrives within ``seconds``."""
+        await sleep(seconds)
+        if self.inbox:
+            raise AssertionError(f"unexpected frames: {list(self.inbox)}")
+
+    async def disconnect(self) -> None:
+        if not self.closed.called:
+            self.transport.abortConnection()
+            await self.closed
+
+
+def sleep(seconds: float) -> Deferred:
+    d: Deferred = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+async def connect(testcase: unittest.TestCase, port: int) -> UtttClient:
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+    factory.protocol = UtttClient
+    factory.opened = Deferred()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    client = await factory.opened
+    testcase.addCleanup(client.disconnect)
+    return client
+
+
+async def login(testcase: unittest.TestCase, port: int, name: str, password: str = "pw",
+                matches: int = 0) -> tuple[UtttClient, dict]:
+    """Log in and read the greeting; returns the client and its elo_update."""
+    client = await connect(testcase, port)
+    client.send("login", {"name": name, "pw": password})
+    response = await client.expect("login_response")
+    testcase.assertTrue(response["success"], response)
+    client.session = response["id"]
+    standing = await client.expect("elo_update")
+    if response["registered"]:
+        await client.expect("friends_update")
+    for _ in range(matches):
+        await client.expect("match_update")
+    return client, standing
+
+
+async def challenge(testcase: unittest.TestCase, first: UtttClient, second: UtttClient,
+                    second_name: str) -> dict:
+    """``first`` challenges ``second`` by name; returns the new match_update."""
+    first.send("match_request", {"player": second_name})
+    update = await first.expect("match_update")
+    testcase.assertEqual(await second.expect("match_update"), update)
+    testcase.assertTrue((await first.expect("match_request_response"))["success"])
+    return update
+
+
+def move_frame(match_id: str, move: tuple[int, int, int, int], as_text: bool = True) -> dict:
+    sub_x, sub_y, x, y = move
+    values = {"sub_x": sub_x, "sub_y": sub_y, "x": x, "y": y}
+    if as_text:
+        values = {key: str(value) for key, value in values.items()}
+    return {"id": match_id, **values}
+
+
+def scripted_game(outcome: str) -> list[tuple[int, int, int, int]]:
+    """A legal move sequence ending in ``outcome`` ("a", "b" or "draw"),
+    found by playing seeded random games under the rules."""
+    for seed in itertools.count():
+        rng = random.Random(seed)
+        game = UltimateTicTacToe()
+        moves = []
+        while not game.is_over():
+            choices = [(sx, sy, x, y) for sx, sy in game.open_boards()
+                       for y in range(3) for x in range(3)
+                       if not game.field[sy * 3 + y][sx * 3 + x]]
+            move = rng.choice(choices)
+            game.move(game.to_move, *move)
+            moves.append(move)
+        result = "draw" if game.winner is None else "ab"[game.winner]
+        if result == outcome:
+            return moves
+    raise AssertionError("unreachable")
+
+
+async def play(testcase: unittest.TestCase, match_id: str, players: list[UtttClient],
+               moves: list[tuple[int, int, int, int]]) -> dict:
+    """Play ``moves`` alternately (player_a first); returns the last state."""
+    state = None
+    for number, move in enumerate(moves):
+        mover, other = players[number % 2], players[1 - number % 2]
+        mover.send("move", move_frame(match_id, move, as_text=number % 3 != 0))
+        update = await mover.expect("match_update")
+        testcase.assertEqual(await other.expect("match_update"), update)
+        state = update["match_state"]
+        testcase.assertEqual(state["last_move"], dict(zip(("sub_x", "sub_y", "x", "y"),
+                                                          move, strict=True)))
+    return state
+
+
+async def settle_websocket_timers(limit: float = 3.0) -> None:
+    """Let Autobahn's batched timers (close-handshake timeouts, bucketed per
+    second) run out, so the reactor is clean when the test ends."""
+    waited = 0.0
+    while waited < limit and any(
+            getattr(call.func, "__name__", "") == "_notify_bucket"
+            for call in reactor.getDelayedCalls()):
+        await sleep(0.05)
+        waited += 0.05
+
+
+class UtttTestMixin:
+    db: str | None = None
+
+    async def serve(self, *arguments: str, db: str | None = None) -> Any:
+        self.addCleanup(settle_websocket_timers)
+        self.server = await start_server(self, *arguments, db=db or self.db,
+                                         listeners={"uttt": None})
+        self.port = self.server.port("uttt")
+        return self.server
+
+    async def users(self, *names: str) -> list[UtttClient]:
+        return [(await login(self, self.port, name))[0] for name in names]
+
+
+class IdentityTests(UtttTestMixin, unittest.TestCase):
+    async def test_login_registers_then_greets(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        client.send("login", {"name": "Alice", "pw": "secret"})
+        response = await client.expect("login_response")
+        self.assertEqual(response["success"], True)
+        self.assertEqual(response["registered"], True)
+        self.assertIsInstance(response["id"], str)
+        self.assertGreaterEqual(len(response["id"]), 32)
+        self.assertEqual(await client.expect("elo_update"),
+                         {"elo": 1000, "rank": 1, "top_names": ["alice"], "top_elos": [1000]})
+        self.assertEqual(await client.expect("friends_update"), {"friends": [], "elos": []})
+        await client.nothing_more()
+        user = await self.server.core.accounts.user("alice")
+        self.assertFalse(user.temporary)
+
+    async def test_wrong_password_is_answered_then_closed(self):
+        await self.serve()
+        await login(self, self.port, "alice", "secret")
+        client = await connect(self, self.port)
+        client.send("login", {"name": "alice", "pw": "wrong"})
+        response = await client.expect("login_response")
+        self.assertFalse(response["success"])
+        self.assertTrue(response["msg"])
+        await client.closed
+
+    async def test_bad_names_are_refused(self):
+        await self.serve()
+        for name in ("ab", "a" * 17, "has space", "émile", 42, None):
+            client = await connect(self, self.port)
+            client.send("login", {"name": name, "pw": "pw"})
+            self.assertFalse((await client.expect("login_response"))["success"])
+            await client.closed
+
+    async def test_first_frame_must_identify(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        client.send("match_request", {"player": None})
+        response = await client.expect("login_response")
+        self.assertFalse(response["success"])
+        await client.closed
+
+    async def test_malformed_frames_get_error_replies(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        for payload in (b"{nope", b"[1, 2]", b'{"data": {}}', b'{"type": "login", "data": 3}',
+                        b"\xff\xfe"):
+            client.sendMessage(payload)
+            self.assertEqual((await client.receive())["type"], "error")
+        client.sendMessage(b'{"type": "login", "data": {}}\xff', isBinary=True)
+        self.assertEqual((await client.receive())["type"], "error")
+        client.send("login", {"name": "alice", "pw": "pw"})
+        self.assertTrue((await client.expect("login_response"))["success"])
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+        client.sendMessage(b"not json")
+        self.assertIn("msg", await client.expect("error"))
+        client.send("no_such_request", {"x": 1})      # ignored
+        client.send("match_states_request")
+        client.send("friend_request", {"user": "nobody"})
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+        client.sendMessage(b"x" * (70 * 1024))
+        self.assertIn("too large", (await client.expect("error"))["msg"])
+        client.send("match_request", {"player": 5})
+        self.assertFalse((await client.expect("match_request_response"))["success"])
+
+    async def test_temporary_users(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        client.send("temp_session", {"name": "Guest1"})
+        response = await client.expect("login_response")
+        self.assertEqual((response["success"], response["registered"]), (True, False))
+        standing = await client.expect("elo_update")
+        self.assertEqual((standing["elo"], standing["rank"]), (None, None))
+        await client.nothing_more()   # no friends_update for temporary users
+        client.send("friend_request", {"user": "guest1"})
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+
+        # an empty password is a temporary login too; a live temporary name is taken
+        other = await connect(self, self.port)
+        other.send("login", {"name": "guest2", "pw": ""})
+        self.assertEqual((await other.expect("login_response"))["registered"], False)
+        taken = await connect(self, self.port)
+        taken.send("login", {"name": "guest1", "pw": ""})
+        self.assertFalse((await taken.expect("login_response"))["success"])
+        await taken.closed
+
+    async def test_reconnect(self):
+        await self.serve()
+        alice, _ = await login(self, self.port, "alice")
+        client = await connect(self, self.port)
+        client.send("reconnect", {"id": alice.session})
+        self.assertEqual(await client.expect("reconnect_response"),
+                         {"success": True, "id": alice.session, "user": "alice",
+                          "registered": True, "msg": "reconnected"})
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+
+        stranger = await connect(self, self.port)
+        stranger.send("reconnect", {"id": "made-up"})
+        self.assertFalse((await stranger.expect("reconnect_response"))["success"])
+        # the connection stays usable for a login
+        stranger.send("login", {"name": "bob", "pw": "pw"})
+        self.assertTrue((await stranger.expect("login_response"))["success"])
+        await stranger.expect("elo_update")
+        await stranger.expect("friends_update")
+
+    async def test_failed_logins_are_throttled(self):
+        await self.serve("--uttt-login-failures", "3")
+        await login(self, self.port, "alice", "secret")
+        for _ in range(3):
+            client = await connect(self, self.port)
+            client.send("login", {"name": "alice", "pw": "guess"})
+            self.assertFalse((await client.expect("login_response"))["success"])
+        client = await connect(self, self.port)
+        client.send("login", {"name": "alice", "pw": "secret"})
+        response = await client.expect("login_response")
+        self.assertFalse(response["success"])
+        self.assertIn("too many", response["msg"])
+
+
+class MatchTests(UtttTestMixin, unittest.TestCase):
+    async def test_full_game_to_a_win(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        self.assertTrue(update["ranked"])
+        state = update["match_state"]
+        self.assertEqual((state["player_a"], state["player_b"]), ("alice", "bob"))
+        self.assertEqual((state["current_player"], state["active_player"]), ("alice", "alice"))
+        self.assertEqual(state["complete_field"], [[0] * 9 for _ in range(9)])
+        self.assertRegex(update["revoke_time"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+
+        final = await play(self, update["id"], [alice, bob], scripted_game("b"))
+        self.assertEqual((final["game_over"], final["is_draw"], final["player_won"]),
+                         (True, False, "bob"))
+        self.assertIsNone(final["current_player"])
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 990)
+        bob_standing = await bob.expect("elo_update")
+        self.assertEqual((bob_standing["elo"], bob_standing["rank"]), (1010, 1))
+        self.assertEqual(bob_standing["top_names"], ["bob", "alice"])
+        self.assertEqual(bob_standing["top_elos"], [1010, 990])
+
+        # a late move on the finished match gets its final state back
+        alice.send("move", move_frame(update["id"], (0, 0, 0, 0)))
+        self.assertEqual((await alice.expect("match_update"))["match_state"], final)
+        await self.server.core.events.flush()
+        kinds = await self.event_kinds(update["id"])
+        self.assertEqual(kinds.count("move"), len(scripted_game("b")))
+        self.assertIn("match_start", kinds)
+        self.assertIn("match_end", kinds)
+        self.assertEqual(kinds.count("rating_change"), 2)
+
+    async def event_kinds(self, match_id: str) -> list[str]:
+        from gtserver.store.base import Statement
+
+        def query():
+            rows = yield Statement(
+                "SELECT kind, source FROM events WHERE match_id = ? ORDER BY id", (match_id,))
+            return rows
+
+        rows = await self.server.store.run(query)
+        self.assertEqual({source for _kind, source in rows}, {"uttt"})
+        return [kind for kind, _source in rows]
+
+    async def test_full_game_to_a_draw(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        final = await play(self, update["id"], [alice, bob], scripted_game("draw"))
+        self.assertEqual((final["game_over"], final["is_draw"], final["player_won"]),
+                         (True, True, None))
+        self.assertTrue(all(cell for row in final["global_field"] for cell in row))
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 1000)
+        alice.send("match_states_request")
+        await alice.nothing_more()
+
+    async def test_random_queue(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+        alice.send("match_request", {"player": None})
+        response = await alice.expect("match_request_response")
+        self.assertTrue(response["success"])
+        alice.send("match_request", {"player": None})
+        self.assertFalse((await alice.expect("match_request_response"))["success"])
+
+        bob.send("match_request", {"player": None})
+        update = await bob.expect("match_update")
+        self.assertEqual(await alice.expect("match_update"), update)
+        self.assertTrue((await bob.expect("match_request_response"))["success"])
+        state = update["match_state"]
+        self.assertEqual((state["player_a"], state["current_player"]), ("alice", "alice"))
+
+        # a user who disconnects leaves the queue
+        carol.send("match_request", {"player": None})
+        await carol.expect("match_request_response")
+        await carol.disconnect()
+        dave, _ = await login(self, self.port, "dave")
+        dave.send("match_request", {"player": None})
+        self.assertEqual((await dave.expect("match_request_response"))["msg"],
+                         "waiting for an opponent")
+
+    async def test_match_request_refusals(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        for target, reason in (("alice", "yourself"), ("nobody", "no user"), ("ALICE", "")):
+            alice.send("match_request", {"player": target})
+            response = await alice.expect("match_request_response")
+            self.assertFalse(response["success"])
+            self.assertIn(reason, response["msg"])
+        await challenge(self, alice, bob, "bob")
+        for first, second in ((alice, "bob"), (bob, "alice")):
+            first.send("match_request", {"player": second})
+            self.assertIn("already", (await first.expect("match_request_response"))["msg"])
+        await alice.nothing_more()
+        await bob.nothing_more()
+
+    async def test_open_match_limit_applies_to_both_players(self):
+        await self.serve("--uttt-max-open-matches", "2")
+        alice, bob, carol, dave = await self.users("alice", "bob", "carol", "dave")
+        await challenge(self, alice, bob, "bob")
+        await challenge(self, alice, carol, "carol")
+        alice.send("match_request", {"player": "dave"})
+        self.assertIn("too many", (await alice.expect("match_request_response"))["msg"])
+        dave.send("match_request", {"player": "alice"})
+        self.assertIn("alice has too many",
+                      (await dave.expect("match_request_response"))["msg"])
+        alice.send("match_request", {"player": None})
+        self.assertFalse((await alice.expect("match_request_response"))["success"])
+        await dave.nothing_more()
+
+    async def test_refused_moves_get_the_unchanged_state(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+        update = await challenge(self, alice, bob, "bob")
+        match_id = update["id"]
+        unchanged = update
+
+        async def refused(client, move, **override):
+            frame = {**move_frame(match_id, move), **override}
+            client.send("move", frame)
+            self.assertEqual(await client.expect("match_update"), unchanged)
+
+        await refused(bob, (0, 0, 0, 0))                    # not bob's turn
+        await refused(alice, (0, 0, 0, 0), x="3")           # out of range
+        await refused(alice, (0, 0, 0, 0), y="a")           # not a number
+        await refused(alice, (0, 0, 0, 0), sub_x=None)      # missing
+        alice.send("move", move_frame(match_id, (1, 1, 2, 0), as_text=False))
+        unchanged = await alice.expect("match_update")
+        await bob.expect("match_update")
+        await refused(bob, (0, 0, 0, 0))                    # wrong sub-board (must be 2,0)
+        bob.send("move", move_frame(match_id, (2, 0, 1, 1)))
+        unchanged = await bob.expect("match_update")
+        await alice.expect("match_update")
+        await refused(alice, (0, 0, 0, 0))                  # wrong sub-board (must be 1,1)
+        await refused(alice, (1, 1, 2, 0))                  # occupied cell
+        carol.send("move", move_frame(match_id, (1, 1, 0, 0)))
+        self.assertEqual((await carol.expect("error"))["request"], "move")
+        alice.send("move", move_frame("no-such-match", (1, 1, 0, 0)))
+        await alice.expect("error")
+        await bob.nothing_more()
+        state = unchanged["match_state"]
+        self.assertEqual(sum(cell != 0 for row in state["complete_field"] for cell in row), 2)
+
+    async def test_end_match_before_both_moved_is_not_rated(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+        update = await challenge(self, alice, bob, "bob")
+        carol.send("end_match", {"id": update["id"]})
+        await carol.expect("error")
+        alice.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        await alice.expect("match_update")
+        await bob.expect("match_update")
+        alice.send("end_match", {"id": update["id"]})
+        ended = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), ended)
+        state = ended["match_state"]
+        self.assertEqual((state["game_over"], state["player_won"], state["is_draw"]),
+                         (True, None, False))
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 1000)
+        alice.send("match_states_request")
+        await alice.nothing_more()
+
+    async def test_aborting_after_both_moved_loses_a_ranked_match(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        alice.send("end_match", {"id": update["id"]})
+        ended = await alice.expect("match_update")
+        await bob.expect("match_update")
+        self.assertEqual(ended["match_state"]["player_won"], "bob")
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 990)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 1010)
+
+    async def test_elo_figures_for_a_known_sequence(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+
+        async def forfeit(winner, loser, loser_name, winner_first=True):
+            first, second = (winner, loser) if winner_first else (loser, winner)
+            second_name = loser_name if winner_first else self.names[id(winner)]
+            update = await challenge(self, first, second, second_name)
+            await play(self, update["id"], [first, second], [(1, 1, 1, 1), (1, 1, 0, 0)])
+            loser.send("end_match", {"id": update["id"]})
+            await loser.expect("match_update")
+            await winner.expect("match_update")
+            return (await winner.expect("elo_update"), await loser.expect("elo_update"),
+                    update["id"])
+
+        self.names = {id(alice): "alice", id(bob): "bob", id(carol): "carol"}
+        won, lost, first_match = await forfeit(alice, bob, "bob")
+        self.assertEqual((won["elo"], lost["elo"]), (1010, 990))
+        won, lost, _ = await forfeit(alice, carol, "carol")
+        # 1010 vs 1000: expected 0.5144 -> 1010 + 9.71 and 1000 - 9.71, rounded
+        self.assertEqual((won["elo"], lost["elo"]), (1020, 990))
+        self.assertEqual((won["rank"], lost["rank"]), (1, 2))
+        won, lost, _ = await forfeit(carol, alice, "alice", winner_first=False)
+        # 990 vs 1020: expected 0.4569 -> 990 + 10.86 and 1020 - 10.86
+        self.assertEqual((won["elo"], lost["elo"]), (1001, 1009))
+        self.assertEqual(won["top_names"], ["alice", "carol", "bob"])
+        self.assertEqual(won["top_elos"], [1009, 1001, 990])
+        self.assertEqual(won["rank"], 2)
+
+        user = await self.server.core.accounts.user("bob")
+        history = await self.server.store.run(rating_queries.rating_changes, user.id)
+        self.assertEqual([row[:3] for row in history], [(first_match, 1000, 990)])
+
+    async def test_temporary_players_are_not_ranked(self):
+        await self.serve()
+        alice, _ = await login(self, self.port, "alice")
+        guest = await connect(self, self.port)
+        guest.send("temp_session", {"name": "guest"})
+        await guest.expect("login_response")
+        await guest.expect("elo_update")
+        update = await challenge(self, guest, alice, "alice")
+        self.assertFalse(update["ranked"])
+        await play(self, update["id"], [guest, alice], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        guest.send("end_match", {"id": update["id"]})
+        await guest.expect("match_update")
+        await alice.expect("match_update")
+        self.assertEqual((await guest.expect("elo_update"))["elo"], None)
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)
+
+    async def test_two_sockets_of_one_user_get_every_push(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        second = await connect(self, self.port)
+        second.send("reconnect", {"id": alice.session})
+        await second.expect("reconnect_response")
+        await second.expect("elo_update")
+        await second.expect("friends_update")
+        third, _ = await login(self, self.port, "alice")      # another session, same user
+        bob.send("match_request", {"player": "alice"})
+        update = await bob.expect("match_update")
+        for socket in (alice, second, third):
+            self.assertEqual(await socket.expect("match_update"), update)
+        await bob.expect("match_request_response")
+        bob.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        await bob.expect("match_update")
+        for socket in (alice, second, third):
+            await socket.expect("match_update")
+        second.send("move", move_frame(update["id"], (1, 1, 0, 0)))
+        moved = await second.expect("match_update")
+        self.assertEqual(moved["match_state"]["current_player"], "bob")
+        for socket in (alice, third, bob):
+            self.assertEqual(await socket.expect("match_update"), moved)
+        # one socket closing keeps alice in the random queue
+        alice.send("match_request", {"player": None})
+        await alice.expect("match_request_response")
+        await third.disconnect()
+        carol, _ = await login(self, self.port, "carol")
+        carol.send("match_request", {"player": None})
+        self.assertEqual((await carol.expect("match_update"))["match_state"]["player_a"],
+                         "alice")
+
+    async def test_concurrent_moves_on_one_match(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        second = await connect(self, self.port)
+        second.send("reconnect", {"id": alice.session})
+        for kind in ("reconnect_response", "elo_update", "friends_update"):
+            await second.expect(kind)
+        update = await challenge(self, alice, bob, "bob")
+        await second.expect("match_update")
+        # alice's two sockets and bob all move at once: exactly one move counts
+        alice.send("move", move_frame(update["id"], (0, 0, 0, 0)))
+        second.send("move", move_frame(update["id"], (2, 2, 2, 2)))
+        bob.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        await sleep(0.3)
+        frames = [frame for client in (alice, second, bob) for frame in client.inbox]
+        fields = [frame["data"]["match_state"]["complete_field"] for frame in frames]
+        marks = {sum(cell != 0 for row in field for cell in row) for field in fields}
+        self.assertLessEqual(marks, {0, 1})
+        final = fields[-1] if fields else None
+        matches = self.server.core.component(
+            __import__("gtserver.core.ultimate_matches", fromlist=["x"]).UltimateMatches)
+        game = matches.open[update["id"]].game
+        self.assertEqual(sum(cell != 0 for row in game.field for cell in row), 1)
+        self.assertIsNotNone(final)
+
+    async def test_friends(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        second = await connect(self, self.port)
+        second.send("reconnect", {"id": alice.session})
+        for kind in ("reconnect_response", "elo_update", "friends_update"):
+            await second.expect(kind)
+        alice.send("friend_request", {"user": "Bob"})
+        self.assertTrue((await alice.expect("friend_request_response"))["success"])
+        expected = {"friends": ["bob"], "elos": [1000]}
+        self.assertEqual(await alice.expect("friends_update"), expected)
+        self.assertEqual(await second.expect("friends_update"), expected)
+        for name in ("bob", "alice", "nobody"):
+            alice.send("friend_request", {"user": name})
+            self.assertFalse((await alice.expect("friend_request_response"))["success"])
+        guest = await connect(self, self.port)
+        guest.send("temp_session", {"name": "guest"})
+        await guest.expect("login_response")
+        alice.send("friend_request", {"user": "guest"})
+        self.assertFalse((await alice.expect("friend_request_response"))["success"])
+        await bob.nothing_more()
+
+        again, _ = await login(self, self.port, "alice", matches=0)
+        # login() consumed the friends_update; check its content through a reconnect
+        third = await connect(self, self.port)
+        third.send("reconnect", {"id": again.session})
+        await third.expect("reconnect_response")
+        await third.expect("elo_update")
+        self.assertEqual(await third.expect("friends_update"), expected)
+
+        alice.send("unfriend_request", {"user": "bob"})
+        self.assertTrue((await alice.expect("unfriend_request_response"))["success"])
+        self.assertEqual(await alice.expect("friends_update"), {"friends": [], "elos": []})
+        alice.send("unfriend_request", {"user": "bob"})
+        self.assertFalse((await alice.expect("unfriend_request_response"))["success"])
+
+
+class RestartTests(UtttTestMixin, unittest.TestCase):
+    def database(self) -> str:
+        return sqlite_url(self)
+
+    async def test_reconnect_after_restart_mid_match(self):
+        db = self.database()
+        await self.serve(db=db)
+        alice, bob = await self.users("alice", "bob")
+        alice_session, bob_session = alice.session, bob.session
+        update = await challenge(self, alice, bob, "bob")
+        alice.send("friend_request", {"user": "bob"})
+        await alice.expect("friend_request_response")
+        await alice.expect("friends_update")
+        before = await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        await alice.disconnect()
+        await bob.disconnect()
+        await self.server.stop()
+
+        await self.serve(db=db)
+        clients = []
+        for session, name in ((alice_session, "alice"), (bob_session, "bob")):
+            client = await connect(self, self.port)
+            client.send("reconnect", {"id": session})
+            response = await client.expect("reconnect_response")
+            self.assertEqual((response["success"], response["user"]), (True, name))
+            await client.expect("elo_update")
+            friends = await client.expect("friends_update")
+            resumed = await client.expect("match_update")
+            self.assertEqual(resumed["id"], update["id"])
+            self.assertEqual(resumed["match_state"], before)
+            clients.append(client)
+        self.assertEqual(friends, {"friends": [], "elos": []})   # bob's list
+        final = await play(self, update["id"], clients, [(0, 0, 0, 0)])
+        self.assertEqual(final["current_player"], "bob")
+
+
+class PostgresRestartTests(RestartTests):
+    def database(self) -> str:
+        from tests.pgcluster import postgres_url
+        return postgres_url(self)
+
+
+class PostgresMatchTests(UtttTestMixin, unittest.TestCase):
+    """The same protocol on PostgreSQL: a game to a win, refusals, ratings, friends."""
+
+    def setUp(self):
+        from tests.pgcluster import postgres_url
+        self.db = postgres_url(self)
+
+    test_full_game_to_a_win = MatchTests.test_full_game_to_a_win
+    event_kinds = MatchTests.event_kinds
+    test_match_request_refusals = MatchTests.test_match_request_refusals
+    test_elo_figures_for_a_known_sequence = MatchTests.test_elo_figures_for_a_known_sequence
+    test_friends = MatchTests.test_friends
+    test_concurrent_moves_on_one_match = MatchTests.test_concurrent_moves_on_one_match
+
