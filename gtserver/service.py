@@ -8,6 +8,7 @@ flushes the event log), then close the store once in-flight writes are done.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -174,3 +175,25 @@ def notify_systemd(state: bytes) -> None:
             notifier.sendto(state, address)
     except OSError as error:
         GtserverService.log.warn("cannot notify systemd: {error}", error=error)
+
+
+def exit_zero_on_sigterm(reactor: Any) -> None:
+    """Make SIGTERM (``systemctl stop``) an ordinary stop that exits 0.
+
+    twistd stops its reactor on SIGTERM and then kills itself with the same
+    signal, so the process would otherwise end *by* SIGTERM rather than with
+    a status. Handling the signal here leaves an orderly shutdown and exit 0.
+    """
+    from twisted.internet.error import ReactorNotRunning
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+    def on_sigterm(number: int, frame: Any) -> None:
+        GtserverService.log.info("received SIGTERM, stopping")
+        reactor.callFromThread(stop)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, on_sigterm)

@@ -16,7 +16,12 @@ from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
 from gtserver.registry import wire_protocols
-from gtserver.service import GtserverService, ListenerService, exit_after_shutdown
+from gtserver.service import (
+    GtserverService,
+    ListenerService,
+    exit_after_shutdown,
+    exit_zero_on_sigterm,
+)
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 
 OFF = "off"
@@ -162,4 +167,5 @@ def build_service(options: usage.Options, reactor: Any = None,
 def makeService(options: usage.Options) -> GtserverService:
     """Entry point of the twistd plugin."""
     from twisted.internet import reactor
+    exit_zero_on_sigterm(reactor)
     return build_service(options, reactor, on_fatal=exit_after_shutdown(reactor))

@@ -1,0 +1,170 @@
+"""The real ``twistd gtserver`` process: plugin discovery, start-up log,
+SIGTERM, exit statuses.
+
+The daemon runs from this checkout (on PYTHONPATH, which is how twistd finds
+``twisted/plugins/gtserver_plugin.py``), with ``tests/plugins`` added so that
+the tests' line protocol registers as a third-party listener would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from gtserver.tap import Options
+from tests.lineprotocol import connect_line_client
+from tests.pgcluster import postgres_url
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = ("import sys; from twisted.scripts.twistd import run; "
+          "sys.argv[0] = 'twistd'; run()")
+LISTENING = re.compile(r"listener testline \(test line protocol\) on tcp:127\.0\.0\.1:(\d+)")
+
+
+def environment() -> dict[str, str]:
+    paths = [CHECKOUT, os.path.join(CHECKOUT, "tests", "plugins")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
+def all_builtin_listeners_off() -> list[str]:
+    arguments = []
+    for name in Options.protocols:
+        arguments += ["--port", f"{name}=off"]
+    return arguments
+
+
+class Daemon(ProcessProtocol):
+    """A twistd child process whose output is searched as it arrives."""
+
+    def __init__(self) -> None:
+        self.output = ""
+        self.ended: Deferred = Deferred()
+        self._watches: list[tuple[re.Pattern, Deferred]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data.decode(errors="replace")
+        for watch in list(self._watches):
+            match = watch[0].search(self.output)
+            if match:
+                self._watches.remove(watch)
+                watch[1].callback(match)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        for _pattern, waiter in self._watches:
+            waiter.errback(AssertionError(f"daemon ended first; output:\n{self.output}"))
+        self._watches = []
+        self.ended.callback(reason.value.exitCode)
+
+    def wait_for(self, pattern: re.Pattern) -> Deferred:
+        waiter: Deferred = Deferred()
+        match = pattern.search(self.output)
+        if match:
+            waiter.callback(match)
+        elif self.ended.called:
+            waiter.errback(AssertionError(f"daemon has ended; output:\n{self.output}"))
+        else:
+            self._watches.append((pattern, waiter))
+        return waiter
+
+
+class TwistdTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="gtserver-run-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+
+    def spawn(self, *arguments: str) -> Daemon:
+        daemon = Daemon()
+        command = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "gtserver",
+                   *arguments]
+        process = reactor.spawnProcess(daemon, sys.executable, command, env=environment(),
+                                       path=self.directory)
+
+        def kill_if_running() -> Deferred | None:
+            if daemon.ended.called:
+                return None
+            process.signalProcess("KILL")
+            return daemon.ended
+
+        self.addCleanup(kill_if_running)
+        return daemon
+
+    async def run_twistd(self, *arguments: str) -> tuple[str, int]:
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", TWISTD, *arguments], env=environment(), path=self.directory)
+        return (out + err).decode(errors="replace"), code
+
+    async def test_sigterm_stops_cleanly(self):
+        database = os.path.join(self.directory, "gt.sqlite")
+        daemon = self.spawn("--db", f"sqlite:{database}", "--hash-cost", "4",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1",
+                            "--port", f"testline=unix:{self.directory}/s")
+        match = await daemon.wait_for(LISTENING)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1))))
+        reply = await client.command("login alice secret")
+        self.assertTrue(reply.startswith("ok "), reply)
+
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        self.assertIn("gtserver stopped", daemon.output)
+        lines = daemon.output.splitlines()
+        self.assertEqual(len([line for line in lines if "] store: sqlite at " in line]), 1)
+        self.assertEqual(len([line for line in lines if "] listener testline " in line]), 2)
+        self.assertNotIn("Traceback", daemon.output)
+
+    async def test_startup_log_hides_the_database_password(self):
+        url = postgres_url(self).replace("postgresql://postgres@",
+                                         "postgresql://postgres:s3cret@")
+        daemon = self.spawn("--db", url, *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1")
+        await daemon.wait_for(LISTENING)
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        [store_line] = [line for line in daemon.output.splitlines() if "] store: " in line]
+        self.assertIn("store: postgresql at postgresql://postgres:***@127.0.0.1:", store_line)
+        self.assertNotIn("s3cret", daemon.output)
+
+    async def test_unreachable_database_exits_non_zero_with_one_line(self):
+        daemon = self.spawn("--db", "postgresql://game:s3cret@127.0.0.1:1/gt",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1")
+        status = await daemon.ended
+        self.assertNotEqual(status, 0, daemon.output)
+        errors = [line for line in daemon.output.splitlines() if "cannot start" in line]
+        self.assertEqual(len(errors), 1, daemon.output)
+        self.assertIn("cannot connect to postgresql://game:***@127.0.0.1:1/gt", errors[0])
+        self.assertNotIn("Traceback", daemon.output)
+        self.assertNotIn("s3cret", daemon.output)
+        self.assertNotIn("listener testline", daemon.output)
+
+    async def test_usage_error_starts_nothing(self):
+        output, status = await self.run_twistd("--nodaemon", "--pidfile=", "gtserver",
+                                               "--port", "nosuch=tcp:0")
+        self.assertNotEqual(status, 0)
+        self.assertIn("unknown listener 'nosuch'", output)
+        self.assertNotIn("store:", output)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    async def test_plugin_discovery_and_help(self):
+        output, status = await self.run_twistd("--help")
+        self.assertEqual(status, 0)
+        self.assertRegex(output, r"\n\s+gtserver\s+Multi-protocol game server")
+        output, status = await self.run_twistd("gtserver", "--help")
+        self.assertEqual(status, 0, output)
+        for option in ("--port=", "--db=", "--hash-cost=", "--testline-greeting=",
+                       "--temporary-idle=", *(f"{name} (" for name in Options.protocols)):
+            self.assertIn(option, output)
