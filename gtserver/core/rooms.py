@@ -333,7 +333,9 @@ class RoomService(Service):
         # Tolerate half a tick of jitter so the log keeps its own fixed rate.
         if now + 0.5 / self.settings.fps < self._next_pose_log:
             return False
-        self._next_pose_log = max(self._next_pose_log + interval, now + interval / 2)
+        self._next_pose_log += interval
+        if self._next_pose_log <= now:  # first log, or fell behind: restart the schedule
+            self._next_pose_log = now + interval
         return True
 
     def _log_poses(self, room: Room) -> None:
