@@ -310,6 +310,8 @@ class VRServerProtocol(WebSocketServerProtocol):
         self.log.warn("closing VR connection of {user} at {address}: {reason}",
                       user=self.user, address=self.address, reason=reason)
         self._backlog.clear()
+        if self.user is not None:
+            self.factory.rooms.disconnect(self)  # others see it leave now
         if self.state == _OPEN:
             # sendClose only takes 1000 and 3000-4999; 1008 is the standard
             # "policy violation" code. Autobahn drops the TCP connection if the
