@@ -42,3 +42,26 @@ def select_events(after_id: int = 0, limit: int = 10000, source: str | None = No
         f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
         "ORDER BY id LIMIT ?", (*params, limit))
     return rows
+
+
+def select_event_page(after_id: int = 0, limit: int = 10000, *, sources: tuple[str, ...] = (),
+                      kinds: tuple[str, ...] = (), rooms: tuple[str, ...] = (),
+                      match_ids: tuple[str, ...] = (), since: float | None = None,
+                      until: float | None = None):
+    """Like :func:`select_events`, each filter accepting several values (any may match)."""
+    clauses, params = ["id > ?"], [after_id]
+    for column, values in (("source", sources), ("kind", kinds), ("room", rooms),
+                           ("match_id", match_ids)):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+    if since is not None:
+        clauses.append("time >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("time < ?")
+        params.append(until)
+    rows = yield Statement(
+        f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
+        "ORDER BY id LIMIT ?", (*params, limit))
+    return rows
