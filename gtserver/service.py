@@ -42,6 +42,7 @@ class ListenerService(Service):
         """Start listening; fires with the listening port."""
         Service.startService(self)
         endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
+        self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
         self.log.info("listener {name} ({description}) on {where}",
                       name=self.protocol_name, description=self.description,
