@@ -1,0 +1,1 @@
+"""Tests of gtserver, run with trial: python -m twisted.trial tests"""
