@@ -12,12 +12,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
@@ -85,17 +87,28 @@ class TwistdTests(unittest.TestCase):
         self.directory = tempfile.mkdtemp(prefix="gtserver-run-")
         self.addCleanup(shutil.rmtree, self.directory, True)
 
-    def spawn(self, *arguments: str) -> Daemon:
+    def spawn(self, *arguments: str, inherit_socket: int | None = None) -> Daemon:
+        """Start the daemon; ``inherit_socket`` is passed as systemd would pass
+        an activated socket (file descriptor 3, LISTEN_FDS, LISTEN_PID)."""
         daemon = Daemon()
         command = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "gtserver",
                    *arguments]
-        process = reactor.spawnProcess(daemon, sys.executable, command, env=environment(),
-                                       path=self.directory)
+        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+        if inherit_socket is not None:
+            child_fds[3] = inherit_socket
+            # LISTEN_PID must be the daemon's own pid: a shell exports its own, then execs.
+            activation = 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=gtserver.socket'
+            command = ["/bin/sh", "-c", activation + ' exec "$0" "$@"', *command]
+        process = reactor.spawnProcess(daemon, command[0], command, env=environment(),
+                                       path=self.directory, childFDs=child_fds)
 
         def kill_if_running() -> Deferred | None:
             if daemon.ended.called:
                 return None
-            process.signalProcess("KILL")
+            try:
+                process.signalProcess("KILL")
+            except ProcessExitedAlready:
+                pass
             return daemon.ended
 
         self.addCleanup(kill_if_running)
@@ -168,3 +181,22 @@ class TwistdTests(unittest.TestCase):
         for option in ("--port=", "--db=", "--hash-cost=", "--testline-greeting=",
                        "--temporary-idle=", *(f"{name} (" for name in Options.protocols)):
             self.assertIn(option, output)
+
+    async def test_systemd_socket_activation(self):
+        activated = socket.socket()
+        self.addCleanup(activated.close)
+        activated.bind(("127.0.0.1", 0))
+        activated.listen(16)
+        port = activated.getsockname()[1]
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=systemd:domain=INET:index=0",
+                            inherit_socket=activated.fileno())
+        match = await daemon.wait_for(LISTENING)
+        self.assertEqual(int(match.group(1)), port)
+        activated.close()  # only the daemon holds the socket now
+        client = await connect_line_client(TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+        self.assertEqual(await client.command("echo activated"), "activated")
+        client.transport.loseConnection()
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
