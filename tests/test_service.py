@@ -12,12 +12,13 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from gtserver.store import StoreUnavailable
 from tests.lineprotocol import connect_line_client, line_plugin
-from tests.pgcluster import postgres_url
+from tests.pgcluster import postgres_url, private_cluster
 from tests.support import LOOPBACK, sqlite_url, start_server
 
 PROTOCOLS = {"testline": line_plugin}
@@ -170,3 +171,25 @@ class SQLiteRestartTests(RestartTestsMixin, unittest.TestCase):
 class PostgresRestartTests(RestartTestsMixin, unittest.TestCase):
     def make_url(self) -> str:
         return postgres_url(self)
+
+
+class DatabaseLostTests(unittest.TestCase):
+    async def test_requests_get_errors_then_service_recovers(self):
+        cluster = private_cluster(self)
+        server = await start_server(self, db=cluster.create_database(),
+                                    listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+        server.store.retry_delay = 0.2
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", server.port("testline")))
+        token = (await client.command("login alice secret"))[3:]
+
+        await cluster.stop_later()
+        self.assertEqual(await client.command(f"resume {token}"), "error StoreUnavailable")
+        self.assertEqual(await client.command("login bob pw"), "error StoreUnavailable")
+        self.assertEqual(await client.command("echo still here"), "still here")
+
+        await cluster.start_later()
+        await deferLater(reactor, 0.3, lambda: None)  # past the retry delay
+        self.assertEqual(await client.command(f"resume {token}"), "ok alice")
+        self.assertTrue((await client.command("login bob pw")).startswith("ok "))
+        client.transport.loseConnection()
