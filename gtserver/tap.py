@@ -154,7 +154,7 @@ def build_service(options: usage.Options, reactor: Any = None,
     core = Core(store, reactor, config, PasswordHasher(log2_n=config["hash_cost"]), lifetimes)
     listeners = []
     protocols = options.protocols
-    for name, endpoint_strings in options["listeners"].items():
+    for name, endpoint_strings in sorted(options["listeners"].items()):
         if not endpoint_strings:
             continue
         plugin = protocols[name]

@@ -13,8 +13,10 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
+from contextlib import closing
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -138,6 +140,9 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(len([line for line in lines if "] store: sqlite at " in line]), 1)
         self.assertEqual(len([line for line in lines if "] listener testline " in line]), 2)
         self.assertNotIn("Traceback", daemon.output)
+        with closing(sqlite3.connect(database)) as stored:
+            self.assertEqual(stored.execute("SELECT name FROM users").fetchall(), [("alice",)])
+            self.assertEqual(stored.execute("SELECT COUNT(*) FROM sessions").fetchone(), (1,))
 
     async def test_startup_log_hides_the_database_password(self):
         url = postgres_url(self).replace("postgresql://postgres@",
