@@ -1,0 +1,478 @@
+"""Benchmark of the ultimate tic-tac-toe listener (not a test).
+
+Runs the daemon in a child process (one core) and drives it from this process
+with Autobahn WebSocket clients (the other core):
+
+  (a) throughput: USERS registered users, logged in once, pair up and play
+      scripted legal games back to back (named challenges) for DURATION
+      seconds, each next move sent as soon as the opponent sees the last one:
+      moves/s and games/s;
+  (b) latency: the same games, paced so the offered load is PACE moves/s in
+      total over GAMES games in parallel: p50/p99 time from sending a move
+      to the opponent's socket receiving its match_update;
+  (c) password logins per second, with the hash parameters.
+
+A bare baseline is measured in the same run: a minimal Autobahn server that
+answers the same frames with same-sized match_update frames but has no core,
+no rules and no store. The ratio gtserver/baseline shows what the core costs
+on top of WebSocket and JSON handling.
+
+    python bench/uttt.py --db sqlite
+    python bench/uttt.py --db postgresql     # needs the PostgreSQL binaries
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+
+# --------------------------------------------------------------------------
+# servers (child processes)
+
+def serve_gtserver(port: int, db: str, hash_cost: int) -> None:
+    from twisted.internet import reactor
+
+    from gtserver.tap import Options, build_service
+
+    arguments = ["--db", db, "--hash-cost", str(hash_cost)]
+    for name in Options.protocols:
+        arguments += ["--port", f"{name}=off"]
+    arguments += ["--port", f"uttt=tcp:{port}:interface=127.0.0.1"]
+    options = Options()
+    options.parseOptions(arguments)
+    service = build_service(options, reactor)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+def serve_baseline(port: int) -> None:
+    """Same frames in and out, nothing behind them."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.internet import reactor
+
+    state = {"complete_field": [[0] * 9 for _ in range(9)],
+             "global_field": [[0] * 3 for _ in range(3)], "last_move": None,
+             "game_over": False, "is_draw": False, "player_won": None,
+             "active_player": "", "current_player": "", "player_a": "", "player_b": ""}
+    users: dict[str, list] = {}
+    matches: dict[str, tuple[str, str]] = {}
+
+    def update(match_id: str, last_move: dict | None) -> bytes:
+        return json.dumps({"type": "match_update", "data": {
+            "id": match_id, "revoke_time": "2030-01-01 00:00:00", "ranked": True,
+            "match_state": dict(state, last_move=last_move)}}).encode()
+
+    class Bare(WebSocketServerProtocol):
+        name = None
+
+        def onConnect(self, request):
+            no_delay(self.transport)
+
+        def onClose(self, wasClean, code, reason):
+            if self in users.get(self.name, ()):
+                users[self.name].remove(self)
+
+        def onMessage(self, payload, isBinary):
+            message = json.loads(payload)
+            kind, data = message["type"], message["data"]
+            if kind == "login":
+                self.name = data["name"]
+                users.setdefault(self.name, []).append(self)
+                self.reply("login_response", {"success": True, "id": "x" * 43,
+                                              "registered": True, "msg": "ok"})
+            elif kind == "match_request":
+                match_id = os.urandom(12).hex()
+                matches[match_id] = (self.name, data["player"])
+                frame = update(match_id, None)
+                for name in matches[match_id]:
+                    for peer in users.get(name, ()):
+                        peer.sendMessage(frame)
+                self.reply("match_request_response", {"success": True, "msg": "ok"})
+            elif kind == "move":
+                last = {key: int(data[key]) for key in ("sub_x", "sub_y", "x", "y")}
+                frame = update(data["id"], last)
+                first, second = matches[data["id"]]
+                if self.name == second:
+                    first, second = second, first
+                for name in (first, second):
+                    for peer in users.get(name, ()):
+                        peer.sendMessage(frame)
+
+        def reply(self, kind, data):
+            self.sendMessage(json.dumps({"type": kind, "data": data}).encode())
+
+    factory = WebSocketServerFactory()
+    factory.protocol = Bare
+    reactor.listenTCP(port, factory, interface="127.0.0.1")
+    reactor.run()
+
+
+def no_delay(transport) -> None:
+    """Send small frames at once (Autobahn's own attempt at this has no effect)."""
+    if hasattr(transport, "setTcpNoDelay"):
+        transport.setTcpNoDelay(True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_child(arguments: list[str], port: int) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *arguments],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return child
+        if child.poll() is not None:
+            raise SystemExit("server failed: " + child.stderr.read().decode()[-2000:])
+        time.sleep(0.1)
+    child.kill()
+    raise SystemExit("server did not start")
+
+
+def stop_child(child: subprocess.Popen) -> None:
+    child.terminate()
+    try:
+        child.wait(15)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+# --------------------------------------------------------------------------
+# scripted games
+
+def scripts(count: int, seed: int = 1) -> list[list[dict]]:
+    from gtserver.games.ultimate import UltimateTicTacToe
+
+    rng = random.Random(seed)
+    games = []
+    for _ in range(count):
+        game = UltimateTicTacToe()
+        moves = []
+        while not game.is_over():
+            choices = [(sx, sy, x, y) for sx, sy in game.open_boards()
+                       for y in range(3) for x in range(3)
+                       if not game.field[sy * 3 + y][sx * 3 + x]]
+            move = rng.choice(choices)
+            game.move(game.to_move, *move)
+            moves.append(dict(zip(("sub_x", "sub_y", "x", "y"), move, strict=True)))
+        games.append(moves)
+    return games
+
+
+# --------------------------------------------------------------------------
+# load generator (this process)
+
+def run_load(port: int, users: int, duration: float, pace: float | None,
+             password: str, prefix: str) -> dict:
+    """Log USERS users in, play for DURATION seconds; returns the figures."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    games = scripts(40)
+    figures = {"moves": 0, "games": 0, "latencies": [], "refused": 0}
+    measuring = {"on": False}
+
+    class Player(WebSocketClientProtocol):
+        pair = None
+        name = ""
+
+        def onOpen(self):
+            no_delay(self.transport)
+            self.factory.opened.callback(self)
+
+        def onMessage(self, payload, isBinary):
+            message = json.loads(payload)
+            kind = message["type"]
+            if kind == "login_response":
+                self.factory.logged_in.callback(message["data"])
+            elif kind == "match_update" and self.pair is not None:
+                self.pair.update(self, message["data"])
+
+        def send(self, kind, data):
+            self.sendMessage(json.dumps({"type": kind, "data": data}).encode())
+
+    class Pair:
+        """Two players playing scripted games against each other, forever."""
+
+        def __init__(self, first, second, number):
+            self.players = (first, second)
+            first.pair = second.pair = self
+            self.number = number
+            self.match_id = None
+            self.moves: list[dict] = []
+            self.index = 0
+            self.sent_at = 0.0
+
+        def start(self):
+            self.match_id = None
+            self.moves = games[self.number % len(games)]
+            self.number += 7
+            self.index = 0
+            self.players[0].send("match_request", {"player": self.players[1].name})
+
+        def update(self, receiver, data):
+            if self.match_id is None:
+                if receiver is self.players[0] and data["match_state"]["last_move"] is None:
+                    self.match_id = data["id"]
+                    self.next_move()
+                return
+            if (data["id"] != self.match_id or self.index >= len(self.moves)
+                    or data["match_state"]["last_move"] is None):
+                return
+            mover = self.players[self.index % 2]
+            if receiver is mover:
+                return
+            if data["match_state"]["last_move"] != self.moves[self.index]:
+                figures["refused"] += measuring["on"]
+                return
+            now = time.perf_counter()
+            if measuring["on"]:
+                figures["moves"] += 1
+                figures["latencies"].append(now - self.sent_at)
+            self.index += 1
+            if self.index == len(self.moves):
+                if measuring["on"]:
+                    figures["games"] += 1
+                reactor.callLater(0, self.start)
+            elif pace:
+                reactor.callLater(pace, self.next_move)
+            else:
+                self.next_move()
+
+        def next_move(self):
+            mover = self.players[self.index % 2]
+            move = self.moves[self.index]
+            self.sent_at = time.perf_counter()
+            mover.send("move", {"id": self.match_id, **{k: str(v) for k, v in move.items()}})
+
+    async def connect(name):
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+        factory.protocol = Player
+        factory.opened, factory.logged_in = Deferred(), Deferred()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        player = await factory.opened
+        player.name = name
+        player.send("login", {"name": name, "pw": password})
+        response = await factory.logged_in
+        if not response["success"]:
+            raise RuntimeError(f"login of {name} failed: {response}")
+        return player
+
+    async def main():
+        names = [f"{prefix}{n:04d}" for n in range(users)]
+        players = []
+        for start in range(0, users, 20):
+            players += await DeferredList(
+                [ensureDeferred(connect(name)) for name in names[start:start + 20]],
+                fireOnOneErrback=True, consumeErrors=True).addCallback(
+                    lambda results: [value for _ok, value in results])
+        half = users // 2
+        pairs = [Pair(players[n], players[n + half], n) for n in range(half)]
+        for pair in pairs:
+            pair.start()
+        await sleep(2.0)                      # warm up
+        measuring["on"] = True
+        began = time.perf_counter()
+        await sleep(duration)
+        measuring["on"] = False
+        figures["elapsed"] = time.perf_counter() - began
+        for pair in pairs:                    # leave no open match behind
+            if pair.match_id is not None and pair.index < len(pair.moves):
+                pair.players[0].send("end_match", {"id": pair.match_id})
+            pair.moves = []
+        await sleep(1.0)
+        for player in players:
+            player.pair = None
+            player.transport.abortConnection()
+        await sleep(0.5)
+
+    def sleep(seconds):
+        d = Deferred()
+        reactor.callLater(seconds, d.callback, None)
+        return d
+
+    outcome = {}
+
+    def finished(result):
+        outcome["error"] = result if hasattr(result, "getTraceback") else None
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: ensureDeferred(main()).addBoth(finished))
+    reactor.run()
+    if outcome.get("error") is not None:
+        raise SystemExit(outcome["error"].getTraceback())
+    latencies = sorted(figures["latencies"])
+    elapsed = figures["elapsed"]
+
+    def percentile(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies \
+            else float("nan")
+
+    return {"moves_per_s": figures["moves"] / elapsed, "games_per_s": figures["games"] / elapsed,
+            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
+            "refused": figures["refused"]}
+
+
+def run_logins(port: int, prefix: str, count: int, concurrency: int, password: str) -> float:
+    """Password logins of existing users per second (each opens its own socket)."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    class Login(WebSocketClientProtocol):
+        def onOpen(self):
+            no_delay(self.transport)
+            self.sendMessage(json.dumps({"type": "login", "data": {
+                "name": self.factory.user, "pw": password}}).encode())
+
+        def onMessage(self, payload, isBinary):
+            message = json.loads(payload)
+            if message["type"] == "login_response" and not self.factory.done.called:
+                self.factory.done.callback(message["data"]["success"])
+                self.transport.abortConnection()
+
+    def one(name):
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+        factory.protocol, factory.user, factory.done = Login, name, Deferred()
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        return factory.done
+
+    result = {}
+
+    def go():
+        semaphore = DeferredSemaphore(concurrency)
+        began = time.perf_counter()
+        d = gatherResults([semaphore.run(one, f"{prefix}{n % 400:04d}") for n in range(count)])
+
+        def done(successes):
+            result["rate"] = count / (time.perf_counter() - began)
+            result["ok"] = all(successes)
+            reactor.stop()
+
+        d.addCallbacks(done, lambda failure: (result.update(error=failure), reactor.stop()))
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    if "error" in result or not result.get("ok"):
+        raise SystemExit(f"logins failed: {result}")
+    return result["rate"]
+
+
+# --------------------------------------------------------------------------
+
+def database_url(kind: str, directory: str) -> str:
+    if kind == "sqlite":
+        return "sqlite:" + os.path.join(directory, "bench.sqlite")
+    from tests.pgcluster import shared_cluster
+    return shared_cluster().create_database()
+
+
+def in_child(arguments: list[str]) -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), *arguments]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--users", type=int, default=400)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--latency-duration", type=float, default=10.0)
+    parser.add_argument("--pace", type=float, default=1500.0,
+                        help="offered moves/s in total for the latency run (b)")
+    parser.add_argument("--hash-cost", type=int, default=14)
+    parser.add_argument("--logins", type=int, default=100)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+
+    if options.phase == "serve":
+        return serve_gtserver(options.port, options.url, options.hash_cost)
+    if options.phase == "baseline":
+        return serve_baseline(options.port)
+    if options.phase in ("load", "paced", "logins"):
+        # Each load phase runs in a fresh process: a Twisted reactor runs once.
+        pace = None
+        if options.phase == "paced":
+            pace = (options.users // 2) / options.pace
+        if options.phase == "logins":
+            rate = run_logins(options.port, "bench", options.logins, 8, "benchpw")
+            print(json.dumps({"logins_per_s": rate}))
+        else:
+            duration = options.duration if pace is None else options.latency_duration
+            print(json.dumps(run_load(options.port, options.users, duration, pace,
+                                      "benchpw", "bench")))
+        return None
+
+    def phase(name: str, port: int, **extra: object) -> dict:
+        arguments = ["--phase", name, "--port", str(port), "--users", str(options.users),
+                     "--duration", str(options.duration),
+                     "--latency-duration", str(options.latency_duration),
+                     "--pace", str(options.pace), "--logins", str(options.logins)]
+        output = subprocess.run(in_child(arguments), cwd=ROOT, check=True,
+                                capture_output=True, text=True)
+        return json.loads(output.stdout.strip().splitlines()[-1])
+
+    with tempfile.TemporaryDirectory(prefix="gtserver-bench-") as directory:
+        url = database_url(options.db, directory)
+        print(f"database: {options.db}; {options.users} users, {options.users // 2} games "
+              f"in parallel; hash scrypt n=2^{options.hash_cost} r=8 p=1")
+
+        port = free_port()
+        baseline = start_child(["--phase", "baseline", "--port", str(port)], port)
+        try:
+            bare = phase("load", port)
+            bare_paced = phase("paced", port)
+        finally:
+            stop_child(baseline)
+
+        port = free_port()
+        server = start_child(["--phase", "serve", "--port", str(port), "--url", url,
+                              "--hash-cost", str(options.hash_cost)], port)
+        try:
+            loaded = phase("load", port)
+            paced = phase("paced", port)
+            logins = phase("logins", port)
+        finally:
+            stop_child(server)
+
+    def row(label: str, figures: dict) -> str:
+        return (f"{label:<28} {figures['moves_per_s']:>9.0f} {figures['games_per_s']:>8.1f} "
+                f"{figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}")
+
+    print(f"{'run':<28} {'moves/s':>9} {'games/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(row("baseline, flat out", bare))
+    print(row("gtserver, flat out", loaded))
+    print(row(f"baseline, paced {options.pace:.0f}/s", bare_paced))
+    print(row(f"gtserver, paced {options.pace:.0f}/s", paced))
+    print(f"gtserver/baseline moves/s: {loaded['moves_per_s'] / bare['moves_per_s']:.2f}")
+    print(f"password logins/s: {logins['logins_per_s']:.1f} "
+          f"(scrypt n=2^{options.hash_cost} r=8 p=1, 8 concurrent)")
+    if loaded["refused"] or paced["refused"]:
+        print(f"refused moves (should be 0): {loaded['refused'] + paced['refused']}")
+    return None
+
+
+if __name__ == "__main__":
+    main()
