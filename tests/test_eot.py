@@ -1,0 +1,523 @@
+"""The EOT game API over real sockets: every request, session rule and bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from gtserver.core.matches import MatchService
+from gtserver.core.sessions import SessionService
+from gtserver.games import GameFactory
+from gtserver.interfaces import IGame
+from gtserver.store import events as event_queries
+from tests.support import start_server
+
+
+class Collector(Protocol):
+    """Collects everything the server sends until it closes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.closed: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(b"".join(self.chunks))
+
+
+async def connect(port: int) -> Collector:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    return await connectProtocol(endpoint, Collector())
+
+
+async def exchange(port: int, payload: bytes) -> bytes:
+    """Send raw bytes, return everything received until the server closed."""
+    connection = await connect(port)
+    connection.transport.write(payload)
+    return await connection.closed
+
+
+def encode(request: dict[str, Any]) -> bytes:
+    return json.dumps(request).encode() + b"EOT\0"
+
+
+async def call(port: int, request: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(await exchange(port, encode(request)))
+
+
+def start_call(port: int, request: dict[str, Any]) -> Deferred:
+    """Send a request without waiting; the Deferred fires with the reply."""
+    from twisted.internet.defer import ensureDeferred
+    return ensureDeferred(call(port, request))
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait (on the real reactor) until ``predicate()`` is true."""
+    waited = 0.0
+    while not predicate():
+        if waited > timeout:
+            raise AssertionError("condition not reached in time")
+        await task.deferLater(reactor, 0.01, lambda: None)
+        waited += 0.01
+
+
+async def eot_server(testcase: unittest.TestCase, *arguments: str, endpoint: str | None = None):
+    server = await start_server(testcase, *arguments, listeners={"eot": endpoint})
+    return server, server.port("eot")
+
+
+def sessions_of(server: Any) -> SessionService:
+    return server.core.component(SessionService)
+
+
+class Player:
+    """The request fields of one joined player, built from its join reply."""
+
+    def __init__(self, port: int, game: str, reply: dict[str, Any]) -> None:
+        assert reply["status"] == "ok", reply
+        self.port, self.game = port, game
+        data = reply["data"]
+        self.id, self.key, self.session = data["player_id"], data["key"], data["session"]
+
+    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "game": self.game, "session": self.session,
+                "player_id": self.id, "key": self.key, **fields}
+
+    async def move(self, **arguments: Any) -> dict[str, Any]:
+        return await call(self.port, self.request("move", move=arguments))
+
+    async def state(self, observer: bool = False) -> dict[str, Any]:
+        return await call(self.port, self.request("state", observer=observer))
+
+    def start_state(self) -> Deferred:
+        return start_call(self.port, self.request("state", observer=False))
+
+    async def restart(self) -> dict[str, Any]:
+        return await call(self.port, self.request("restart"))
+
+
+def join_request(game: str, session: str, players: int | None, name: str = "") -> dict:
+    return {"type": "join", "game": game, "session": session, "players": players,
+            "name": name}
+
+
+async def join_all(port: int, game: str, session: str, count: int,
+                   names: list[str] | None = None) -> list[Player]:
+    """``count`` players join one session, in order."""
+    server_sessions = []
+    pending = []
+    for index in range(count):
+        name = names[index] if names else ""
+        pending.append(start_call(port, join_request(game, session, count, name)))
+        server_sessions.append(index)
+        if index < count - 1:
+            await task.deferLater(reactor, 0.05, lambda: None)
+    replies = [await reply for reply in pending]
+    return [Player(port, game, reply) for reply in replies]
+
+
+class JoinTests(unittest.TestCase):
+    async def test_named_session_ids_in_join_order(self):
+        server, port = await eot_server(self)
+        first = start_call(port, join_request("TicTacToe", "lab", 2, "ann"))
+        await until(lambda: ("TicTacToe", "lab") in sessions_of(server).sessions)
+        self.assertFalse(first.called, "join answers only once the session is full")
+        second = await call(port, join_request("TicTacToe", "lab", None, "bob"))
+        first = await first
+        self.assertEqual(first["status"], "ok")
+        self.assertEqual(first["data"]["player_id"], 0)
+        self.assertEqual(second["data"]["player_id"], 1)
+        self.assertEqual(first["data"]["session"], "lab")
+        self.assertEqual(first["data"]["request_size_max"], 1_000_000)
+        self.assertNotEqual(first["data"]["key"], second["data"]["key"])
+        self.assertGreaterEqual(len(first["data"]["key"]), 16)
+
+    async def test_join_without_players_needs_an_open_session(self):
+        server, port = await eot_server(self)
+        reply = await call(port, join_request("Echo", "nobody-here", None))
+        self.assertEqual(reply["status"], "error")
+        self.assertIn("no such session", reply["message"])
+
+    async def test_full_session_without_players_is_refused(self):
+        server, port = await eot_server(self)
+        await join_all(port, "Echo", "solo", 1)
+        reply = await call(port, join_request("Echo", "solo", None))
+        self.assertEqual(reply, {"status": "error", "message": "framework: the session is full"})
+
+    async def test_unknown_game_and_bad_player_count(self):
+        server, port = await eot_server(self)
+        reply = await call(port, join_request("NoSuchGame", "x", 2))
+        self.assertEqual(reply, {"status": "error", "message": "framework: no such game"})
+        reply = await call(port, join_request("TicTacToe", "x", 3))
+        self.assertEqual(reply["status"], "error")
+        self.assertIn("2 to 2 players", reply["message"])
+
+    async def test_joining_a_full_session_with_players_replaces_it(self):
+        server, port = await eot_server(self)
+        old = await join_all(port, "TicTacToe", "room", 2)
+        parked = []
+        for player in old:
+            await player.state()                 # the first state answers at once
+            parked.append(player.start_state())  # then they wait
+        await until(lambda: len(sessions_of(server).sessions[("TicTacToe", "room")].parked) == 2)
+        new = await join_all(port, "TicTacToe", "room", 2)
+        for waiting in parked:
+            reply = await waiting
+            self.assertEqual(reply["status"], "error")
+            self.assertIn("replaced", reply["message"])
+        reply = await old[0].state()
+        self.assertIn("replaced", reply["message"])
+        self.assertEqual([p.id for p in new], [0, 1])
+        self.assertEqual((await new[0].state())["status"], "ok")
+
+    async def test_auto_sessions(self):
+        server, port = await eot_server(self)
+        reply = await call(port, join_request("TicTacToe", "auto", None))
+        self.assertEqual(reply["status"], "error", "no open auto session to join")
+        first = start_call(port, join_request("TicTacToe", "auto", 2, "ann"))
+        await until(lambda: sessions_of(server).open_auto.get("TicTacToe"))
+        second = await call(port, join_request("TicTacToe", "auto", None, "bob"))
+        first = await first
+        token = first["data"]["session"]
+        self.assertTrue(token.startswith("auto"))
+        self.assertNotEqual(token, "auto")
+        self.assertEqual(second["data"]["session"], token)
+        self.assertEqual([first["data"]["player_id"], second["data"]["player_id"]], [0, 1])
+        # A full auto session is never replaced: the next auto join opens another one.
+        third = start_call(port, join_request("TicTacToe", "auto", 2))
+        await until(lambda: sessions_of(server).open_auto.get("TicTacToe"))
+        fourth = await call(port, join_request("TicTacToe", "auto", 2))
+        self.assertNotEqual((await third)["data"]["session"], token)
+        self.assertEqual(fourth["data"]["session"], (await third)["data"]["session"])
+        player = Player(port, "TicTacToe", first)
+        self.assertEqual((await player.state())["status"], "ok")
+        # Never observable, and the prefix is reserved for the server.
+        for session in ("auto", token):
+            reply = await call(port, {"type": "observe", "game": "TicTacToe",
+                                      "session": session, "name": "ann"})
+            self.assertEqual(reply["status"], "error")
+            self.assertIn("cannot be observed", reply["message"])
+        reply = await call(port, join_request("TicTacToe", "automatic", 2))
+        self.assertIn("reserved", reply["message"])
+        reply = await call(port, join_request("TicTacToe", token, 2))
+        self.assertIn("reserved", reply["message"])
+
+    async def test_join_timeout(self):
+        server, port = await eot_server(self, "--eot-join-timeout", "0.2")
+        reply = await call(port, join_request("TicTacToe", "lonely", 2))
+        self.assertEqual(reply["status"], "error")
+        self.assertIn("not enough players", reply["message"])
+        self.assertEqual(sessions_of(server).sessions, {})
+
+    async def test_disconnect_while_joining_frees_the_seat(self):
+        server, port = await eot_server(self)
+        connection = await connect(port)
+        connection.transport.write(encode(join_request("TicTacToe", "t", 2, "gone")))
+        await until(lambda: ("TicTacToe", "t") in sessions_of(server).sessions)
+        connection.transport.loseConnection()
+        await connection.closed
+        await until(lambda: ("TicTacToe", "t") not in sessions_of(server).sessions)
+        players = await join_all(port, "TicTacToe", "t", 2)
+        self.assertEqual([p.id for p in players], [0, 1])
+
+
+class PlayTests(unittest.TestCase):
+    async def tictactoe(self, port: int, session: str = "ttt", names=None):
+        """Two players in a TicTacToe session, both past their first state."""
+        players = await join_all(port, "TicTacToe", session, 2, names)
+        first = await players[0].state()
+        self.assertEqual(await players[1].state(), first)
+        self.assertEqual(first["status"], "ok")
+        self.initial = first["data"]
+        return players, first["data"]["current"][0]
+
+    async def test_move_state_turns_and_illegal_moves(self):
+        server, port = await eot_server(self)
+        players, starter = await self.tictactoe(port)
+        mover, other = players[starter], players[1 - starter]
+        state = self.initial
+        self.assertEqual(state["board"], [-1] * 9)
+        self.assertIsNone(state["winner"])
+        self.assertFalse(state["gameover"])
+        self.assertEqual((await other.move(position=0))["message"],
+                         "framework: it is not your turn")
+        self.assertEqual(await mover.move(position=4), {"status": "ok", "data": None})
+        for bad, message in ((4, "taken"), (9, "between 0 and 8"), ("1", "integer"),
+                             (True, "integer")):
+            reply = await other.move(position=bad)
+            self.assertEqual(reply["status"], "illegalmove", bad)
+            self.assertIn(message, reply["message"])
+        reply = await other.move(square=1)
+        self.assertEqual(reply["status"], "illegalmove")
+        state = (await mover.state())["data"]    # right after its own move: at once
+        self.assertEqual(state["board"][4], starter)
+        self.assertEqual(state["current"], [1 - starter])
+
+    async def test_wrong_key_and_unknown_player(self):
+        server, port = await eot_server(self)
+        players, _ = await self.tictactoe(port)
+        request = players[0].request("state", observer=False)
+        for change in ({"key": "0" * 32}, {"player_id": 7}, {"player_id": -1},
+                       {"session": "elsewhere"}):
+            reply = await call(port, {**request, **change})
+            self.assertEqual(reply["status"], "error", change)
+
+    async def test_state_long_poll(self):
+        server, port = await eot_server(self)
+        players, starter = await self.tictactoe(port)
+        mover, other = players[starter], players[1 - starter]
+        waiting = other.start_state()              # nothing changed since: parks
+        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
+        await until(lambda: session.parked)
+        self.assertFalse(waiting.called)
+        await mover.move(position=0)
+        reply = await waiting
+        self.assertEqual(reply["data"]["board"][0], starter)
+        self.assertEqual(reply["data"]["current"], [other.id])
+        # The mover gets the new state at once, right after its own move.
+        self.assertEqual((await mover.state())["data"]["board"][0], starter)
+
+    async def test_disconnect_while_parked_releases_the_waiter(self):
+        server, port = await eot_server(self)
+        players, _ = await self.tictactoe(port)
+        connection = await connect(port)
+        connection.transport.write(encode(players[1].request("state", observer=False)))
+        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
+        await until(lambda: session.parked)
+        connection.transport.loseConnection()
+        await connection.closed
+        await until(lambda: not session.parked)
+        self.assertEqual(session.players[1].waiters, [])
+
+    async def test_observer_sees_the_observed_players_states(self):
+        server, port = await eot_server(self)
+        players, starter = await self.tictactoe(port, "watched", ["ann", "bob"])
+        observe = await call(port, {"type": "observe", "game": "TicTacToe",
+                                    "session": "watched", "name": "bob"})
+        self.assertEqual(observe["data"]["player_id"], 1)
+        watcher = Player(port, "TicTacToe", {"status": "ok", "data": {
+            **observe["data"], "session": "watched"}})
+        self.assertNotEqual(watcher.key, players[1].key)
+        seen = await watcher.state(observer=True)
+        self.assertEqual(seen["data"], self.initial)
+        parked = start_call(port, watcher.request("state", observer=True))
+        session = sessions_of(server).sessions[("TicTacToe", "watched")]
+        await until(lambda: session.parked)
+        await players[starter].move(position=8)
+        self.assertEqual((await parked)["data"], (await players[1].state())["data"])
+        # An observer key cannot move, nor pass as the player.
+        reply = await call(port, watcher.request("move", move={"position": 1}))
+        self.assertEqual(reply["status"], "error")
+        reply = await watcher.state(observer=False)
+        self.assertEqual(reply["status"], "error")
+        for name in ("carl", ""):
+            reply = await call(port, {"type": "observe", "game": "TicTacToe",
+                                      "session": "watched", "name": name})
+            self.assertEqual(reply["status"], "error")
+
+    async def test_restart_delivers_the_final_state_once(self):
+        server, port = await eot_server(self)
+        players, starter = await self.tictactoe(port)
+        mover, other = players[starter], players[1 - starter]
+        # The mover wins with the top row while the other plays the middle row.
+        for mine, theirs in ((0, 3), (1, 4)):
+            await mover.move(position=mine)
+            await other.move(position=theirs)
+        await mover.move(position=2)
+        final = (await mover.state())["data"]
+        self.assertTrue(final["gameover"])
+        self.assertEqual(final["winner"], mover.id)
+        self.assertEqual(final["current"], [])
+        self.assertEqual((await other.move(position=8))["message"], "framework: the game is over")
+        self.assertEqual(await mover.restart(), {"status": "ok", "data": None})
+        # The other had not seen the end: it gets the final state once, then the new game.
+        self.assertEqual((await other.state())["data"], final)
+        fresh = (await other.state())["data"]
+        self.assertEqual(fresh["board"], [-1] * 9)
+        self.assertFalse(fresh["gameover"])
+        self.assertEqual((await mover.state())["data"], fresh)   # the restarter: at once
+        self.assertEqual([p.id for p in players], [0, 1])
+
+    async def test_restart_wakes_waiting_players(self):
+        server, port = await eot_server(self)
+        players, _ = await self.tictactoe(port)
+        waiting = players[1].start_state()
+        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
+        await until(lambda: session.parked)
+        await players[0].restart()
+        self.assertEqual((await waiting)["data"]["board"], [-1] * 9)
+
+    async def test_idle_session_ends_and_waiters_get_an_error(self):
+        server, port = await eot_server(self, "--eot-game-timeout", "0.3")
+        (player,) = await join_all(port, "Echo", "idle", 1)
+        await player.state()
+        reply = await player.state()        # parks until the session times out
+        self.assertEqual(reply["status"], "error")
+        self.assertIn("without requests", reply["message"])
+        self.assertIn("no such session", (await player.state())["message"])
+
+    async def test_moves_go_to_the_event_log(self):
+        server, port = await eot_server(self)
+        (player,) = await join_all(port, "Echo", "logged", 1, ["eve"])
+        await player.move(msg="hello")
+        await server.core.events.flush()
+        rows = await server.store.run(event_queries.select_events, 0, 100, "eot", ("move",))
+        self.assertEqual(len(rows), 1)
+        data = json.loads(rows[0][-1])
+        self.assertEqual(data["game"], "Echo")
+        self.assertEqual(data["session"], "logged")
+        self.assertEqual(data["player"], 0)
+        self.assertEqual(data["move"], {"msg": "hello"})
+
+
+@implementer(IGame)
+class Exploding:
+    """A game whose move raises a programming error."""
+
+    min_players = max_players = 1
+    players = 1
+
+    def __init__(self, players=1, rng=None):
+        pass
+
+    def current(self):
+        return [0]
+
+    def is_over(self):
+        return False
+
+    def move(self, seat, **arguments):
+        raise ZeroDivisionError("bug in the game")
+
+    def state(self, seat):
+        return {}
+
+    def outcome(self):
+        return None
+
+    def to_data(self):
+        return {}
+
+    @classmethod
+    def restore(cls, data):
+        return cls()
+
+
+class BadInputTests(unittest.TestCase):
+    async def parked_bystander(self, server, port):
+        """An Echo player waiting in state(): it must not notice any bad input."""
+        (player,) = await join_all(port, "Echo", "bystander", 1)
+        await player.state()
+        waiting = player.start_state()
+        session = sessions_of(server).sessions[("Echo", "bystander")]
+        await until(lambda: session.parked)
+        return player, waiting
+
+    async def check_bystander(self, player, waiting):
+        self.assertFalse(waiting.called)
+        await player.move(msg="still here")
+        self.assertEqual((await waiting)["data"]["echo"], "still here")
+
+    async def test_malformed_requests_get_error_replies(self):
+        server, port = await eot_server(self)
+        player, waiting = await self.parked_bystander(server, port)
+        valid = player.request("state", observer=False)
+        cases = [
+            b"\x00\xff garbage \x80EOT\0",
+            b"\xc3\x28 not utf-8EOT\0",
+            b"{not json}EOT\0",
+            b"[1, 2, 3]EOT\0",
+            b'"a string"EOT\0',
+            b"EOT\0",
+            b"[" * 100000 + b"EOT\0",
+            encode({"game": "Echo"}),
+            encode({"type": "dance"}),
+            encode({"type": ["join"]}),
+            encode({**valid, "player_id": "0"}),
+            encode({**valid, "player_id": True}),
+            encode({**valid, "key": 5}),
+            encode({**valid, "observer": "yes"}),
+            encode({k: v for k, v in valid.items() if k != "session"}),
+            encode({**valid, "type": "move", "move": [1]}),
+            encode({**valid, "type": "move", "move": None}),
+            encode({"type": "join", "game": "Echo", "session": "s", "players": "2"}),
+            encode({"type": "join", "game": "Echo", "session": "s", "players": 1, "name": 3}),
+            encode({"type": "join", "game": "Echo", "session": "s", "players": 0}),
+            encode({"type": "join", "game": 7, "session": "s", "players": 1}),
+        ]
+        for payload in cases:
+            raw = await exchange(port, payload)
+            reply = json.loads(raw)
+            self.assertEqual(reply["status"], "error", payload[:40])
+            self.assertTrue(reply["message"].startswith("framework: "), reply)
+        await self.check_bystander(player, waiting)
+
+    async def test_request_size_limit(self):
+        server, port = await eot_server(self, "--eot-request-size-max", "1000")
+        player, waiting = await self.parked_bystander(server, port)
+        reply = json.loads(await exchange(port, b"x" * 5000 + b"EOT\0"))
+        self.assertEqual(reply["status"], "error")
+        self.assertIn("size limit", reply["message"])
+        big = encode(player.request("move", move={"msg": "y" * 2000}))
+        reply = json.loads(await exchange(port, big))
+        self.assertIn("size limit", reply["message"])
+        # Far beyond the limit with no terminator at all: refused, not buffered.
+        reply = json.loads(await exchange(port, b"z" * 300_000))
+        self.assertIn("size limit", reply["message"])
+        # Exactly at the limit is fine.
+        request = player.request("move", move={"msg": ""})
+        padding = 1000 - len(encode(request))
+        request["move"]["msg"] = "p" * padding
+        self.assertEqual(len(encode(request)), 1000)
+        self.assertEqual((await call(port, request))["status"], "ok")
+        self.assertEqual((await waiting)["data"]["echo"], "p" * padding)
+
+    async def test_silent_and_trickling_clients_time_out(self):
+        server, port = await eot_server(self, "--eot-connection-timeout", "0.3")
+        player, waiting = await self.parked_bystander(server, port)
+        silent = await connect(port)
+        trickler = await connect(port)
+
+        def trickle():
+            if trickler.transport.connected:
+                trickler.transport.write(b" ")
+        loop = task.LoopingCall(trickle)
+        loop.start(0.05)
+        try:
+            for connection in (silent, trickler):
+                reply = json.loads(await connection.closed)
+                self.assertEqual(reply["status"], "error")
+                self.assertIn("timed out", reply["message"])
+        finally:
+            loop.stop()
+        await self.check_bystander(player, waiting)
+
+    async def test_disconnect_mid_request(self):
+        server, port = await eot_server(self)
+        player, waiting = await self.parked_bystander(server, port)
+        connection = await connect(port)
+        connection.transport.write(b'{"type": "move", "game": "Ec')
+        await task.deferLater(reactor, 0.05, lambda: None)
+        connection.transport.loseConnection()
+        self.assertEqual(await connection.closed, b"")
+        await self.check_bystander(player, waiting)
+
+    async def test_a_game_that_raises_is_contained(self):
+        server, port = await eot_server(self)
+        server.core.component(MatchService).games["Exploding"] = GameFactory(Exploding)
+        player, waiting = await self.parked_bystander(server, port)
+        (boom,) = await join_all(port, "Exploding", "b", 1)
+        reply = await boom.move(anything=1)
+        self.assertEqual(reply, {"status": "error",
+                                 "message": "framework: internal error in the game"})
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        await self.check_bystander(player, waiting)
