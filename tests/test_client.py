@@ -173,7 +173,8 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(before["current"], [1])
         self.assertIsNone(before["my_choice"])
         self.assertEqual(before["history"], [])
-        self.assertNotIn("defect", repr(before))
+        hidden = {key: value for key, value in before.items() if key != "payoff_matrix"}
+        self.assertNotIn("defect", repr(hidden))
         self.assertEqual(mine["my_choice"], "defect")
         self.assertTrue(final["gameover"])
         self.assertEqual(final["history"], [
