@@ -1,0 +1,89 @@
+"""A third-party game installed as a plugin, found by the registry and played over the wire."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+from twisted.internet.threads import deferToThread
+from twisted.plugin import IPlugin, pluginPackagePaths
+from twisted.trial import unittest
+
+import gtserver.plugins
+from gtserver.client import GameClient, IllegalMove
+from gtserver.interfaces import IGameFactory
+from gtserver.registry import games
+from tests.support import start_server
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "docs", "adding-a-game.md")
+
+
+def example_plugin_source() -> str:
+    """The first Python block of docs/adding-a-game.md: the Nim plugin module."""
+    with open(DOCS, encoding="utf-8") as file:
+        return re.search(r"```python\n(.*?)```", file.read(), re.S).group(1)
+
+
+class GamePluginTests(unittest.TestCase):
+    def setUp(self):
+        # A directory like a third-party distribution: gtserver/plugins/my_nim.py, and
+        # no __init__.py anywhere in it.
+        self.root = tempfile.mkdtemp(prefix="gtserver-plugin-")
+        plugin_dir = os.path.join(self.root, "gtserver", "plugins")
+        os.makedirs(plugin_dir)
+        with open(os.path.join(plugin_dir, "my_nim.py"), "w", encoding="utf-8") as file:
+            file.write(example_plugin_source())
+        sys.path.append(self.root)
+        # What gtserver/plugins/__init__.py does when a fresh process imports it.
+        added = [path for path in pluginPackagePaths("gtserver.plugins")
+                 if path not in gtserver.plugins.__path__]
+        gtserver.plugins.__path__.extend(added)
+        self.addCleanup(self.uninstall, added)
+
+    def uninstall(self, added):
+        sys.path.remove(self.root)
+        for path in added:
+            gtserver.plugins.__path__.remove(path)
+        sys.modules.pop("gtserver.plugins.my_nim", None)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def test_registry_finds_the_game(self):
+        installed = games()
+        self.assertIn("Nim", installed)
+        factory = installed["Nim"]
+        self.assertTrue(IGameFactory.providedBy(factory))
+        self.assertTrue(IPlugin.providedBy(factory))
+        self.assertEqual((factory.min_players, factory.max_players), (2, 2))
+        self.assertIn("TicTacToe", installed)       # the built-ins are still there
+        self.assertTrue(os.path.exists(
+            os.path.join(self.root, "gtserver", "plugins", "dropin.cache")))
+
+    async def test_play_it_over_the_wire(self):
+        server = await start_server(self, listeners={"eot": None})
+        port = server.port("eot")
+
+        def play(client):
+            me = client.join()
+            refused = 0
+            while True:
+                state = client.state()
+                if state["gameover"]:
+                    return state, refused
+                if me in state["current"]:
+                    try:
+                        client.move(take=4)
+                    except IllegalMove:
+                        refused += 1
+                    client.move(take=min(3, state["sticks"]))
+
+        clients = [GameClient("127.0.0.1", port, "Nim", "nim-1", 2) for _ in range(2)]
+        results = [deferToThread(play, client) for client in clients]
+        (first, first_refused), (second, second_refused) = [await r for r in results]
+        self.assertEqual(first, second)
+        self.assertEqual(first["sticks"], 0)
+        self.assertIn(first["winner"], (0, 1))
+        self.assertGreater(first_refused + second_refused, 0)
