@@ -19,6 +19,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
+from gtserver.core.group_commit import GroupCommit
 from gtserver.games import IllegalMove
 from gtserver.registry import games as installed_games
 from gtserver.store import matches as queries
@@ -79,6 +80,8 @@ class MatchService(Service):
         self.events = core.events
         self.games = installed_games()
         self.matches: dict[str, Match] = {}
+        #: Coalesces the state writes of concurrent moves into shared transactions.
+        self.writer = GroupCommit(self.store)
 
     def factory(self, game_name: str) -> Any:
         try:
@@ -234,8 +237,7 @@ class MatchService(Service):
 
     async def _save(self, match: Match) -> None:
         if match.persistent:
-            await self.store.run(queries.update_match, match.id, match.snapshot(),
-                                 match.finished, match.updated)
+            await self.writer.save(match.id, match.snapshot(), match.finished, match.updated)
 
     def _record_end(self, match: Match) -> None:
         self.events.record(match.context, "match_end", match=match.id,

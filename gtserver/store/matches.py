@@ -21,6 +21,15 @@ def update_match(match_id: str, state: str, finished: bool, now: float):
                     (state, finished, now, match_id))
 
 
+def update_matches(rows: list[tuple[str, bool, float, str]]):
+    """Store several match states in one transaction (group commit).
+
+    ``rows`` are ``(state, finished, updated, match_id)``.
+    """
+    yield Statement("UPDATE matches SET state = ?, finished = ?, updated = ? WHERE id = ?",
+                    rows, many=True)
+
+
 def open_matches(context: str):
     """Unfinished matches of a context: rows of
     ``(id, game, state, ranked, created, updated, [(seat, user_id, name), ...])``."""
