@@ -26,8 +26,17 @@ def update_matches(rows: list[tuple[str, bool, float, str]]):
 
     ``rows`` are ``(state, finished, updated, match_id)``.
     """
-    yield Statement("UPDATE matches SET state = ?, finished = ?, updated = ? WHERE id = ?",
-                    rows, many=True)
+    if len(rows) == 1:
+        yield Statement("UPDATE matches SET state = ?, finished = ?, updated = ? WHERE id = ?",
+                        rows[0])
+        return
+    # One statement for the whole batch: a single round trip on PostgreSQL.
+    # VALUES columns are column1..column4 on both engines.
+    values = ", ".join(["(?, ?, ?, ?)"] * len(rows))
+    yield Statement(
+        "UPDATE matches SET state = v.column1, finished = v.column2, updated = v.column3 "
+        f"FROM (VALUES {values}) AS v WHERE matches.id = v.column4",
+        [value for row in rows for value in row])
 
 
 def open_matches(context: str):
