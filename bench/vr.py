@@ -133,7 +133,7 @@ def load(options: argparse.Namespace) -> None:
     """One load process: ``connections`` clients; prints a JSON report at the end."""
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
     from twisted.internet import reactor, task
-    from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+    from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
     gt = options.mode == "gt"
     report = {"latency_100us": Counter(), "received": 0, "reordered": 0, "sent": 0,
@@ -150,6 +150,10 @@ def load(options: argparse.Namespace) -> None:
                     "user": self.name, "pass": "x"}}).encode())
             else:
                 self.factory.ready.callback(self)
+
+        def onClose(self, wasClean, code, reason):
+            if not self.factory.ready.called:
+                self.factory.ready.errback(ConnectionError(f"closed before login: {reason}"))
 
         def onMessage(self, payload, isBinary):
             if not self.factory.ready.called:
@@ -179,8 +183,14 @@ def load(options: argparse.Namespace) -> None:
                 report["received"] += 1
                 report["latency_100us"][int((now - float(stamp)) * 10000)] += 1
 
+    class Factory(WebSocketClientFactory):
+        def clientConnectionFailed(self, connector, reason):
+            if not self.ready.called:
+                self.ready.errback(reason.value)
+
     def connect(index):
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{options.port}/")
+        factory = Factory(f"ws://127.0.0.1:{options.port}/")
+        factory.setProtocolOptions(openHandshakeTimeout=60)
         factory.protocol = Client
         factory.index = index
         factory.ready = Deferred()
@@ -190,7 +200,10 @@ def load(options: argparse.Namespace) -> None:
     async def main(_reactor):
         first = options.first
         ready = [connect(first + n) for n in range(options.connections)]
-        clients.extend(await gatherResults(ready))
+        outcomes = await DeferredList(ready, consumeErrors=True)
+        clients.extend(client for ok, client in outcomes if ok)
+        report["failed"] = len(ready) - len(clients)
+        report["failures"] = dict(Counter(str(f.value)[:80] for ok, f in outcomes if not ok))
         report["logins_done"] = time.time()
         await task.deferLater(reactor, max(0.0, options.start - time.time()), lambda: None)
         if options.scenario == "chat":
@@ -373,8 +386,8 @@ def scenario_c(idle: float) -> dict:
     try:
         rss0 = server.rss()
         start, children = run_load(server.port, "gt", "idle", 2000, 4, start_in=3.0,
-                                   duration=idle + 12.0)
-        time.sleep(max(0.0, start - time.time()) + 12.0)
+                                   duration=idle + 20.0)
+        time.sleep(max(0.0, start - time.time()) + 20.0)
         rss1 = server.rss()
         cpu0, t0 = server.cpu(), time.time()
         time.sleep(idle)
@@ -383,7 +396,9 @@ def scenario_c(idle: float) -> dict:
     finally:
         server.stop()
     done = max(r["logins_done"] for r in reports)
-    result = {"connections": 2000, "all_logged_in_s": done - start,
+    result = {"connections": 2000, "failed": sum(r["failed"] for r in reports),
+              "failures": [r["failures"] for r in reports if r["failed"]],
+              "all_logged_in_s": done - start,
               "rss_per_connection_kb": (rss1 - rss0) / 2000 / 1024,
               "idle_cpu_share_of_core": idle_cpu}
     print(json.dumps(result), flush=True)
