@@ -200,6 +200,21 @@ def summary(frame: dict) -> list[tuple]:
     return [(e["user"], e["type"], e["data"]) for e in frame["payload"]]
 
 
+async def events(client, count: int, room: str = "lobby") -> list[tuple]:
+    """The next ``count`` events of ``room``, however the server grouped them in frames.
+
+    Events of one reactor turn may share a frame (PROTOCOLS.md: "several events
+    may come in one frame"); no frame may hold more than asked for.
+    """
+    collected: list[tuple] = []
+    while len(collected) < count:
+        frame = await client.next()
+        assert (frame["info"], frame["room"]) == ("user", room), frame
+        collected.extend(summary(frame))
+    assert len(collected) == count, collected
+    return collected
+
+
 class RoomMessageTests(VRTestCase):
     async def test_room_messages_need_login(self):
         await self.start()
@@ -280,8 +295,8 @@ class RoomMessageTests(VRTestCase):
         alice.say("lobby", "button", "cooperate")
         alice.say("lobby", "emote", [1, 2])
         for client in (alice, bob):
-            self.assertEqual(summary(await client.next()), [("alice", "button", "cooperate")])
-            self.assertEqual(summary(await client.next()), [("alice", "emote", [1, 2])])
+            self.assertEqual(await events(client, 2), [("alice", "button", "cooperate"),
+                                                       ("alice", "emote", [1, 2])])
 
     async def test_messages_to_rooms_not_joined(self):
         await self.start()
@@ -367,6 +382,37 @@ class RoomMessageTests(VRTestCase):
         await self.quiet(alice, observer)  # alice is still there through her first connection
         alice.transport.loseConnection()
         self.assertEqual(summary(await observer.next()), [("alice", "leave", "")])
+
+    async def test_events_before_a_reply_arrive_before_it(self):
+        await self.start()
+        alice = await self.client("alice")
+        alice.say("lobby", "msg", "one")
+        alice.say("lobby", "msg", "two")
+        alice.say("lobby", "list")
+        self.assertEqual(await events(alice, 2), [("alice", "msg", "one"), ("alice", "msg", "two")])
+        self.assertEqual(summary(await alice.next()), [("alice", "join", "")])
+        alice.say("lobby", "msg", "three")
+        alice.send({"system": "ping"})
+        self.assertEqual(await events(alice, 1), [("alice", "msg", "three")])
+        await self.expect_code(alice, 220)
+
+    async def test_login_burst_every_member_sees_everyone_once(self):
+        await self.start()
+        observer = await self.client("observer")
+        clients = [await self.client() for _ in range(20)]
+        for n, client in enumerate(clients):
+            client.send({"system": "login", "options": {"user": f"u{n:02}", "pass": "x"}})
+        names = {f"u{n:02}" for n in range(20)} | {"observer"}
+        joined = await events(observer, 20)
+        self.assertEqual({user for user, _, _ in joined}, names - {"observer"})
+        self.assertTrue(all(kind == "join" for _, kind, _ in joined))
+        for client in clients:
+            await self.expect_code(client, 202)
+            seen = [entry[0] for entry in summary(await client.next())]  # member list
+            while len(seen) < len(names):
+                seen += [user for user, _, _ in summary(await client.next())]
+            self.assertEqual(sorted(seen), sorted(names))  # nobody missing, nobody twice
+        await self.quiet(observer, *clients)
 
     async def test_bad_pose_is_a_bad_request(self):
         await self.start()

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from gtserver.store import events as event_queries
 from tests.test_vr import VRTestCase, sleep, summary
+from tests.test_vr import events as room_events
 from tests.test_vr_client import TIMEOUT
 
 
@@ -78,9 +79,8 @@ class LimitTests(VRTestCase):
         alice.say("lobby", "msg", "hi")
         alice.say("lobby", "button", "defect")
         alice.say("lobby", "wave", {"n": 1})
-        for _ in range(3):
-            await bob.next()
-            await alice.next()
+        for client in (alice, bob):
+            await room_events(client, 3)
         bob.transport.loseConnection()
         await alice.next()
         await self.server.core.events.flush()

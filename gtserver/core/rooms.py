@@ -9,6 +9,17 @@ Fan-out serialises once: every broadcast passes the same ``shared`` dict to
 each sink, so the first sink of a given wire format encodes the events and
 stores the result there, and the others reuse those bytes.
 
+Room events (join, leave, msg, button, ...) are coalesced: the events of a
+room produced within one reactor turn go out together, as one frame per
+connection, at the end of the turn (``call_soon``). A burst of logins thus
+costs one frame per lobby member per turn instead of one per login. Order is
+kept for each connection: a connection that joined during the turn gets only
+the events after its join (the earlier ones are in its member list and
+history), and :meth:`RoomService.catch_up` sends a connection its pending
+events before the adapter sends it anything directly (a reply, a member list),
+so every frame still arrives in the order things happened. Events of
+different rooms are separate frames, in the order the rooms first had one.
+
 Membership is per user: a user with two connections in a room is one member
 with two connections. Others see that user join when the first connection
 enters and leave when the last one goes.
@@ -121,6 +132,11 @@ class Room:
     changed: dict[str, Member] = field(default_factory=dict)
     #: Connections that must get the full pose set at the next tick.
     needs_full: set = field(default_factory=set)
+    #: Events not sent yet (coalesced until the end of the reactor turn).
+    pending: list = field(default_factory=list)
+    #: Connections that must get only ``pending[start:]``: they joined after
+    #: the earlier events, or already got them through ``catch_up``.
+    starts: dict = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -197,6 +213,14 @@ class RoomService(Service):
         #: with the same keyword arguments as ``EventLog.record``.
         self.recorders: list[Recorder] = []
         self._ticker: LoopingCall | None = None
+        #: Rooms with pending events, in the order they got their first one.
+        self._dirty: dict[Room, None] = {}
+        self._flush_call: Any = None
+        #: Runs a function after the current reactor turn. Adapters set it to
+        #: their reactor's ``callLater(0, ...)``: it is I/O scheduling, not a
+        #: timer, so it must not wait for a test's ``task.Clock``.
+        self.call_soon: Callable[[Callable[[], None]], Any] = (
+            lambda function: self.clock.callLater(0, function))
         self._next_pose_log = 0.0
         self.ticks = 0
 
@@ -212,6 +236,7 @@ class RoomService(Service):
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._ticker = None
+        self.flush()
         return super().stopService()
 
     # queries
@@ -241,18 +266,21 @@ class RoomService(Service):
             now = self.clock.seconds()
             member = Member(sink.user, now, pose_entry=self._pose_entry(sink.user, now,
                                                                           origin_pose()))
-            self._broadcast(room, [member.join_entry()])
+            self._queue(room, member.join_entry())
             room.members[member.name] = member
             self._record(JOIN, sink, room_name, None, now)
         member.sinks.append(sink)
         room.sinks[sink] = member
         room.needs_full.add(sink)
+        if room.pending:
+            room.starts[sink] = len(room.pending)  # the join sequence covers the rest
         joined[room_name] = room
         return JoinSequence(room.member_list(), list(room.history))
 
     def leave(self, sink: Any, room_name: str) -> None:
         """Take ``sink`` out of the room; NotInRoom if it is not there."""
         room = self._room_of(sink, room_name)
+        self._catch_up_room(room, sink)  # what happened before it left
         del self._rooms_of[sink][room_name]
         if not self._rooms_of[sink]:
             del self._rooms_of[sink]
@@ -275,7 +303,7 @@ class RoomService(Service):
         event = {"time": now, "user": sink.user, "type": kind, "data": data}
         if kind != BUTTON:
             room.history.append(event)
-        self._broadcast(room, [event])
+        self._queue(room, event)
         self._record(kind, sink, room_name, data, now)
 
     def set_pose(self, sink: Any, room_name: str, data: Any) -> None:
@@ -288,10 +316,65 @@ class RoomService(Service):
         member.pose_address = sink.address
         room.changed[member.name] = member
 
+    # coalesced room events
+
+    def catch_up(self, sink: Any) -> None:
+        """Send ``sink`` its pending events now (before a frame sent to it directly)."""
+        if not self._dirty:
+            return
+        for room in tuple(self._dirty):
+            if sink in room.sinks:
+                self._catch_up_room(room, sink)
+
+    def flush(self) -> None:
+        """Send every room's pending events: one frame per connection and room."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        while self._dirty:
+            rooms = tuple(self._dirty)
+            self._dirty.clear()
+            for room in rooms:
+                self._flush_room(room)
+
+    def _flush_soon(self) -> None:
+        self._flush_call = None
+        self.flush()
+
+    def _queue(self, room: Room, event: dict) -> None:
+        if not room.sinks:
+            return  # nobody to tell
+        room.pending.append(event)
+        if room not in self._dirty:
+            self._dirty[room] = None
+            if self._flush_call is None:
+                self._flush_call = self.call_soon(self._flush_soon)
+
+    def _flush_room(self, room: Room) -> None:
+        events, starts = room.pending, room.starts
+        room.pending, room.starts = [], {}
+        if not starts:
+            self._broadcast(room, events)
+            return
+        shared_by_start: dict[int, dict] = {}
+        for sink in tuple(room.sinks):
+            start = starts.get(sink, 0)
+            if start < len(events):
+                shared = shared_by_start.setdefault(start, {})
+                self._deliver(sink, room.name, events[start:] if start else events, shared,
+                              False)
+
+    def _catch_up_room(self, room: Room, sink: Any) -> None:
+        start = room.starts.get(sink, 0)
+        if start < len(room.pending):
+            room.starts[sink] = len(room.pending)
+            self._deliver(sink, room.name, room.pending[start:], {}, False)
+
     # ticks
 
     def tick(self) -> None:
         """Send every room with members its pose frame; log poses when due."""
+        self.flush()  # events before the poses that follow them
         self.ticks += 1
         log_poses = self._pose_log_due()
         for room in list(self.rooms.values()):
@@ -366,16 +449,18 @@ class RoomService(Service):
     def _detach(self, room: Room, sink: Any) -> None:
         member = room.sinks.pop(sink)
         room.needs_full.discard(sink)
+        room.starts.pop(sink, None)
         member.sinks.remove(sink)
         if member.sinks:
             return  # the user is still here through another connection
         del room.members[member.name]
         room.changed.pop(member.name, None)
         now = self.clock.seconds()
-        self._broadcast(room, [{"time": now, "user": member.name, "type": LEAVE, "data": ""}])
+        self._queue(room, {"time": now, "user": member.name, "type": LEAVE, "data": ""})
         self._record(LEAVE, sink, room.name, None, now)
         if not room.members and room.name != LOBBY:
             del self.rooms[room.name]
+            self._dirty.pop(room, None)
 
     def _broadcast(self, room: Room, events: list[dict], droppable: bool = False) -> None:
         shared: dict = {}

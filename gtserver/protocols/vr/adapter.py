@@ -249,14 +249,18 @@ class VRServerProtocol(WebSocketServerProtocol):
         return self._send_prepared(prepared, droppable)
 
     def _send_join_sequence(self, room: str, sequence: Any) -> None:
+        self.factory.rooms.catch_up(self)
         self._send_events(room, sequence.members)
         if sequence.history:
             self._send_events(room, sequence.history)
 
     def _send_events(self, room: str, events: list[dict]) -> None:
+        self.factory.rooms.catch_up(self)
         self.deliver(room, events, {}, False)
 
     def _reply(self, code: int, detail: Any = None) -> None:
+        if self.user is not None:
+            self.factory.rooms.catch_up(self)  # room events that came first go first
         data = wire.reply(code, self.factory.clock.seconds(), detail)
         self._send_prepared(self.factory.prepareMessage(data), False)
 
@@ -344,6 +348,8 @@ class VRServerFactory(WebSocketServerFactory):
         self.core = core
         self.clock = core.clock
         self.rooms = core.component(RoomService)
+        # Coalesced room events go out at the end of this reactor's turn.
+        self.rooms.call_soon = lambda function: self.reactor.callLater(0, function)
         self.any_password = bool(config.get("vr_any_password", False))
         self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
         self.max_rate = float(config.get("vr_max_rate") or 300.0)

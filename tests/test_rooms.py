@@ -1,0 +1,126 @@
+"""The room service's coalescing of room events, with plain sinks and a task.Clock."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from gtserver.core.rooms import LOBBY, RoomService, RoomSettings
+
+
+class RecordingSink:
+    """A connection that keeps every frame it is given, as (room, [(user, type, data)])."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.address = "127.0.0.1:1"
+        self.frames: list[tuple[str, list[tuple]]] = []
+
+    def deliver(self, room: str, events: list[dict], shared: dict, droppable: bool) -> bool:
+        self.frames.append((room, [(e["user"], e["type"], e["data"]) for e in events]))
+        return True
+
+    def take(self) -> list[tuple[str, list[tuple]]]:
+        frames, self.frames = self.frames, []
+        return frames
+
+
+class RoomServiceTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.recorded: list[tuple] = []
+        events = SimpleNamespace(record=lambda source, kind, **fields: self.recorded.append(
+            (kind, fields["user"], fields["room"])))
+        core = SimpleNamespace(clock=self.clock, config={}, events=events)
+        self.rooms = RoomService(core, RoomSettings(fps=1.0))
+
+    def member(self, name: str, room: str = LOBBY) -> RecordingSink:
+        sink = RecordingSink(name)
+        self.rooms.join(sink, room)
+        return sink
+
+    def end_turn(self) -> None:
+        self.clock.advance(0)
+
+
+class CoalescingTests(RoomServiceTestCase):
+    def test_joins_of_one_turn_are_one_frame(self):
+        alice = self.member("alice")
+        self.end_turn()
+        bob, carol, dave = self.member("bob"), self.member("carol"), self.member("dave")
+        self.assertEqual(alice.frames, [])  # nothing before the end of the turn
+        self.end_turn()
+        self.assertEqual(alice.take(), [(LOBBY, [("bob", "join", ""), ("carol", "join", ""),
+                                                 ("dave", "join", "")])])
+        # Each joiner gets only what came after its join; the rest is in its member list.
+        self.assertEqual(bob.take(), [(LOBBY, [("carol", "join", ""), ("dave", "join", "")])])
+        self.assertEqual(carol.take(), [(LOBBY, [("dave", "join", "")])])
+        self.assertEqual(dave.take(), [])
+        self.assertEqual([kind for kind, _, _ in self.recorded], ["join"] * 4)
+
+    def test_a_joiner_does_not_get_history_twice(self):
+        alice = self.member("alice")
+        self.rooms.say(alice, LOBBY, "msg", "before")
+        bob = self.member("bob")
+        self.assertEqual(self.rooms.join(RecordingSink("carol"), LOBBY).history[0]["data"],
+                         "before")
+        self.rooms.say(alice, LOBBY, "msg", "after")
+        self.end_turn()
+        self.assertEqual(alice.take(), [(LOBBY, [("alice", "msg", "before"), ("bob", "join", ""),
+                                                 ("carol", "join", ""),
+                                                 ("alice", "msg", "after")])])
+        self.assertEqual(bob.take(), [(LOBBY, [("carol", "join", ""), ("alice", "msg", "after")])])
+
+    def test_catch_up_sends_pending_events_first(self):
+        alice, bob = self.member("alice"), self.member("bob")
+        self.end_turn()
+        alice.take()
+        self.rooms.say(bob, LOBBY, "msg", "one")
+        self.rooms.catch_up(alice)  # what an adapter does before a direct reply
+        self.assertEqual(alice.take(), [(LOBBY, [("bob", "msg", "one")])])
+        self.rooms.say(bob, LOBBY, "msg", "two")
+        self.end_turn()
+        self.assertEqual(alice.take(), [(LOBBY, [("bob", "msg", "two")])])
+        self.assertEqual(bob.take(), [(LOBBY, [("bob", "msg", "one"), ("bob", "msg", "two")])])
+
+    def test_the_leaver_gets_what_happened_before_it_left(self):
+        alice, bob = self.member("alice"), self.member("bob")
+        self.end_turn()
+        alice.take()
+        self.rooms.say(alice, LOBBY, "msg", "bye")
+        self.rooms.leave(bob, LOBBY)
+        self.assertEqual(bob.take(), [(LOBBY, [("alice", "msg", "bye")])])
+        self.end_turn()
+        self.assertEqual(bob.take(), [])
+        self.assertEqual(alice.take(), [(LOBBY, [("alice", "msg", "bye"), ("bob", "leave", "")])])
+
+    def test_rooms_flush_in_the_order_of_their_first_event(self):
+        alice = self.member("alice")
+        self.rooms.join(alice, "r1")
+        self.end_turn()
+        self.rooms.say(alice, "r1", "msg", "a")
+        self.rooms.say(alice, LOBBY, "msg", "b")
+        self.rooms.say(alice, "r1", "msg", "c")
+        self.end_turn()
+        self.assertEqual(alice.take(), [("r1", [("alice", "msg", "a"), ("alice", "msg", "c")]),
+                                        (LOBBY, [("alice", "msg", "b")])])
+
+    def test_events_go_out_before_the_next_tick(self):
+        alice = self.member("alice")
+        self.end_turn()
+        bob = self.member("bob")
+        self.rooms.tick()
+        self.assertEqual(alice.take()[0], (LOBBY, [("bob", "join", "")]))
+        self.assertEqual(bob.take()[0][1][0][1], "transform")
+
+    def test_a_closed_room_sends_nothing_more(self):
+        alice = self.member("alice", "r1")
+        bob = self.member("bob", "r1")
+        self.rooms.disconnect(bob)
+        self.rooms.leave(alice, "r1")
+        self.assertEqual(alice.take(), [("r1", [("bob", "join", ""), ("bob", "leave", "")])])
+        self.end_turn()
+        self.assertNotIn("r1", self.rooms.room_titles())
+        self.assertEqual(alice.take(), [])
