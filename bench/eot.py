@@ -1,0 +1,407 @@
+"""Benchmark of the EOT game API against a bare Twisted responder.
+
+Not a test. Run from the checkout::
+
+    python bench/eot.py                   # both scenarios
+    python bench/eot.py --scenario a      # throughput only (a or b)
+
+a. Echo ``move`` + ``state`` round trips with 1, 32 and 128 concurrent clients,
+   against gtserver and against a bare Twisted responder (reads up to ``EOT\\0``,
+   answers a fixed object, closes) measured in the same run: round trips per
+   second (and the ratio gtserver / bare), p50/p99 latency per request, server
+   CPU microseconds per request.
+b. 10,000 parked ``state`` requests (one per Echo session): server RSS before,
+   while parked and after; the time to park them all; the time to release them
+   all with one move each.
+
+Servers and load clients are separate processes; the load is spread over
+several client processes (asyncio, raw non-blocking sockets) so the client
+side is not the bottleneck. Listen backlogs are 4096 and ``ulimit -n`` is
+raised to the hard limit in every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TERMINATOR = b"EOT\0"
+BARE_REPLY = b'{"status": "ok", "data": {"echo": "hello", "current": [0], "gameover": false}}'
+
+
+def raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# ---------------------------------------------------------------- servers
+
+
+def serve(kind: str) -> None:
+    """Run one server in this process; print its port, then serve until killed."""
+    raise_file_limit()
+    sys.path.insert(0, ROOT)
+    from twisted.internet import reactor
+
+    if kind == "bare":
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Bare(Protocol):
+            buffer = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.buffer += data
+                if self.buffer.find(TERMINATOR) >= 0:
+                    self.transport.write(BARE_REPLY)
+                    self.transport.loseConnection()
+
+        factory = Factory.forProtocol(Bare)
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=4096)
+        print(f"PORT {port.getHost().port}", flush=True)
+        reactor.run()
+        return
+
+    from gtserver.tap import Options, build_service
+    arguments = ["--db", "sqlite:" + os.path.join(tempfile.mkdtemp(), "bench.sqlite"),
+                 "--hash-cost", "4"]
+    for name in Options.protocols:
+        arguments += ["--port", f"{name}=off"]
+    arguments += ["--port", "eot=tcp:0:interface=127.0.0.1:backlog=4096"]
+    options = Options()
+    options.parseOptions(arguments)
+    service = build_service(options, reactor)
+    service.startService()
+
+    def ready(_):
+        listener = next(item for item in service.listeners if item.protocol_name == "eot")
+        print(f"PORT {listener.port.getHost().port}", flush=True)
+
+    service.started.addCallback(ready)
+    reactor.run()
+
+
+class Server:
+    """A server subprocess with its CPU time and RSS readable from /proc."""
+
+    def __init__(self, kind: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"{kind} server did not start")
+        self.port = int(line.split()[1])
+
+    def cpu(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as file:
+            for line in file:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+# ---------------------------------------------------------------- client side
+
+
+async def request(port: int, payload: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, payload)
+        chunks = []
+        while True:
+            chunk = await loop.sock_recv(sock, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        sock.close()
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message).encode() + TERMINATOR
+
+
+async def join_echo(port: int) -> dict:
+    reply = json.loads(await request(port, encode(
+        {"type": "join", "game": "Echo", "session": "auto", "players": 1, "name": ""})))
+    data = reply["data"]
+    return {"game": "Echo", "session": data["session"], "player_id": data["player_id"],
+            "key": data["key"]}
+
+
+async def throughput_worker(port: int, clients: int, seconds: float, bare: bool) -> tuple:
+    """``clients`` loops of move + state; returns (round trips, latencies)."""
+    latencies: list[float] = []
+    rounds = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one_client() -> None:
+        nonlocal rounds
+        player = {} if bare else await join_echo(port)
+        move = encode({"type": "move", **player, "move": {"msg": "hello"}})
+        state = encode({"type": "state", **player, "observer": False})
+        while time.perf_counter() < deadline:
+            for payload in (move, state):
+                started = time.perf_counter()
+                reply = await request(port, payload)
+                latencies.append(time.perf_counter() - started)
+                if not reply.startswith(b'{"status": "ok"'):
+                    raise RuntimeError(reply[:200])
+            rounds += 1
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return rounds, latencies
+
+
+def run_throughput_worker(port, clients, seconds, bare, results) -> None:
+    raise_file_limit()
+    results.put(asyncio.run(throughput_worker(port, clients, seconds, bare)))
+
+
+def measure_throughput(server: Server, clients: int, seconds: float, bare: bool) -> dict:
+    processes = min(clients, 4)
+    per_process = [clients // processes + (1 if i < clients % processes else 0)
+                   for i in range(processes)]
+    results: multiprocessing.Queue = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=run_throughput_worker,
+                                       args=(server.port, count, seconds, bare, results))
+               for count in per_process]
+    cpu_before, started = server.cpu(), time.perf_counter()
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get() for _ in workers]
+    elapsed = time.perf_counter() - started
+    cpu = server.cpu() - cpu_before
+    for worker in workers:
+        worker.join()
+    rounds = sum(outcome[0] for outcome in outcomes)
+    latencies = sorted(latency for outcome in outcomes for latency in outcome[1])
+    requests = len(latencies)
+    return {"clients": clients, "round_trips_per_s": rounds / seconds,
+            "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "cpu_us_per_request": 1e6 * cpu / requests, "requests": requests,
+            "elapsed_s": elapsed}
+
+
+def scenario_a(seconds: float) -> None:
+    print(f"a. Echo move+state round trips, {seconds:g} s per run")
+    print(f"{'clients':>7} {'server':>9} {'rt/s':>9} {'ratio':>6} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'CPU us/req':>10}")
+    gtserver, bare = Server("gtserver"), Server("bare")
+    try:
+        for clients in (1, 32, 128):
+            baseline = measure_throughput(bare, clients, seconds, True)
+            result = measure_throughput(gtserver, clients, seconds, False)
+            for name, row in (("bare", baseline), ("gtserver", result)):
+                ratio = row["round_trips_per_s"] / baseline["round_trips_per_s"]
+                print(f"{clients:>7} {name:>9} {row['round_trips_per_s']:>9.0f} {ratio:>6.2f} "
+                      f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                      f"{row['cpu_us_per_request']:>10.1f}", flush=True)
+    finally:
+        gtserver.stop()
+        bare.stop()
+
+
+# ---------------------------------------------------------------- parked waiters
+
+
+class Exchanges:
+    """Many request/answer exchanges at once on one epoll loop (cheaper than asyncio).
+
+    ``start(payload, keep=False)`` connects and sends; a kept connection is
+    not read until :meth:`collect` is asked for it (it stays parked).
+    """
+
+    def __init__(self, port: int, in_flight: int) -> None:
+        self.address = ("127.0.0.1", port)
+        self.in_flight = in_flight
+        self.poll = select.epoll()
+        self.sockets: dict[int, tuple] = {}     # fd -> (socket, payload, chunks, keep)
+        self.kept: list[socket.socket] = []
+        self.answers: list[bytes] = []
+        self.opened = 0     # connections opened by run() and not finished yet
+
+    def run(self, payloads: list[bytes], keep: bool = False) -> None:
+        """Send every payload; unless ``keep``, read every answer too."""
+        queue = list(reversed(payloads))
+        while queue or self.sockets:
+            while queue and self.opened < self.in_flight:
+                self._open(queue.pop(), keep)
+            for fd, events in self.poll.poll(1.0):
+                self._event(fd, events)
+
+    def collect(self, sockets: list[socket.socket]) -> None:
+        """Read the answers of kept connections (while ``run`` may send more)."""
+        for sock in sockets:
+            self.sockets[sock.fileno()] = (sock, b"", [], None)
+            self.poll.register(sock.fileno(), select.EPOLLIN)
+
+    def _open(self, payload: bytes, keep: bool) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(self.address)
+        self.sockets[sock.fileno()] = (sock, payload, [], keep)
+        self.poll.register(sock.fileno(), select.EPOLLOUT)
+        self.opened += 1
+
+    def _event(self, fd: int, events: int) -> None:
+        sock, payload, chunks, keep = self.sockets[fd]
+        if payload:
+            sock.sendall(payload)
+            if keep:
+                self.poll.unregister(fd)
+                del self.sockets[fd]
+                self.kept.append(sock)
+                self.opened -= 1
+                return
+            self.sockets[fd] = (sock, b"", chunks, keep)
+            self.poll.modify(fd, select.EPOLLIN)
+            return
+        chunk = sock.recv(65536)
+        if chunk:
+            chunks.append(chunk)
+            return
+        self.poll.unregister(fd)
+        del self.sockets[fd]
+        sock.close()
+        self.answers.append(b"".join(chunks))
+        if keep is not None:
+            self.opened -= 1
+
+
+def park_worker(port: int, count: int, pipe) -> None:
+    players = asyncio.run(setup_players(port, count))
+    pipe.send("ready")
+    pipe.recv()                                         # "park"
+    exchanges = Exchanges(port, 500)
+    exchanges.run([encode({"type": "state", **player, "observer": False})
+                   for player in players], keep=True)
+    pipe.send("sent")
+    pipe.recv()                                         # "release"
+    exchanges.collect(exchanges.kept)
+    exchanges.run([encode({"type": "move", **player, "move": {"msg": "hello"}})
+                   for player in players])
+    answers = exchanges.answers
+    if len(answers) != 2 * count or not all(b'"ok"' in answer for answer in answers):
+        raise RuntimeError("some requests failed")
+    pipe.send("released")
+
+
+async def setup_players(port: int, count: int) -> list[dict]:
+    """``count`` Echo sessions, each past its first state."""
+    semaphore = asyncio.Semaphore(200)
+
+    async def one() -> dict:
+        async with semaphore:
+            player = await join_echo(port)
+            await request(port, encode({"type": "state", **player, "observer": False}))
+            return player
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def run_park_worker(port, count, pipe) -> None:
+    raise_file_limit()
+    park_worker(port, count, pipe)
+
+
+def scenario_b(waiters: int, processes: int = 4) -> None:
+    print(f"b. {waiters} parked state requests (one Echo session each)")
+    server = Server("gtserver")
+    try:
+        rss_start = server.rss()
+        pipes, workers = [], []
+        for index in range(processes):
+            parent, child = multiprocessing.Pipe()
+            share = waiters // processes + (1 if index < waiters % processes else 0)
+            worker = multiprocessing.Process(target=run_park_worker,
+                                             args=(server.port, share, child))
+            worker.start()
+            pipes.append(parent)
+            workers.append(worker)
+        for pipe in pipes:
+            assert pipe.recv() == "ready"
+        time.sleep(1.0)
+        rss_before = server.rss()
+        started = time.perf_counter()
+        for pipe in pipes:
+            pipe.send("park")
+        for pipe in pipes:
+            assert pipe.recv() == "sent"
+        # A probe request queued behind every parked one: once it is answered,
+        # the server has read (and parked) all of them.
+        asyncio.run(request(server.port, encode({"type": "join", "game": "NoGame",
+                                                 "session": "x", "players": 1})))
+        park_time = time.perf_counter() - started
+        time.sleep(1.0)
+        rss_parked = server.rss()
+        cpu_before, started = server.cpu(), time.perf_counter()
+        for pipe in pipes:
+            pipe.send("release")
+        for pipe in pipes:
+            assert pipe.recv() == "released"
+        release_time = time.perf_counter() - started
+        release_cpu = server.cpu() - cpu_before
+        for worker in workers:
+            worker.join()
+        time.sleep(1.0)
+        rss_after = server.rss()
+        per_waiter = (rss_parked - rss_before) / waiters
+        print(f"  server RSS: at start {rss_start / 2**20:.1f} MiB, "
+              f"with {waiters} sessions {rss_before / 2**20:.1f} MiB, "
+              f"parked {rss_parked / 2**20:.1f} MiB, after {rss_after / 2**20:.1f} MiB")
+        print(f"  RSS per parked waiter: {per_waiter / 1024:.2f} KiB")
+        print(f"  time to park all: {park_time:.2f} s")
+        print(f"  time to release all (one move each): {release_time:.2f} s "
+              f"(server CPU {release_cpu:.2f} s)", flush=True)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", choices=("gtserver", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", choices=("a", "b"), action="append")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--waiters", type=int, default=10_000)
+    options = parser.parse_args()
+    if options.serve:
+        serve(options.serve)
+        return
+    raise_file_limit()
+    scenarios = options.scenario or ["a", "b"]
+    if "a" in scenarios:
+        scenario_a(options.seconds)
+    if "b" in scenarios:
+        scenario_b(options.waiters)
+
+
+if __name__ == "__main__":
+    main()
