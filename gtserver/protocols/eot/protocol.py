@@ -62,14 +62,13 @@ class EOTProtocol(Protocol):
     def __init__(self, factory: EOTFactory) -> None:
         self.factory = factory
         self.buffer = b""
-        self.timer: Any = None
+        self.timer: Any = None      # only while draining an oversized request
         self.waiting: Deferred | None = None
         self.answered = False
         self.draining = False
 
     def connectionMade(self) -> None:
-        factory = self.factory
-        self.timer = factory.clock.callLater(factory.connection_timeout, self._timed_out)
+        self.factory.watch(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.answered or self.waiting is not None:
@@ -220,22 +219,29 @@ class EOTProtocol(Protocol):
         else:
             self.transport.loseConnection()
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        """The whole request did not arrive within the connection timeout."""
         self.buffer = b""
         if self.waiting is None and not self.answered:
             self._send(_error("connection timed out before a complete request arrived"))
 
     def _stop_timer(self) -> None:
+        self.factory.pending.pop(self, None)
         timer, self.timer = self.timer, None
         if timer is not None and timer.active():
             timer.cancel()
 
 
 class EOTFactory(Factory):
-    """Serves the EOT game API on any stream endpoint."""
+    """Serves the EOT game API on any stream endpoint.
+
+    Connection timeouts cost no timer per connection: connections waiting for
+    their request sit in an insertion-ordered dict (so the oldest deadline is
+    first) and one timer fires at the earliest deadline.
+    """
 
     protocol = EOTProtocol
+    noisy = False
 
     def __init__(self, sessions: SessionService, clock: Any,
                  request_size_max: int = 1_000_000, connection_timeout: float = 60.0) -> None:
@@ -243,6 +249,35 @@ class EOTFactory(Factory):
         self.clock = clock
         self.request_size_max = request_size_max
         self.connection_timeout = connection_timeout
+        #: Connections still reading their request, with their deadlines.
+        self.pending: dict[EOTProtocol, float] = {}
+        self.sweeper: Any = None
+
+    def watch(self, protocol: EOTProtocol) -> None:
+        self.pending[protocol] = self.clock.seconds() + self.connection_timeout
+        if self.sweeper is None:
+            self.sweeper = self.clock.callLater(self.connection_timeout, self.sweep)
+
+    def sweep(self) -> None:
+        """Time out every connection past its deadline; wait for the next one."""
+        self.sweeper = None
+        now = self.clock.seconds()
+        expired = []
+        for protocol, deadline in self.pending.items():
+            if deadline > now:
+                break
+            expired.append(protocol)
+        for protocol in expired:
+            del self.pending[protocol]
+            protocol.timed_out()
+        if self.pending:
+            first = next(iter(self.pending.values()))
+            self.sweeper = self.clock.callLater(max(0.0, first - now), self.sweep)
+
+    def stopFactory(self) -> None:
+        if self.sweeper is not None and self.sweeper.active():
+            self.sweeper.cancel()
+        self.sweeper = None
 
     def buildProtocol(self, addr: Any) -> EOTProtocol:
         return EOTProtocol(self)
