@@ -1,0 +1,153 @@
+"""The session service on its own, with a fake clock: timeouts, waiters, restart."""
+
+from __future__ import annotations
+
+from twisted.internet import task
+from twisted.trial import unittest
+
+from gtserver.core.matches import MatchService
+from gtserver.core.sessions import (
+    BadKey,
+    GameOver,
+    JoinTimeout,
+    NoSuchSession,
+    NotYourTurn,
+    SessionEnded,
+    SessionService,
+)
+from gtserver.games import IllegalMove
+
+
+class RecordedEvents:
+    def __init__(self) -> None:
+        self.events = []
+
+    def record(self, source, kind, **fields) -> None:
+        self.events.append((source, kind, fields))
+
+
+class FakeCore:
+    """What the session service needs of the core: a clock, config, components."""
+
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+        self.config = {}
+        self.store = None
+        self.events = RecordedEvents()
+        self._components = {}
+
+    def component(self, kind):
+        if kind not in self._components:
+            self._components[kind] = kind(self)
+        return self._components[kind]
+
+
+def joined(deferred):
+    results = []
+    deferred.addBoth(results.append)
+    return results
+
+
+class SessionServiceTests(unittest.TestCase):
+    def setUp(self):
+        self.core = FakeCore()
+        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=100)
+        self.clock = self.core.clock
+
+    def join(self, game, token, players, name=""):
+        return joined(self.sessions.join(game, token, players, name))
+
+    def test_join_timeout_and_renumbering(self):
+        first = self.join("TicTacToe", "t", 2)
+        self.clock.advance(5)
+        second = self.join("Chat", "c", 3)
+        self.clock.advance(6)
+        self.assertIsInstance(first[0].value, JoinTimeout)
+        self.assertEqual(second, [])
+        self.assertNotIn(("TicTacToe", "t"), self.sessions.sessions)
+        third = self.join("Chat", "c", None)
+        fourth = self.join("Chat", "c", None)
+        self.assertEqual([r[0].player_id for r in (second, third, fourth)], [0, 1, 2])
+
+    def test_cancelled_join_frees_the_seat(self):
+        waiting = self.sessions.join("TicTacToe", "t", 2, "a")
+        waiting.addErrback(lambda failure: None)
+        waiting.cancel()
+        self.assertNotIn(("TicTacToe", "t"), self.sessions.sessions)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def play_echo(self):
+        (result,) = self.join("Echo", "e", 1)
+        return result
+
+    def test_state_waiters_and_cancel(self):
+        me = self.play_echo()
+        args = ("Echo", "e", me.player_id, me.key)
+        self.assertEqual(self.sessions.state(*args)["echo"], "")
+        waiter = self.sessions.state(*args)
+        other = self.sessions.state(*args)
+        other.addErrback(lambda failure: None)
+        other.cancel()
+        session = self.sessions.sessions[("Echo", "e")]
+        self.assertEqual(len(session.players[0].waiters), 1)
+        results = joined(waiter)
+        self.sessions.move(*args, {"msg": "x"})
+        self.assertEqual(results[0]["echo"], "x")
+        self.assertEqual(session.parked, set())
+        self.assertEqual(self.core.events.events[-1][1], "move")
+
+    def test_illegal_move_makes_the_next_state_immediate(self):
+        me = self.play_echo()
+        args = ("Echo", "e", me.player_id, me.key)
+        self.sessions.state(*args)
+        self.assertRaises(IllegalMove, self.sessions.move, *args, {"msg": "error"})
+        self.assertEqual(self.sessions.state(*args)["echo"], "error")
+
+    def test_turns_and_game_over(self):
+        seats = [self.join("TicTacToe", "t", 2), self.join("TicTacToe", "t", 2)]
+        players = [seat[0] for seat in seats]
+        session = self.sessions.sessions[("TicTacToe", "t")]
+        starter = session.match.game.current()[0]
+        waiting = players[1 - starter]
+        self.assertRaises(NotYourTurn, self.sessions.move, "TicTacToe", "t",
+                          waiting.player_id, waiting.key, {"position": 0})
+        self.assertRaises(BadKey, self.sessions.move, "TicTacToe", "t", starter, "nope",
+                          {"position": 0})
+        session.match.game.over = True
+        self.assertRaises(GameOver, self.sessions.move, "TicTacToe", "t", starter,
+                          players[starter].key, {"position": 0})
+
+    def test_idle_session_ends_waiters(self):
+        me = self.play_echo()
+        args = ("Echo", "e", me.player_id, me.key)
+        self.sessions.state(*args)
+        self.clock.advance(60)
+        results = joined(self.sessions.state(*args))   # a request: activity at t=60
+        self.clock.advance(99)
+        self.assertEqual(results, [])
+        self.clock.advance(2)
+        self.assertIsInstance(results[0].value, SessionEnded)
+        self.assertRaises(NoSuchSession, self.sessions.state, *args)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_restart_owes_the_final_state_only_to_who_missed_it(self):
+        seats = [self.join("Chat", "c", 2), self.join("Chat", "c", 2)]
+        first, second = (seat[0] for seat in seats)
+        a = ("Chat", "c", first.player_id, first.key)
+        b = ("Chat", "c", second.player_id, second.key)
+        self.sessions.move(*a, {"name": "a", "message": "old game"})
+        self.sessions.restart(*a)
+        self.assertEqual(self.sessions.state(*b)["messages"], [["a", "old game"]])
+        self.assertEqual(self.sessions.state(*b)["messages"], [])
+        self.assertEqual(self.sessions.state(*a)["messages"], [])
+        # b has now seen the current game: a second restart owes it nothing old.
+        self.sessions.restart(*a)
+        self.assertEqual(self.sessions.state(*b)["messages"], [])
+
+    def test_stop_fails_every_waiter(self):
+        self.sessions.startService()
+        pending = self.join("TicTacToe", "t", 2)
+        self.sessions.stopService()
+        self.assertIsInstance(pending[0].value, SessionEnded)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsInstance(self.core.component(MatchService), MatchService)
