@@ -6,6 +6,18 @@ from zope.interface import implementer
 from gtserver.interfaces import IWireProtocol
 
 
+def payoffs(text: str) -> str:
+    """Check ``--pd-payoffs``: four numbers T,R,P,S."""
+    parts = text.split(",")
+    try:
+        [float(part) for part in parts]
+    except ValueError:
+        parts = []
+    if len(parts) != 4:
+        raise ValueError(f"--pd-payoffs wants four numbers T,R,P,S, got {text!r}")
+    return text
+
+
 @implementer(IPlugin, IWireProtocol)
 class EOTGameAPI:
     name = "eot"
@@ -21,7 +33,7 @@ class EOTGameAPI:
         ("eot-game-timeout", 3600.0,
          "Seconds without requests after which a session ends.", float),
         ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.", int),
-        ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", str),
+        ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs),
     ]
     flags: list = []
 
