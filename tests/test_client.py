@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import os
 import tempfile
 
 from twisted.internet.threads import deferToThread
@@ -12,36 +9,7 @@ from twisted.trial import unittest
 
 from gtserver.client import GameClient, GameServerAPI, GameServerError, IllegalMove
 from tests.support import start_server
-
-
-def write_self_signed_certificate(directory: str) -> tuple[str, str]:
-    """A key and a certificate for ``localhost`` and 127.0.0.1; returns their paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .sign(key, hashes.SHA256()))
-    key_path = os.path.join(directory, "key.pem")
-    cert_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as file:
-        file.write(key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
-    with open(cert_path, "wb") as file:
-        file.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+from tests.tls import write_self_signed_certificate
 
 
 def play_tictactoe(client: GameClient) -> dict:
@@ -209,7 +177,7 @@ class ClientTests(unittest.TestCase):
     async def test_tls(self):
         directory = tempfile.mkdtemp(prefix="gtserver-tls-")
         self.addCleanup(__import__("shutil").rmtree, directory, True)
-        key, cert = write_self_signed_certificate(directory)
+        key, cert, _pem = write_self_signed_certificate(directory)
         port = await self.server(
             endpoint=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
         clients = [GameClient("127.0.0.1", port, "TicTacToe", "secure", 2) for _ in range(2)]

@@ -3,7 +3,6 @@ start-up log, stopping, start failures, restart without loss."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import tempfile
@@ -20,39 +19,9 @@ from gtserver.store import StoreUnavailable
 from tests.lineprotocol import connect_line_client, line_plugin
 from tests.pgcluster import postgres_url, private_cluster
 from tests.support import LOOPBACK, sqlite_url, start_server
+from tests.tls import write_self_signed_certificate
 
 PROTOCOLS = {"testline": line_plugin}
-
-
-def write_self_signed_certificate(directory: str) -> tuple[str, str, bytes]:
-    """A key and self-signed certificate for ``localhost``; returns (key path,
-    certificate path, certificate PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-    key_path = os.path.join(directory, "key.pem")
-    certificate_path = os.path.join(directory, "cert.pem")
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    with open(key_path, "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.TraditionalOpenSSL,
-                                    serialization.NoEncryption()))
-    with open(certificate_path, "wb") as out:
-        out.write(pem)
-    return key_path, certificate_path, pem
 
 
 class CapturedLog:

@@ -5,18 +5,23 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import shutil
+import tempfile
 from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
 
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import ratings as rating_queries
 from tests.support import sqlite_url, start_server
+from tests.tls import write_self_signed_certificate
 
 
 class Closed(Exception):
@@ -87,20 +92,29 @@ def sleep(seconds: float) -> Deferred:
     return d
 
 
-async def connect(testcase: unittest.TestCase, port: int) -> UtttClient:
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+async def connect(testcase: unittest.TestCase, port: int,
+                  trust: bytes | None = None) -> UtttClient:
+    """A connected client; over TLS (wss://localhost) trusting only the PEM
+    certificate ``trust`` when it is given."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if trust is None:
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+    else:
+        factory = WebSocketClientFactory(f"wss://localhost:{port}/")
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(trust)), endpoint)
     factory.protocol = UtttClient
     factory.opened = Deferred()
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    await endpoint.connect(factory)
     client = await factory.opened
     testcase.addCleanup(client.disconnect)
     return client
 
 
 async def login(testcase: unittest.TestCase, port: int, name: str, password: str = "pw",
-                matches: int = 0) -> tuple[UtttClient, dict]:
+                matches: int = 0, trust: bytes | None = None) -> tuple[UtttClient, dict]:
     """Log in and read the greeting; returns the client and its elo_update."""
-    client = await connect(testcase, port)
+    client = await connect(testcase, port, trust)
     client.send("login", {"name": name, "pw": password})
     response = await client.expect("login_response")
     testcase.assertTrue(response["success"], response)
@@ -630,6 +644,42 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         self.assertEqual(await alice.expect("friends_update"), {"friends": [], "elos": []})
         alice.send("unfriend_request", {"user": "bob"})
         self.assertFalse((await alice.expect("unfriend_request_response"))["success"])
+
+
+class TLSTests(UtttTestMixin, unittest.TestCase):
+    async def test_wss_on_an_ssl_endpoint(self):
+        directory = tempfile.mkdtemp(prefix="gtserver-uttt-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        key, certificate, pem = write_self_signed_certificate(directory)
+        self.addCleanup(settle_websocket_timers)
+        server = await start_server(self, listeners={
+            "uttt": f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"})
+        port = server.port("uttt")
+
+        alice, _ = await login(self, port, "alice", trust=pem)
+        bob, _ = await login(self, port, "bob", trust=pem)
+        self.assertEqual(alice.transport.getHandle().get_peer_certificate().to_cryptography()
+                         .public_bytes(Encoding.PEM), pem)
+        update = await challenge(self, alice, bob, "bob")
+        state = await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 2, 0)])
+        self.assertEqual(state["complete_field"][3][5], 2)
+
+        # A client that does not trust the certificate never gets a WebSocket,
+        # and neither does plain ws:// on the TLS port; the server carries on.
+        stranger = WebSocketClientFactory(f"wss://localhost:{port}/")
+        stranger.protocol, stranger.opened = UtttClient, Deferred()
+        untrusting = wrapClientTLS(optionsForClientTLS("localhost"),
+                                   TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+        await untrusting.connect(stranger)
+        with self.assertRaises(Closed):
+            await stranger.opened.addTimeout(5, reactor)
+        plain = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+        plain.protocol, plain.opened = UtttClient, Deferred()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(plain)
+        with self.assertRaises(Closed):
+            await plain.opened.addTimeout(5, reactor)
+        alice.send("match_states_request")
+        self.assertEqual((await alice.expect("match_update"))["id"], update["id"])
 
 
 class RestartTests(UtttTestMixin, unittest.TestCase):
