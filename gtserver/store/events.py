@@ -24,31 +24,22 @@ def select_events(after_id: int = 0, limit: int = 10000, source: str | None = No
                   match_id: str | None = None, since: float | None = None,
                   until: float | None = None):
     """One page of events in id order, filtered; rows are ``(id, *EVENT_COLUMNS)``."""
-    clauses, params = ["id > ?"], [after_id]
-    for column, value in (("source", source), ("room", room), ("match_id", match_id)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if kinds:
-        clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        params.extend(kinds)
-    if since is not None:
-        clauses.append("time >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("time < ?")
-        params.append(until)
-    rows = yield Statement(
-        f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(clauses)} "
-        "ORDER BY id LIMIT ?", (*params, limit))
-    return rows
+    def one(value: str | None) -> tuple[str, ...]:
+        return () if value is None else (value,)
+
+    return (yield from select_event_page(
+        after_id, limit, sources=one(source), kinds=tuple(kinds), rooms=one(room),
+        match_ids=one(match_id), since=since, until=until))
 
 
 def select_event_page(after_id: int = 0, limit: int = 10000, *, sources: tuple[str, ...] = (),
                       kinds: tuple[str, ...] = (), rooms: tuple[str, ...] = (),
                       match_ids: tuple[str, ...] = (), since: float | None = None,
                       until: float | None = None):
-    """Like :func:`select_events`, each filter accepting several values (any may match)."""
+    """One page of events in id order; each filter accepts several values (any may match).
+
+    Rows are ``(id, *EVENT_COLUMNS)``.
+    """
     clauses, params = ["id > ?"], [after_id]
     for column, values in (("source", sources), ("kind", kinds), ("room", rooms),
                            ("match_id", match_ids)):
