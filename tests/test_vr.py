@@ -34,8 +34,9 @@ class VRTestCase(unittest.TestCase):
         self.port = self.server.port("vr")
         return self.server
 
-    async def client(self, user: str | None = None, password: str = "secret"):
-        client = await connect(self.port, self)
+    async def client(self, user: str | None = None, password: str = "secret",
+                     source: str | None = None):
+        client = await connect(self.port, self, source)
         if user is not None:
             await client.login(user, password)
         return client
@@ -184,6 +185,44 @@ class AuthenticationTests(VRTestCase):
         await self.expect_code(client, 403)
         client.send({"system": "login", "options": {"user": "Alice", "pass": "right"}})
         await self.expect_code(client, 202)
+
+    async def login_code(self, user: str, password: str, source: str = "127.0.0.1") -> int:
+        client = await self.client(source=source)
+        client.send({"system": "login", "options": {"user": user, "pass": password}})
+        return await client.code()
+
+    async def test_repeated_failures_on_one_name_are_throttled(self):
+        await self.start("--vr-login-failures", "3", "--vr-login-window", "1")
+        await self.client("alice", "right", source="127.0.0.2")
+        for _ in range(3):
+            self.assertEqual(await self.login_code("alice", "wrong"), 403)
+        # Blocked now, even with the right password, from another address too.
+        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.3"), 403)
+        # Other names from another address are not affected.
+        self.assertEqual(await self.login_code("bob", "pw", source="127.0.0.3"), 202)
+        await sleep(1.1)  # the failures leave the window
+        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.3"), 202)
+
+    async def test_repeated_failures_from_one_address_are_throttled(self):
+        await self.start("--vr-login-failures", "3", "--vr-login-window", "60")
+        for name in ("alice", "bob", "carol"):
+            await self.client(name, "right", source="127.0.0.2")
+        for name in ("alice", "bob", "carol"):  # one failure each, all from one address
+            self.assertEqual(await self.login_code(name, "wrong", source="127.0.0.4"), 403)
+        self.assertEqual(await self.login_code("dave", "new", source="127.0.0.4"), 403)
+        self.assertIsNone(await self.server.core.accounts.user("dave"))
+        # The names themselves are not blocked (one failure each).
+        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.5"), 202)
+
+    async def test_a_good_login_clears_the_names_failures(self):
+        await self.start("--vr-login-failures", "3", "--vr-login-window", "60")
+        await self.client("alice", "right", source="127.0.0.2")
+        for source in ("127.0.0.3", "127.0.0.4"):
+            self.assertEqual(await self.login_code("alice", "wrong", source=source), 403)
+        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.5"), 202)
+        for source in ("127.0.0.6", "127.0.0.7"):
+            self.assertEqual(await self.login_code("alice", "wrong", source=source), 403)
+        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.5"), 202)
 
     async def test_frames_sent_during_login_wait_for_it(self):
         await self.start()

@@ -74,13 +74,15 @@ class VRTestClient(WebSocketClientProtocol):
         self.send({"room": room, "type": kind, "data": data})
 
 
-async def connect(port: int, testcase: Any = None) -> VRTestClient:
+async def connect(port: int, testcase: Any = None, source: str | None = None) -> VRTestClient:
+    """A connected client; ``source`` is a loopback address to connect from."""
     factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
     factory.protocol = VRTestClient
     # No Autobahn close timers in the client: their batched timer buckets are
     # never cancelled and would outlive the test.
     factory.setProtocolOptions(closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT,
+                                  bindAddress=None if source is None else (source, 0))
     client = await endpoint.connect(factory)
     await client.opened
     if testcase is not None:

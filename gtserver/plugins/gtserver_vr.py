@@ -46,6 +46,12 @@ class VRRooms:
         ("vr-pose-log-rate", 0.0,
          "Pose records per second in the event log; 0 records every tick.",
          _at_least(float, 0, "vr-pose-log-rate")),
+        ("vr-login-failures", 5,
+         "Failed logins per name, and per client address, before logins are refused.",
+         _at_least(int, 1, "vr-login-failures")),
+        ("vr-login-window", 300.0,
+         "Seconds a failed login counts against its name and its address.",
+         _ranged(float, 0, 1e9, "vr-login-window")),
         ("vr-csv-log", None,
          "Also append events to this file as timestamp;ip;nick;room;action;message.", None),
     ]

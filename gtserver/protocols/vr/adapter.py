@@ -42,6 +42,7 @@ from gtserver.core.rooms import (
     NotInRoom,
     RoomService,
 )
+from gtserver.core.throttle import Throttle
 from gtserver.protocols.vr import wire
 from gtserver.store import StoreError
 
@@ -81,6 +82,8 @@ class VRServerProtocol(WebSocketServerProtocol):
         super().__init__()
         self.user: str | None = None
         self.address: str | None = None
+        #: The client's host without the port: the throttle's address key.
+        self.host: str | None = None
         self.congested = False
         self.queued_while_congested = 0
         self._backlog: deque[bytes] = deque()
@@ -94,6 +97,7 @@ class VRServerProtocol(WebSocketServerProtocol):
     def onConnect(self, request: Any) -> None:
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self.host = host
         if host is None:
             self.address = getattr(peer, "type", "unknown").lower()
         else:
@@ -211,9 +215,13 @@ class VRServerProtocol(WebSocketServerProtocol):
     async def _authenticate(self, name: str, password: str) -> None:
         factory = self.factory
         if not factory.any_password:
+            throttle = factory.throttle
+            keys = (("name", name), ("address", self.host or self.address))
             try:
+                throttle.check(*keys)
                 await factory.core.accounts.login(name, password)
             except BadCredentials:
+                throttle.failure(*keys)
                 self._reply(wire.ACCESS_DENIED)
                 return
             except CoreError:  # throttled, invalid name and the like
@@ -223,6 +231,7 @@ class VRServerProtocol(WebSocketServerProtocol):
                 self.log.warn("VR login of {name} failed: {error}", name=name, error=error)
                 self._reply(wire.INTERNAL_ERROR)
                 return
+            throttle.success(keys[0])
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
@@ -351,6 +360,8 @@ class VRServerFactory(WebSocketServerFactory):
         # Coalesced room events go out at the end of this reactor's turn.
         self.rooms.call_soon = lambda function: self.reactor.callLater(0, function)
         self.any_password = bool(config.get("vr_any_password", False))
+        self.throttle = Throttle(self.clock, limit=int(config.get("vr_login_failures") or 5),
+                                 window=float(config.get("vr_login_window") or 300.0))
         self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
         self.max_rate = float(config.get("vr_max_rate") or 300.0)
         self.burst = max(2.0 * self.max_rate, 10.0)
