@@ -12,7 +12,9 @@ from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
 from gtserver.registry import wire_protocols
 from gtserver.service import GtserverService, ListenerService
+from gtserver.store import matches as match_queries
 from gtserver.store import open_store
+from gtserver.store.base import Statement
 from gtserver.tap import config_from_options
 from tests.support import LOOPBACK, parse_options, sqlite_url
 from tests.test_uttt import (
@@ -104,3 +106,61 @@ class ClockedServerTests(unittest.TestCase):
         self.assertEqual((await bob.expect("elo_update"))["elo"], 990)
         bob.send("match_states_request")
         await bob.nothing_more()
+
+    async def test_matches_of_an_expired_temporary_user_end(self):
+        # The idle-match check is a day away: only the account expiry can end it.
+        await self.serve("--uttt-expiry-interval", str(DAY))
+        alice, _ = await login(self, self.port, "alice")
+        guest = await connect(self, self.port)
+        guest.send("temp_session", {"name": "guest"})
+        await guest.expect("login_response")
+        await guest.expect("elo_update")
+        update = await challenge(self, alice, guest, "guest")
+        alice.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        await alice.expect("match_update")
+        await guest.expect("match_update")
+        await guest.disconnect()
+
+        self.clock.advance(3000)
+        await alice.nothing_more()
+        self.clock.advance(601)                  # the guest's hour is over
+        ended = await alice.expect("match_update")
+        self.assertEqual(ended["id"], update["id"])
+        state = ended["match_state"]
+        self.assertEqual((state["game_over"], state["is_draw"], state["player_won"]),
+                         (True, False, "alice"))
+        self.assertEqual(state["complete_field"][4][4], 1)
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)   # not ranked
+        self.assertIsNone(await self.core.accounts.user("guest"))
+        self.assertEqual(await self.core.store.run(match_queries.open_matches, "uttt"), [])
+        alice.send("match_states_request")
+        await alice.nothing_more()
+
+        # The name is free for someone new, who inherits nothing.
+        newcomer = await connect(self, self.port)
+        newcomer.send("temp_session", {"name": "guest"})
+        self.assertTrue((await newcomer.expect("login_response"))["success"])
+        await newcomer.expect("elo_update")
+        await newcomer.nothing_more()
+        alice.send("move", move_frame(update["id"], (1, 1, 0, 0)))
+        self.assertTrue((await alice.expect("match_update"))["match_state"]["game_over"])
+
+    async def test_matches_of_users_removed_while_down_end_on_the_next_check(self):
+        await self.serve("--uttt-expiry-interval", "600")
+        alice, _ = await login(self, self.port, "alice")
+        bob, _ = await login(self, self.port, "bob")
+        update = await challenge(self, alice, bob, "bob")
+        await bob.disconnect()
+        # bob's account disappears behind the running service's back
+        await self.core.store.run(delete_user, "bob")
+
+        self.clock.advance(600)
+        ended = await alice.expect("match_update")
+        self.assertEqual(ended["id"], update["id"])
+        self.assertEqual(ended["match_state"]["player_won"], "alice")
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)   # not rated
+        self.assertEqual(await self.core.store.run(match_queries.open_matches, "uttt"), [])
+
+
+def delete_user(name: str):
+    yield Statement("DELETE FROM users WHERE name = ?", (name,))

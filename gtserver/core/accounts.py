@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from inspect import iscoroutine
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -57,6 +59,10 @@ class Accounts(Service):
         self._expiry: LoopingCall | None = None
         #: The latest expiry run (fires when it is done), for tests and shutdown.
         self.expiry_run: Deferred | None = None
+        #: Called (no arguments) after an expiry run removed accounts, so that
+        #: services holding user ids can settle what belonged to them. A
+        #: returned Deferred or coroutine is waited for; errors are logged.
+        self.after_expiry: list[Callable[[], Any]] = []
 
     # lifecycle
 
@@ -159,6 +165,9 @@ class Accounts(Service):
             if any(counts):
                 self.log.info("expired {sessions} sessions and {users} accounts",
                               sessions=counts[0], users=counts[1])
+            if counts[1]:
+                return self._notify_expired()
+            return None
 
         def failed(failure):
             self.log.failure("account expiry failed", failure)
@@ -167,3 +176,16 @@ class Accounts(Service):
         # Returning the Deferred makes the LoopingCall wait, so runs never overlap.
         self.expiry_run = ensureDeferred(self.expire()).addCallbacks(report, failed)
         return self.expiry_run
+
+    def _notify_expired(self) -> Deferred:
+        def failed(failure):
+            self.log.failure("an after-expiry observer failed", failure)
+
+        waits = [maybeDeferred(observer).addCallback(_awaited).addErrback(failed)
+                 for observer in list(self.after_expiry)]
+        return DeferredList(waits).addCallback(lambda _results: None)
+
+
+def _awaited(result: Any) -> Any:
+    """A coroutine returned by an observer, as a Deferred; anything else unchanged."""
+    return ensureDeferred(result) if iscoroutine(result) else result

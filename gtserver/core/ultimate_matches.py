@@ -3,8 +3,9 @@
 :class:`UltimateMatches` sits on the shared :class:`MatchService` (context
 ``"uttt"``, game ``UltimateTicTacToe``) and adds what the ultimate tic-tac-toe
 clients expect: a random-opponent queue, named challenges, limits on open
-matches, the abort rule, idle-match expiry, ratings after each finished match,
-and pushes to every connection ("sink") of the players concerned.
+matches, the abort rule, idle-match expiry, the end of matches whose player's
+account expired, ratings after each finished match, and pushes to every
+connection ("sink") of the players concerned.
 
 A sink is any object with ``match_changed(match)``, ``standing_changed(standing)``
 and ``friends_changed(friend_list)``; adapters register theirs per user with
@@ -30,6 +31,7 @@ from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
+from gtserver.store import matches as match_queries
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -98,8 +100,11 @@ class UltimateMatches(Service):
         self._expiry = LoopingCall(self._expire_logged)
         self._expiry.clock = self.clock
         self._expiry.start(self.check_interval, now=False)
+        self.core.accounts.after_expiry.append(self.end_orphaned)
 
     def stopService(self):
+        if self.end_orphaned in self.core.accounts.after_expiry:
+            self.core.accounts.after_expiry.remove(self.end_orphaned)
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         return super().stopService()
@@ -261,6 +266,43 @@ class UltimateMatches(Service):
             expired += 1
         return expired
 
+    async def end_orphaned(self) -> int:
+        """End every open match in which a player's account no longer exists
+        (an expired temporary user, an idle account removed): that player
+        loses, the opponent is told, nobody is rated. Runs after each account
+        expiry that removed users, and with the idle-match check (which also
+        catches accounts removed while the server was down)."""
+        await self.ready()
+        ended = 0
+        for match_id, seat in await self.core.store.run(
+                match_queries.open_matches_with_missing_users, CONTEXT):
+            match = self.open.get(match_id)
+            if match is None or match.finished:
+                continue
+            self._forget_player(match, seat)
+            try:
+                await self._end(match, seat, "player expired", True)
+            except MoveRefused:
+                continue
+            ended += 1
+        if ended:
+            self.log.info("ultimate tic-tac-toe: {count} matches of expired users ended",
+                          count=ended)
+        return ended
+
+    def _forget_player(self, match: Match, seat: int) -> None:
+        """Detach a removed user from a match: no more pushes, moves or ratings for it."""
+        user_id = match.seats[seat].user_id
+        if user_id is None:
+            return
+        matches = self.by_user.get(user_id)
+        if matches is not None:
+            matches.pop(match.id, None)
+            if not matches:
+                del self.by_user[user_id]
+        self.queue.pop(user_id, None)
+        match.seats[seat].user_id = None
+
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:
         match.extra.update(end=how, forfeit=forfeit)
         try:
@@ -330,6 +372,7 @@ class UltimateMatches(Service):
             self.log.failure("match expiry failed", failure)
 
         ensureDeferred(self.expire_idle()).addCallbacks(report, failed)
+        ensureDeferred(self.end_orphaned()).addErrback(failed)
 
 
 def both_have_moved(match: Match) -> bool:

@@ -57,3 +57,14 @@ def open_matches(context: str):
 
 def delete_match(match_id: str):
     yield Statement("DELETE FROM matches WHERE id = ?", (match_id,))
+
+
+def open_matches_with_missing_users(context: str):
+    """Seats of unfinished matches of a context whose user no longer exists
+    (deleting a user sets its seats' ``user_id`` to NULL): rows of
+    ``(match_id, seat)``."""
+    rows = yield Statement(
+        "SELECT p.match_id, p.seat FROM match_players p JOIN matches m ON m.id = p.match_id "
+        "WHERE m.context = ? AND m.finished = ? AND p.user_id IS NULL "
+        "ORDER BY p.match_id, p.seat", (context, False))
+    return [tuple(row) for row in rows]
