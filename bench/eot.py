@@ -2,17 +2,23 @@
 
 Not a test. Run from the checkout::
 
-    python bench/eot.py                   # both scenarios
-    python bench/eot.py --scenario a      # throughput only (a or b)
+    python bench/eot.py                   # every scenario
+    python bench/eot.py --scenario a      # throughput only (a, b1 or b2)
+    python bench/eot.py --scenario b2 --profile /tmp/release.prof
 
 a. Echo ``move`` + ``state`` round trips with 1, 32 and 128 concurrent clients,
    against gtserver and against a bare Twisted responder (reads up to ``EOT\\0``,
    answers a fixed object, closes) measured in the same run: round trips per
    second (and the ratio gtserver / bare), p50/p99 latency per request, server
    CPU microseconds per request.
-b. 10,000 parked ``state`` requests (one per Echo session): server RSS before,
-   while parked and after; the time to park them all; the time to release them
-   all with one move each.
+b. 10,000 parked ``state`` requests: server RSS before, while parked and after;
+   the time to park them all; the time to release them all with one move each.
+
+   b1. one Echo session per waiter: the release is 10,000 moves, i.e. 10,000
+       more connections, so it measures connection handling as much as waking.
+   b2. Chat sessions of 100 players (100 sessions): the release is 100 moves,
+       each waking the 100 waiters of its session, so it measures the server's
+       cost of answering parked requests.
 
 Servers and load clients are separate processes; the load is spread over
 several client processes (asyncio, raw non-blocking sockets) so the client
@@ -29,6 +35,7 @@ import multiprocessing
 import os
 import resource
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -50,10 +57,25 @@ def raise_file_limit() -> None:
 # ---------------------------------------------------------------- servers
 
 
+def install_profiler(path: str) -> None:
+    """SIGUSR1 starts cProfile in this process, SIGUSR2 stops it and writes ``path``."""
+    import cProfile
+    profiler = cProfile.Profile()
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+
+    def stop(*_) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+    signal.signal(signal.SIGUSR2, stop)
+
+
 def serve(kind: str) -> None:
     """Run one server in this process; print its port, then serve until killed."""
     raise_file_limit()
     sys.path.insert(0, ROOT)
+    profile_to = os.environ.get("EOT_BENCH_PROFILE")
+    if profile_to:
+        install_profiler(profile_to)
     from twisted.internet import reactor
 
     if kind == "bare":
@@ -117,6 +139,11 @@ class Server:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
+
+    def signal(self, number: int) -> None:
+        """Send a profiling signal (only when profiling: the default action kills)."""
+        if os.environ.get("EOT_BENCH_PROFILE"):
+            self.process.send_signal(number)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -184,8 +211,9 @@ def run_throughput_worker(port, clients, seconds, bare, results) -> None:
     results.put(asyncio.run(throughput_worker(port, clients, seconds, bare)))
 
 
-def measure_throughput(server: Server, clients: int, seconds: float, bare: bool) -> dict:
-    processes = min(clients, 4)
+def measure_throughput(server: Server, clients: int, seconds: float, bare: bool,
+                       client_processes: int) -> dict:
+    processes = min(clients, client_processes)
     per_process = [clients // processes + (1 if i < clients % processes else 0)
                    for i in range(processes)]
     results: multiprocessing.Queue = multiprocessing.Queue()
@@ -210,15 +238,16 @@ def measure_throughput(server: Server, clients: int, seconds: float, bare: bool)
             "elapsed_s": elapsed}
 
 
-def scenario_a(seconds: float) -> None:
-    print(f"a. Echo move+state round trips, {seconds:g} s per run")
+def scenario_a(seconds: float, client_counts: list[int], client_processes: int) -> None:
+    print(f"a. Echo move+state round trips, {seconds:g} s per run, "
+          f"{client_processes} load processes")
     print(f"{'clients':>7} {'server':>9} {'rt/s':>9} {'ratio':>6} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'CPU us/req':>10}")
     gtserver, bare = Server("gtserver"), Server("bare")
     try:
-        for clients in (1, 32, 128):
-            baseline = measure_throughput(bare, clients, seconds, True)
-            result = measure_throughput(gtserver, clients, seconds, False)
+        for clients in client_counts:
+            baseline = measure_throughput(bare, clients, seconds, True, client_processes)
+            result = measure_throughput(gtserver, clients, seconds, False, client_processes)
             for name, row in (("bare", baseline), ("gtserver", result)):
                 ratio = row["round_trips_per_s"] / baseline["round_trips_per_s"]
                 print(f"{clients:>7} {name:>9} {row['round_trips_per_s']:>9.0f} {ratio:>6.2f} "
@@ -284,7 +313,10 @@ class Exchanges:
             self.sockets[fd] = (sock, b"", chunks, keep)
             self.poll.modify(fd, select.EPOLLIN)
             return
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk, chunks[:] = b"", [b"RESET"]
         if chunk:
             chunks.append(chunk)
             return
@@ -296,53 +328,91 @@ class Exchanges:
             self.opened -= 1
 
 
-def park_worker(port: int, count: int, pipe) -> None:
-    players = asyncio.run(setup_players(port, count))
+def park_worker(port: int, count: int, per_session: int, tag: str, pipe) -> None:
+    sessions = asyncio.run(setup_sessions(port, count, per_session, tag))
+    viewers = [player for players in sessions for player in players]
     pipe.send("ready")
     pipe.recv()                                         # "park"
     exchanges = Exchanges(port, 500)
-    exchanges.run([encode({"type": "state", **player, "observer": False})
-                   for player in players], keep=True)
+    exchanges.run([encode({"type": "state", **viewer["fields"], "observer": False})
+                   for viewer in viewers], keep=True)
     pipe.send("sent")
     pipe.recv()                                         # "release"
     exchanges.collect(exchanges.kept)
-    exchanges.run([encode({"type": "move", **player, "move": {"msg": "hello"}})
-                   for player in players])
+    exchanges.run([encode({"type": "move", **players[0]["fields"],
+                           "move": players[0]["release"]})
+                   for players in sessions])
     answers = exchanges.answers
-    if len(answers) != 2 * count or not all(b'"ok"' in answer for answer in answers):
-        raise RuntimeError("some requests failed")
+    if (len(answers) != len(viewers) + len(sessions)
+            or not all(b'"ok"' in answer for answer in answers)):
+        failed = [answer for answer in answers if b'"ok"' not in answer]
+        raise RuntimeError(f"{len(failed)} of {len(answers)} requests failed, "
+                           f"e.g. {failed[:3]}")
     pipe.send("released")
 
 
-async def setup_players(port: int, count: int) -> list[dict]:
-    """``count`` Echo sessions, each past its first state."""
-    semaphore = asyncio.Semaphore(200)
+async def setup_sessions(port: int, count: int, per_session: int, tag: str) -> list[list]:
+    """``count`` viewers in sessions of ``per_session`` players, all past their first state.
 
-    async def one() -> dict:
+    One player per session: Echo sessions, released by ``msg="hello"``.
+    More: Chat sessions; player 0 has a name and is released by posting.
+    """
+    semaphore = asyncio.Semaphore(max(200, per_session))
+    game = "Echo" if per_session == 1 else "Chat"
+
+    async def join(token: str) -> dict:
         async with semaphore:
-            player = await join_echo(port)
-            await request(port, encode({"type": "state", **player, "observer": False}))
-            return player
+            reply = json.loads(await request(port, encode(
+                {"type": "join", "game": game, "session": token,
+                 "players": per_session, "name": ""})))
+        data = reply["data"]
+        return {"fields": {"game": game, "session": data["session"],
+                           "player_id": data["player_id"], "key": data["key"]},
+                "release": {"msg": "hello"} if game == "Echo" else {"message": "hello"}}
 
-    return await asyncio.gather(*(one() for _ in range(count)))
+    async def first_state(player: dict) -> None:
+        async with semaphore:
+            await request(port, encode({"type": "state", **player["fields"],
+                                        "observer": False}))
+
+    async def one_session(index: int) -> list[dict]:
+        token = "auto" if game == "Echo" else f"bench-{tag}-{index}"
+        players = await asyncio.gather(*(join(token) for _ in range(per_session)))
+        players.sort(key=lambda player: player["fields"]["player_id"])
+        if game == "Chat":
+            await request(port, encode({"type": "move", **players[0]["fields"],
+                                        "move": {"name": "speaker"}}))
+        await asyncio.gather(*(first_state(player) for player in players))
+        return players
+
+    return await asyncio.gather(*(one_session(index)
+                                  for index in range(count // per_session)))
 
 
-def run_park_worker(port, count, pipe) -> None:
+def run_park_worker(port, count, per_session, tag, pipe) -> None:
     raise_file_limit()
-    park_worker(port, count, pipe)
+    park_worker(port, count, per_session, tag, pipe)
 
 
-def scenario_b(waiters: int, processes: int = 4) -> None:
-    print(f"b. {waiters} parked state requests (one Echo session each)")
+def scenario_b(waiters: int, per_session: int = 1, processes: int = 4) -> None:
+    if per_session == 1:
+        print(f"b1. {waiters} parked state requests, one Echo session each "
+              f"(released by {waiters} moves)")
+    else:
+        print(f"b2. {waiters} parked state requests in {waiters // per_session} Chat "
+              f"sessions of {per_session} players (released by "
+              f"{waiters // per_session} moves)")
+    sessions = waiters // per_session
     server = Server("gtserver")
     try:
         rss_start = server.rss()
         pipes, workers = [], []
         for index in range(processes):
             parent, child = multiprocessing.Pipe()
-            share = waiters // processes + (1 if index < waiters % processes else 0)
-            worker = multiprocessing.Process(target=run_park_worker,
-                                             args=(server.port, share, child))
+            share = sessions // processes + (1 if index < sessions % processes else 0)
+            worker = multiprocessing.Process(
+                target=run_park_worker,
+                args=(server.port, share * per_session, per_session, str(index), child))
             worker.start()
             pipes.append(parent)
             workers.append(worker)
@@ -362,6 +432,7 @@ def scenario_b(waiters: int, processes: int = 4) -> None:
         park_time = time.perf_counter() - started
         time.sleep(1.0)
         rss_parked = server.rss()
+        server.signal(signal.SIGUSR1)       # profile the release (--profile)
         cpu_before, started = server.cpu(), time.perf_counter()
         for pipe in pipes:
             pipe.send("release")
@@ -369,17 +440,18 @@ def scenario_b(waiters: int, processes: int = 4) -> None:
             assert pipe.recv() == "released"
         release_time = time.perf_counter() - started
         release_cpu = server.cpu() - cpu_before
+        server.signal(signal.SIGUSR2)
         for worker in workers:
             worker.join()
         time.sleep(1.0)
         rss_after = server.rss()
         per_waiter = (rss_parked - rss_before) / waiters
         print(f"  server RSS: at start {rss_start / 2**20:.1f} MiB, "
-              f"with {waiters} sessions {rss_before / 2**20:.1f} MiB, "
+              f"with the sessions {rss_before / 2**20:.1f} MiB, "
               f"parked {rss_parked / 2**20:.1f} MiB, after {rss_after / 2**20:.1f} MiB")
         print(f"  RSS per parked waiter: {per_waiter / 1024:.2f} KiB")
         print(f"  time to park all: {park_time:.2f} s")
-        print(f"  time to release all (one move each): {release_time:.2f} s "
+        print(f"  time to release all ({sessions} moves): {release_time:.2f} s "
               f"(server CPU {release_cpu:.2f} s)", flush=True)
     finally:
         server.stop()
@@ -388,19 +460,32 @@ def scenario_b(waiters: int, processes: int = 4) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=("gtserver", "bare"), help=argparse.SUPPRESS)
-    parser.add_argument("--scenario", choices=("a", "b"), action="append")
+    parser.add_argument("--scenario", choices=("a", "b1", "b2"), action="append")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, action="append",
+                        help="concurrent clients in scenario a (default 1, 32, 128)")
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="load processes in scenario a")
     parser.add_argument("--waiters", type=int, default=10_000)
+    parser.add_argument("--per-session", type=int, default=100,
+                        help="players per Chat session in scenario b2")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a cProfile of the server during the b releases")
     options = parser.parse_args()
     if options.serve:
         serve(options.serve)
         return
     raise_file_limit()
-    scenarios = options.scenario or ["a", "b"]
+    if options.profile:
+        os.environ["EOT_BENCH_PROFILE"] = os.path.abspath(options.profile)
+    scenarios = options.scenario or ["a", "b1", "b2"]
     if "a" in scenarios:
-        scenario_a(options.seconds)
-    if "b" in scenarios:
-        scenario_b(options.waiters)
+        scenario_a(options.seconds, options.clients or [1, 32, 128],
+                   options.client_processes)
+    if "b1" in scenarios:
+        scenario_b(options.waiters, 1)
+    if "b2" in scenarios:
+        scenario_b(options.waiters, options.per_session)
 
 
 if __name__ == "__main__":
