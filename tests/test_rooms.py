@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from gtserver.core.rooms import LOBBY, RoomService, RoomSettings
+from gtserver.core.rooms import LOBBY, RoomService, RoomSettings, normalize_pose, pose_json
 
 
 class RecordingSink:
@@ -124,3 +125,34 @@ class CoalescingTests(RoomServiceTestCase):
         self.end_turn()
         self.assertNotIn("r1", self.rooms.room_titles())
         self.assertEqual(alice.take(), [])
+
+
+class PoseJsonTests(unittest.TestCase):
+    def test_same_text_as_json_dumps(self):
+        for values in ((0, 1, -2), (1e-7, -0.0, 1e22), (0.1 + 0.2, 123456789.123, -5e-324),
+                       (3.0, 2.5, 1.7976931348623157e308)):
+            x, y, z = values
+            pose = normalize_pose({"pos": {"x": x, "y": y, "z": z}, "rot": {"x": z, "y": x}})
+            self.assertEqual(pose_json(pose), json.dumps(pose, separators=(",", ":")))
+            self.assertEqual(json.loads(pose_json(pose)), pose)
+
+
+class HeapTrimmerTests(unittest.TestCase):
+    def test_trims_once_a_large_burst_goes_quiet(self):
+        from gtserver.protocols.vr.memory import HeapTrimmer
+        clock, trims = Clock(), []
+        heap = HeapTrimmer(clock, threshold=1000, quiet=2.0, trim=trims.append)
+        heap.wrote(600)
+        clock.advance(10)
+        self.assertEqual(trims, [])  # below the threshold
+        heap.wrote(600)
+        clock.advance(1.5)
+        heap.wrote(100)  # still busy
+        clock.advance(1.0)
+        self.assertEqual(trims, [])
+        clock.advance(2.0)
+        self.assertEqual(trims, [0])
+        heap.wrote(900)
+        clock.advance(10)
+        self.assertEqual(trims, [0])  # the count starts again after a trim
+        heap.stop()

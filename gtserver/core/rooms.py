@@ -33,6 +33,7 @@ the room's poses yet gets the full set once).
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import deque
@@ -107,7 +108,7 @@ class RoomSettings:
                    pose_log_rate=float(config.get("vr_pose_log_rate") or 0.0))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     name: str
     joined: float
@@ -116,9 +117,20 @@ class Member:
     pose_entry: dict = field(default_factory=dict)
     has_pose: bool = False
     pose_address: str | None = None
+    #: The pose as JSON text for the research log, encoded once per pose.
+    pose_json: str | None = None
+    #: The member's ``join`` entry (shared by every member list; never mutated).
+    join: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.join = {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
 
     def join_entry(self) -> dict:
-        return {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
+        return self.join
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.name.casefold(), self.name)
 
 
 @dataclass(eq=False)
@@ -137,6 +149,8 @@ class Room:
     #: Connections that must get only ``pending[start:]``: they joined after
     #: the earlier events, or already got them through ``catch_up``.
     starts: dict = field(default_factory=dict)
+    #: Sort keys of the members, kept sorted (member lists without sorting).
+    order: list = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -144,8 +158,17 @@ class Room:
 
     def member_list(self) -> list[dict]:
         """``join`` entries of every member, sorted case-insensitively."""
-        ordered = sorted(self.members.values(), key=lambda m: (m.name.casefold(), m.name))
-        return [member.join_entry() for member in ordered]
+        members = self.members
+        return [members[name].join for _, name in self.order]
+
+    def add_member(self, member: Member) -> None:
+        self.members[member.name] = member
+        bisect.insort(self.order, member.sort_key)
+
+    def remove_member(self, member: Member) -> None:
+        del self.members[member.name]
+        key = member.sort_key
+        del self.order[bisect.bisect_left(self.order, key)]
 
 
 @dataclass(frozen=True)
@@ -184,6 +207,17 @@ def normalize_pose(data: Any) -> dict:
             coordinates[axis] = value
         pose[part] = coordinates
     return pose
+
+
+def pose_json(pose: dict) -> str:
+    """A normalised pose as compact JSON, the same text ``json.dumps`` gives, faster.
+
+    Every coordinate is a finite float (see :func:`normalize_pose`), and JSON
+    writes floats with ``float.__repr__``.
+    """
+    p, r = pose["pos"], pose["rot"]
+    return (f'{{"pos":{{"x":{p["x"]!r},"y":{p["y"]!r},"z":{p["z"]!r}}},'
+            f'"rot":{{"x":{r["x"]!r},"y":{r["y"]!r},"z":{r["z"]!r}}}}}')
 
 
 def check_room_name(name: Any) -> str:
@@ -266,8 +300,8 @@ class RoomService(Service):
             now = self.clock.seconds()
             member = Member(sink.user, now, pose_entry=self._pose_entry(sink.user, now,
                                                                           origin_pose()))
-            self._queue(room, member.join_entry())
-            room.members[member.name] = member
+            self._queue(room, member.join)
+            room.add_member(member)
             self._record(JOIN, sink, room_name, None, now)
         member.sinks.append(sink)
         room.sinks[sink] = member
@@ -313,6 +347,7 @@ class RoomService(Service):
         member = room.sinks[sink]
         member.pose_entry = self._pose_entry(member.name, self.clock.seconds(), pose)
         member.has_pose = True
+        member.pose_json = None
         member.pose_address = sink.address
         room.changed[member.name] = member
 
@@ -425,8 +460,10 @@ class RoomService(Service):
         for member in room.members.values():
             if member.has_pose:
                 entry = member.pose_entry
+                if member.pose_json is None:
+                    member.pose_json = pose_json(entry["data"])
                 self._record_raw(TRANSFORM, member.name, room.name, member.pose_address,
-                                 entry["data"], entry["time"])
+                                 entry["data"], entry["time"], member.pose_json)
 
     def _tick_safely(self) -> None:
         try:
@@ -453,7 +490,7 @@ class RoomService(Service):
         member.sinks.remove(sink)
         if member.sinks:
             return  # the user is still here through another connection
-        del room.members[member.name]
+        room.remove_member(member)
         room.changed.pop(member.name, None)
         now = self.clock.seconds()
         self._queue(room, {"time": now, "user": member.name, "type": LEAVE, "data": ""})
@@ -484,11 +521,11 @@ class RoomService(Service):
         self._record_raw(kind, sink.user, room_name, sink.address, data, time)
 
     def _record_raw(self, kind: str, user: str, room_name: str, address: str | None,
-                    data: Any, time: float) -> None:
+                    data: Any, time: float, encoded: str | None = None) -> None:
         # Stored as JSON text even for strings, so that a chat line that looks
         # like JSON stays distinguishable from structured data.
-        encoded = None if data is None else json.dumps(data, ensure_ascii=False,
-                                                       separators=(",", ":"))
+        if encoded is None and data is not None:
+            encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         self.core.events.record(SOURCE, kind, user=user, room=room_name, address=address,
                                 data=encoded, time=time)
         for recorder in self.recorders:
