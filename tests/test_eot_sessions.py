@@ -144,6 +144,27 @@ class SessionServiceTests(unittest.TestCase):
         self.sessions.restart(*a)
         self.assertEqual(self.sessions.state(*b)["messages"], [])
 
+    def test_released_waiters_share_one_view(self):
+        seats = [self.join("Chat", "c", 3, name) for name in ("ann", "bob", "cy")]
+        players = [seat[0] for seat in seats]
+        requests = [("Chat", "c", p.player_id, p.key) for p in players]
+        self.sessions.move(*requests[0], {"name": "ann"})
+        watcher = self.sessions.observe("Chat", "c", "ann")
+        requests.append(("Chat", "c", watcher.player_id, watcher.key, True))
+        for request in requests:
+            self.sessions.state(*request)           # first states: at once
+        results = [joined(self.sessions.state(*request)) for request in requests]
+        self.sessions.move(*requests[0], {"message": "hello"})
+        views = [result[0] for result in results]
+        self.assertEqual(views[0]["messages"], [["ann", "hello"]])
+        for view in views[1:]:
+            self.assertIs(view, views[0])
+        # The next version gets a new view, not the old object.
+        self.sessions.move(*requests[1], {"name": "bob"})
+        fresh = self.sessions.state(*requests[1])
+        self.assertIsNot(fresh, views[0])
+        self.assertEqual(fresh["messages"], [["ann", "hello"]])
+
     def test_stop_fails_every_waiter(self):
         self.sessions.startService()
         pending = self.join("TicTacToe", "t", 2)

@@ -18,6 +18,11 @@ otherwise. That gives the three no-wait cases of the protocol: the first
 ``state`` after a restart (preceded, for a player who had not yet seen how the
 previous game ended, by that game's final state, once).
 
+A state is computed once per session version and seat and handed to every
+viewer of that seat as the same :class:`View` object (and players whose views
+are equal, as in Chat, share one object too), so an adapter can encode it once
+for all the waiters it releases.
+
 Sessions are kept in memory only; every accepted move goes to the research
 event log through the match service.
 """
@@ -104,6 +109,20 @@ class GameFailed(SessionError):
     """The game's code raised; the traceback is in the log."""
 
 
+class View(dict):
+    """A delivered game state: read-only once delivered, shared by its viewers.
+
+    ``rendering`` is a slot for the adapter that sends the view: it may keep
+    its encoding there so that a view sent to many clients is encoded once.
+    """
+
+    __slots__ = ("rendering",)
+
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        super().__init__(*args, **fields)
+        self.rendering: Any = None
+
+
 @dataclass(frozen=True)
 class Joined:
     player_id: int
@@ -122,7 +141,7 @@ class Viewer:
         #: Session version of the last state this viewer received.
         self.seen = 0
         #: The previous game's final state, owed once after a restart.
-        self.final: dict[str, Any] | None = None
+        self.final: View | None = None
         self.waiters: list[Deferred] = []
 
 
@@ -138,7 +157,7 @@ class Player(Viewer):
 
 class Session:
     __slots__ = ("game", "token", "size", "auto", "players", "observers", "match",
-                 "version", "touched", "timer", "parked", "replaced", "ended")
+                 "version", "views", "touched", "timer", "parked", "replaced", "ended")
 
     def __init__(self, game: str, token: str, size: int, auto: bool, now: float) -> None:
         self.game = game
@@ -149,6 +168,8 @@ class Session:
         self.observers: dict[str, Viewer] = {}
         self.match: Match | None = None
         self.version = 0
+        #: The views of the current version by seat (shared by its viewers).
+        self.views: dict[int, View] = {}
         self.touched = now
         self.timer: Any = None
         #: Viewers with at least one parked state request.
@@ -228,18 +249,17 @@ class SessionService(Service):
                 {"game": game, "session": token, "player": player_id})
         except IllegalMove:
             player.seen = -1    # the mover's next state answers at once
+            session.views = {}  # a rejected move may still change the state (Echo)
             raise
         except MatchClosed:
             raise GameOver("the game is over") from None
         except Exception:
             self.log.failure("game {game} raised on a move", game=game)
             raise GameFailed("internal error in the game") from None
-        session.version += 1
-        if session.parked:
-            self._wake(session)
+        self._bump(session)
 
     def state(self, game: str, token: str, player_id: int, key: str,
-              observer: bool = False) -> dict[str, Any] | Deferred:
+              observer: bool = False) -> View | Deferred:
         """The state for this viewer now, or a Deferred when it has to wait."""
         session = self._session(game, token)
         viewer = (self._observer(session, player_id, key) if observer
@@ -280,7 +300,7 @@ class SessionService(Service):
             for viewer in self._viewers(session):
                 mirrored = viewer.player_id
                 if mirrored != player.player_id and viewer.seen != session.version:
-                    viewer.final = self._view(old, mirrored)
+                    viewer.final = self._shared_view(session, old, mirrored)
             new = self._new_match(session)
         except SessionError:
             raise
@@ -289,7 +309,12 @@ class SessionService(Service):
             raise GameFailed("internal error in the game") from None
         self.matches.end_transient(old, player_id)
         session.match = new
+        self._bump(session)
+
+    def _bump(self, session: Session) -> None:
+        """A new version: forget the old views, answer everyone parked."""
         session.version += 1
+        session.views = {}
         if session.parked:
             self._wake(session)
 
@@ -389,6 +414,7 @@ class SessionService(Service):
             self._end(session, GameFailed("internal error in the game"))
             raise GameFailed("internal error in the game") from None
         session.version = 1
+        session.views = {}
         for player in session.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None
@@ -465,16 +491,33 @@ class SessionService(Service):
 
     # states
 
-    def _view(self, match: Match, seat: int) -> dict[str, Any]:
+    def _view(self, match: Match, seat: int) -> View:
         game = match.game
-        view = dict(game.state(seat))
+        view = View(game.state(seat))
         view["current"] = list(game.current())
         view["gameover"] = bool(game.is_over())
         return view
 
-    def _deliver(self, session: Session, viewer: Viewer) -> dict[str, Any]:
+    def _shared_view(self, session: Session, match: Match, seat: int) -> View:
+        """The view of ``seat`` at the session's version, computed once.
+
+        A seat whose view equals the one computed just before (every seat of
+        Chat, say) gets that same object, so it is rendered once for all.
+        """
+        views = session.views
+        view = views.get(seat)
+        if view is None:
+            view = self._view(match, seat)
+            if views:
+                previous = next(reversed(views.values()))
+                if previous == view:
+                    view = previous
+            views[seat] = view
+        return view
+
+    def _deliver(self, session: Session, viewer: Viewer) -> View:
         try:
-            view = self._view(session.match, viewer.player_id)
+            view = self._shared_view(session, session.match, viewer.player_id)
         except Exception:
             self.log.failure("game {game} raised in state()", game=session.game)
             raise GameFailed("internal error in the game") from None

@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from gtserver.core.sessions import Joined, SessionError, SessionService
+from gtserver.core.sessions import Joined, SessionError, SessionService, View
 from gtserver.games import IllegalMove
 
 TERMINATOR = b"EOT\0"
@@ -186,16 +186,24 @@ class EOTProtocol(Protocol):
             self._send(_error("internal server error"))
 
     def _send_data(self, result: Any) -> None:
+        if type(result) is View:
+            encoded = result.rendering      # shared by every viewer of this state
+            if encoded is None:
+                encoded = result.rendering = self._encode(result)
+            self._send(encoded)
+            return
         if isinstance(result, Joined):
             result = {"player_id": result.player_id, "key": result.key,
                       "session": result.session,
                       "request_size_max": self.factory.request_size_max}
+        self._send(self._encode(result))
+
+    def _encode(self, result: Any) -> bytes:
         try:
-            encoded = _reply(result)
+            return _reply(result)
         except (TypeError, ValueError):
             self.log.failure("EOT reply cannot be encoded as JSON")
-            encoded = _error("internal server error")
-        self._send(encoded)
+            return _error("internal server error")
 
     def _send(self, reply: bytes) -> None:
         if self.answered:
