@@ -127,6 +127,24 @@ class CoalescingTests(RoomServiceTestCase):
         self.assertEqual(alice.take(), [])
 
 
+class EncodingTests(unittest.TestCase):
+    def test_member_list_of_json_texts_is_the_same_frame(self):
+        from gtserver.protocols.vr import wire
+        service = RoomServiceTestCase("run")
+        service.setUp()
+        for name in ("Zoë", "alice", "Bob", 'quo"te'):
+            service.member(name, "räum")
+        room = service.rooms.rooms["räum"]
+        self.assertEqual([e["user"] for e in room.member_list()],
+                         ["alice", "Bob", 'quo"te', "Zoë"])
+        self.assertEqual(wire.room_frame_of_json("räum", room.member_list_json()),
+                         wire.room_frame("räum", room.member_list()))
+        service.rooms.disconnect(next(iter(room.sinks)))
+        self.assertEqual(len(room.order), 3)
+        self.assertEqual(wire.room_frame_of_json("räum", room.member_list_json()),
+                         wire.room_frame("räum", room.member_list()))
+
+
 class PoseJsonTests(unittest.TestCase):
     def test_same_text_as_json_dumps(self):
         for values in ((0, 1, -2), (1e-7, -0.0, 1e22), (0.1 + 0.2, 123456789.123, -5e-324),

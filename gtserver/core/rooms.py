@@ -121,9 +121,13 @@ class Member:
     pose_json: str | None = None
     #: The member's ``join`` entry (shared by every member list; never mutated).
     join: dict = field(init=False)
+    #: The same entry as compact JSON text, so that member lists of thousands
+    #: of members are concatenated rather than encoded again for every joiner.
+    join_json: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.join = {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
+        self.join_json = json.dumps(self.join, ensure_ascii=False, separators=(",", ":"))
 
     def join_entry(self) -> dict:
         return self.join
@@ -149,7 +153,8 @@ class Room:
     #: Connections that must get only ``pending[start:]``: they joined after
     #: the earlier events, or already got them through ``catch_up``.
     starts: dict = field(default_factory=dict)
-    #: Sort keys of the members, kept sorted (member lists without sorting).
+    #: ``(casefolded name, name, member)`` of every member, kept sorted, so
+    #: member lists need no sorting (names are unique: members never compare).
     order: list = field(default_factory=list)
 
     @property
@@ -158,12 +163,15 @@ class Room:
 
     def member_list(self) -> list[dict]:
         """``join`` entries of every member, sorted case-insensitively."""
-        members = self.members
-        return [members[name].join for _, name in self.order]
+        return [entry[2].join for entry in self.order]
+
+    def member_list_json(self) -> list[str]:
+        """The same entries as JSON texts."""
+        return [entry[2].join_json for entry in self.order]
 
     def add_member(self, member: Member) -> None:
         self.members[member.name] = member
-        bisect.insort(self.order, member.sort_key)
+        bisect.insort(self.order, (*member.sort_key, member))
 
     def remove_member(self, member: Member) -> None:
         del self.members[member.name]
@@ -175,8 +183,17 @@ class Room:
 class JoinSequence:
     """What a joining connection is sent: the member list, then the history."""
 
-    members: list[dict]
+    room: Room
     history: list[dict]
+
+    @property
+    def members(self) -> list[dict]:
+        return self.room.member_list()
+
+    @property
+    def members_json(self) -> list[str]:
+        """The member list as JSON texts of its entries (cheap for large rooms)."""
+        return self.room.member_list_json()
 
 
 def origin_pose() -> dict:
@@ -284,6 +301,9 @@ class RoomService(Service):
     def member_list(self, sink: Any, room_name: str) -> list[dict]:
         return self._room_of(sink, room_name).member_list()
 
+    def member_list_json(self, sink: Any, room_name: str) -> list[str]:
+        return self._room_of(sink, room_name).member_list_json()
+
     # membership
 
     def join(self, sink: Any, room_name: str) -> JoinSequence:
@@ -309,7 +329,7 @@ class RoomService(Service):
         if room.pending:
             room.starts[sink] = len(room.pending)  # the join sequence covers the rest
         joined[room_name] = room
-        return JoinSequence(room.member_list(), list(room.history))
+        return JoinSequence(room, list(room.history))
 
     def leave(self, sink: Any, room_name: str) -> None:
         """Take ``sink`` out of the room; NotInRoom if it is not there."""

@@ -194,7 +194,8 @@ class VRServerProtocol(WebSocketServerProtocol):
             elif kind == "leave":
                 rooms.leave(self, room)
             elif kind == "list":
-                self._send_events(room, rooms.member_list(self, room))
+                self._send_frame(wire.room_frame_of_json(
+                    room, rooms.member_list_json(self, room)))
             elif kind == TRANSFORM:
                 rooms.set_pose(self, room, message["data"])
             else:
@@ -267,15 +268,14 @@ class VRServerProtocol(WebSocketServerProtocol):
         return self._send_prepared(prepared, droppable)
 
     def _send_join_sequence(self, room: str, sequence: Any) -> None:
-        self.factory.rooms.catch_up(self)
-        self._send_events(room, sequence.members)
+        self._send_frame(wire.room_frame_of_json(room, sequence.members_json))
         if sequence.history:
-            self._send_events(room, sequence.history)
+            self._send_frame(wire.room_frame(room, sequence.history))
 
-    def _send_events(self, room: str, events: list[dict]) -> None:
+    def _send_frame(self, frame: bytes) -> None:
         """A frame for this connection only (member list, history): large, sent once."""
         self.factory.rooms.catch_up(self)
-        prepared = self.factory.prepareMessage(wire.room_frame(room, events))
+        prepared = self.factory.prepareMessage(frame)
         self.factory.heap.wrote(len(prepared.payloadHybi))
         self._send_prepared(prepared, False)
 
