@@ -1,15 +1,18 @@
 """Benchmark of the ultimate tic-tac-toe listener (not a test).
 
-Runs the daemon in a child process (one core) and drives it from this process
-with Autobahn WebSocket clients (the other core):
+Runs the daemon in a child process and drives it with Autobahn WebSocket
+clients in ``--clients`` load processes (2 by default), which split the games
+between them and start together; the server's CPU use over each measuring
+window is read from /proc:
 
   (a) throughput: USERS registered users, logged in once, pair up and play
       scripted legal games back to back (named challenges) for DURATION
       seconds, each next move sent as soon as the opponent sees the last one:
       moves/s and games/s;
   (b) latency: the same games, paced so the offered load is PACE moves/s in
-      total over GAMES games in parallel: p50/p99 time from sending a move
-      to the opponent's socket receiving its match_update;
+      total over GAMES games in parallel (each game on a fixed schedule, the
+      schedules spread evenly): p50/p99 time from sending a move to the
+      opponent's socket receiving its match_update;
   (c) password logins per second, with the hash parameters.
 
 A bare baseline is measured in the same run: a minimal Autobahn server that
@@ -181,8 +184,18 @@ def scripts(count: int, seed: int = 1) -> list[list[dict]]:
 # load generator (this process)
 
 def run_load(port: int, users: int, duration: float, pace: float | None,
-             password: str, prefix: str) -> dict:
-    """Log USERS users in, play for DURATION seconds; returns the figures."""
+             password: str, prefix: str, part: int = 0, parts: int = 1,
+             go_file: str | None = None) -> dict:
+    """Log in the users of the games numbered PART, PART+PARTS, ... (of
+    USERS/2 games), say "ready", wait for GO_FILE, play for DURATION
+    seconds; returns the figures.
+
+    PACE (seconds) is the interval between the moves of one game: each game
+    sends its moves on a fixed schedule (a move is never sent before the
+    opponent has seen the previous one), and the games' schedules are spread
+    evenly over the interval, so the offered load is steady rather than
+    200 moves at the same instant.
+    """
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -224,6 +237,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             self.sent_at = 0.0
 
         def start(self):
+            self.due = time.perf_counter()
             self.match_id = None
             self.moves = games[self.number % len(games)]
             self.number += 7
@@ -253,16 +267,19 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             if self.index == len(self.moves):
                 if measuring["on"]:
                     figures["games"] += 1
-                reactor.callLater(0, self.start)
+                reactor.callLater(max(0.0, self.due - now), self.start)
             elif pace:
-                reactor.callLater(pace, self.next_move)
+                reactor.callLater(max(0.0, self.due - now), self.next_move)
             else:
                 self.next_move()
 
         def next_move(self):
+            if self.index >= len(self.moves):     # stopped meanwhile
+                return
             mover = self.players[self.index % 2]
             move = self.moves[self.index]
             self.sent_at = time.perf_counter()
+            self.due += pace or 0.0               # a fixed schedule: late moves catch up
             mover.send("move", {"id": self.match_id, **{k: str(v) for k, v in move.items()}})
 
     async def connect(name):
@@ -279,23 +296,33 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
         return player
 
     async def main():
-        names = [f"{prefix}{n:04d}" for n in range(users)]
+        half = users // 2
+        numbers = list(range(part, half, parts))
+        names = [f"{prefix}{n:04d}" for n in numbers] + \
+            [f"{prefix}{n + half:04d}" for n in numbers]
         players = []
-        for start in range(0, users, 20):
+        for start in range(0, len(names), 20):
             players += await DeferredList(
                 [ensureDeferred(connect(name)) for name in names[start:start + 20]],
                 fireOnOneErrback=True, consumeErrors=True).addCallback(
                     lambda results: [value for _ok, value in results])
-        half = users // 2
-        pairs = [Pair(players[n], players[n + half], n) for n in range(half)]
+        count = len(numbers)
+        pairs = [Pair(players[i], players[i + count], n) for i, n in enumerate(numbers)]
+        print("ready", flush=True)
+        while go_file is not None and not os.path.exists(go_file):
+            await sleep(0.002)
         for pair in pairs:
-            pair.start()
+            if pace:    # spread the games' schedules evenly over one interval
+                reactor.callLater(pace * pair.number / half, pair.start)
+            else:
+                pair.start()
         await sleep(2.0)                      # warm up
         measuring["on"] = True
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await sleep(duration)
         measuring["on"] = False
         figures["elapsed"] = time.perf_counter() - began
+        figures["client_cpu"] = time.process_time() - cpu
         for pair in pairs:                    # leave no open match behind
             if pair.match_id is not None and pair.index < len(pair.moves):
                 pair.players[0].send("end_match", {"id": pair.match_id})
@@ -321,16 +348,32 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
     reactor.run()
     if outcome.get("error") is not None:
         raise SystemExit(outcome["error"].getTraceback())
-    latencies = sorted(figures["latencies"])
-    elapsed = figures["elapsed"]
+    return {key: figures[key] for key in ("moves", "games", "latencies", "refused", "elapsed",
+                                           "client_cpu")}
+
+
+def summarise(parts: list[dict], server_cpu: float | None = None) -> dict:
+    """One result from the figures of every load process."""
+    latencies = sorted(value for part in parts for value in part["latencies"])
+    elapsed = max(part["elapsed"] for part in parts)
 
     def percentile(p):
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies \
             else float("nan")
 
-    return {"moves_per_s": figures["moves"] / elapsed, "games_per_s": figures["games"] / elapsed,
+    return {"moves_per_s": sum(part["moves"] for part in parts) / elapsed,
+            "games_per_s": sum(part["games"] for part in parts) / elapsed,
             "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
-            "refused": figures["refused"]}
+            "refused": sum(part["refused"] for part in parts),
+            "client_cpu": sum(part["client_cpu"] for part in parts) / elapsed,
+            "server_cpu": server_cpu / elapsed if server_cpu is not None else float("nan")}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_logins(port: int, prefix: str, count: int, concurrency: int, password: str) -> float:
@@ -402,9 +445,14 @@ def main() -> None:
                         help="offered moves/s in total for the latency run (b)")
     parser.add_argument("--hash-cost", type=int, default=14)
     parser.add_argument("--logins", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=2,
+                        help="load-generating processes for runs (a) and (b)")
+    parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--go-file", help=argparse.SUPPRESS)
     options = parser.parse_args()
 
     if options.phase == "serve":
@@ -422,51 +470,92 @@ def main() -> None:
         else:
             duration = options.duration if pace is None else options.latency_duration
             print(json.dumps(run_load(options.port, options.users, duration, pace,
-                                      "benchpw", "bench")))
+                                      "benchpw", "bench", options.part, options.clients,
+                                      options.go_file)))
         return None
 
-    def phase(name: str, port: int, **extra: object) -> dict:
-        arguments = ["--phase", name, "--port", str(port), "--users", str(options.users),
-                     "--duration", str(options.duration),
-                     "--latency-duration", str(options.latency_duration),
-                     "--pace", str(options.pace), "--logins", str(options.logins)]
-        output = subprocess.run(in_child(arguments), cwd=ROOT, check=True,
-                                capture_output=True, text=True)
-        return json.loads(output.stdout.strip().splitlines()[-1])
+    def arguments_for(name: str, port: int) -> list[str]:
+        return ["--phase", name, "--port", str(port), "--users", str(options.users),
+                "--duration", str(options.duration), "--clients", str(options.clients),
+                "--latency-duration", str(options.latency_duration),
+                "--pace", str(options.pace), "--logins", str(options.logins)]
+
+    def phase(name: str, port: int, server_pid: int) -> dict:
+        if name == "logins":
+            output = subprocess.run(in_child(arguments_for(name, port)), cwd=ROOT, check=True,
+                                    capture_output=True, text=True)
+            return json.loads(output.stdout.strip().splitlines()[-1])
+        return load_phase(name, port, server_pid)
+
+    def load_phase(name: str, port: int, server_pid: int) -> dict:
+        """Run the load processes together; measure the server's CPU meanwhile."""
+        go_file = os.path.join(directory, f"go-{name}-{port}")
+        children = [subprocess.Popen(
+            in_child([*arguments_for(name, port), "--part", str(part), "--go-file", go_file]),
+            cwd=ROOT, stdout=subprocess.PIPE, text=True) for part in range(options.clients)]
+        for child in children:
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit(f"load process failed: {child.wait()}")
+        open(go_file, "w").close()
+        time.sleep(2.0)                       # the load processes' warm-up
+        cpu = process_cpu(server_pid)
+        time.sleep(options.duration if name == "load" else options.latency_duration)
+        cpu = process_cpu(server_pid) - cpu
+        loads.append(os.getloadavg()[0])
+        parts = []
+        for child in children:
+            output, _ = child.communicate()
+            if child.returncode:
+                raise SystemExit(f"load process failed: {child.returncode}")
+            parts.append(json.loads(output.strip().splitlines()[-1]))
+        return summarise(parts, cpu)
+
+    loads: list[float] = []
 
     with tempfile.TemporaryDirectory(prefix="gtserver-bench-") as directory:
         url = database_url(options.db, directory)
         print(f"database: {options.db}; {options.users} users, {options.users // 2} games "
               f"in parallel; hash scrypt n=2^{options.hash_cost} r=8 p=1")
 
-        port = free_port()
-        baseline = start_child(["--phase", "baseline", "--port", str(port)], port)
-        try:
-            bare = phase("load", port)
-            bare_paced = phase("paced", port)
-        finally:
-            stop_child(baseline)
+        bare = bare_paced = None
+        if not options.skip_baseline:
+            port = free_port()
+            baseline = start_child(["--phase", "baseline", "--port", str(port)], port)
+            try:
+                bare = phase("load", port, baseline.pid)
+                bare_paced = phase("paced", port, baseline.pid)
+            finally:
+                stop_child(baseline)
 
         port = free_port()
         server = start_child(["--phase", "serve", "--port", str(port), "--url", url,
                               "--hash-cost", str(options.hash_cost)], port)
         try:
-            loaded = phase("load", port)
-            paced = phase("paced", port)
-            logins = phase("logins", port)
+            loaded = phase("load", port, server.pid)
+            paced = phase("paced", port, server.pid)
+            logins = phase("logins", port, server.pid)
         finally:
             stop_child(server)
 
-    def row(label: str, figures: dict) -> str:
+    def row(label: str, figures: dict | None) -> str:
+        if figures is None:
+            return f"{label:<28} (skipped)"
         return (f"{label:<28} {figures['moves_per_s']:>9.0f} {figures['games_per_s']:>8.1f} "
-                f"{figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}")
+                f"{figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
+                f"{figures['server_cpu']:>7.0%} {figures['client_cpu']:>7.0%}")
 
-    print(f"{'run':<28} {'moves/s':>9} {'games/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'run':<28} {'moves/s':>9} {'games/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'server':>7} {'clients':>7}")
     print(row("baseline, flat out", bare))
     print(row("gtserver, flat out", loaded))
     print(row(f"baseline, paced {options.pace:.0f}/s", bare_paced))
     print(row(f"gtserver, paced {options.pace:.0f}/s", paced))
-    print(f"gtserver/baseline moves/s: {loaded['moves_per_s'] / bare['moves_per_s']:.2f}")
+    print("(server, clients: CPU used over the window, 100% = one core; "
+          f"{options.clients} load processes)")
+    print("load average (1 min) at the end of each run: "
+          + ", ".join(f"{value:.2f}" for value in loads))
+    if bare is not None:
+        print(f"gtserver/baseline moves/s: {loaded['moves_per_s'] / bare['moves_per_s']:.2f}")
     print(f"password logins/s: {logins['logins_per_s']:.1f} "
           f"(scrypt n=2^{options.hash_cost} r=8 p=1, 8 concurrent)")
     if loaded["refused"] or paced["refused"]:

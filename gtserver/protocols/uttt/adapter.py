@@ -143,7 +143,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # sink (pushes from the core)
 
     def match_changed(self, match: Match) -> None:
-        self.send("match_update", render_match(match, self.factory.service.revoke_time(match)))
+        if not self._closed:
+            self.sendMessage(self.factory.match_frame(match))
 
     def standing_changed(self, standing: Standing) -> None:
         self.send("elo_update", render_standing(standing))
@@ -368,8 +369,34 @@ class UtttServerFactory(WebSocketServerFactory):
         self.throttle = Throttle(core.clock, limit=int(config.get("uttt_login_failures", 5)),
                                  window=float(config.get("uttt_login_window", 300.0)))
         self.max_frame = MAX_FRAME
+        self._last_match_frame: tuple[tuple, bytes] | None = None
         # UTF-8 is checked by the parser, so that bad text gets an error reply
         # instead of Autobahn failing the connection.
         self.setProtocolOptions(maxFramePayloadSize=HARD_MAX_FRAME,
                                 maxMessagePayloadSize=HARD_MAX_FRAME,
                                 utf8validateIncoming=False)
+
+    def match_frame(self, match: Match) -> bytes:
+        """The ``match_update`` frame of ``match`` as it is now.
+
+        A push reaches every socket of both players in a row, so the frame
+        last encoded is kept and reused while the match is unchanged: a move
+        replaces the game's ``last_move`` object, an abort sets
+        ``aborted_by``, a failed store write replaces the game, and each of
+        them changes ``updated`` as well.
+        """
+        game = match.game
+        version = (match, game, game.last_move, match.aborted_by, match.updated)
+        cached = self._last_match_frame
+        if cached is not None and _same_version(cached[0], version):
+            return cached[1]
+        encoded = frame("match_update", render_match(match, self.service.revoke_time(match)))
+        self._last_match_frame = (version, encoded)
+        return encoded
+
+
+def _same_version(old: tuple, new: tuple) -> bool:
+    old_match, old_game, old_last, old_aborted, old_updated = old
+    match, game, last, aborted, updated = new
+    return (old_match is match and old_game is game and old_last is last
+            and old_aborted == aborted and old_updated == updated)
