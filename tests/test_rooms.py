@@ -174,3 +174,26 @@ class HeapTrimmerTests(unittest.TestCase):
         clock.advance(10)
         self.assertEqual(trims, [0])  # the count starts again after a trim
         heap.stop()
+
+
+class NormalizePoseTests(unittest.TestCase):
+    def test_floats_ints_missing_and_null(self):
+        self.assertEqual(normalize_pose({"pos": {"x": 1.5, "y": 2, "z": None}, "rot": None}),
+                         {"pos": {"x": 1.5, "y": 2.0, "z": 0.0},
+                          "rot": {"x": 0.0, "y": 0.0, "z": 0.0}})
+        self.assertEqual(normalize_pose({"pos": {"x": 1.0, "y": -2.0, "z": 3.0}}),
+                         {"pos": {"x": 1.0, "y": -2.0, "z": 3.0},
+                          "rot": {"x": 0.0, "y": 0.0, "z": 0.0}})
+        self.assertIs(type(normalize_pose({"rot": {"x": 1, "y": 2.0, "z": 3.0}})["rot"]["x"]),
+                      float)
+
+    def test_refusals(self):
+        from gtserver.core.rooms import BadPose
+        big = 1.7976931348623157e308
+        for data in ("up", {"pos": 3}, {"pos": {"x": "1"}}, {"rot": {"y": True}},
+                     {"pos": {"x": float("inf"), "y": 0.0, "z": 0.0}},
+                     {"pos": {"x": 0.0, "y": float("nan"), "z": 0.0}},
+                     {"rot": {"x": 0.0, "y": 0.0, "z": float("-inf")}}):
+            self.assertRaises(BadPose, normalize_pose, data)
+        # Large finite values are fine even where their sum would overflow.
+        self.assertEqual(normalize_pose({"pos": {"x": big, "y": big, "z": big}})["pos"]["z"], big)

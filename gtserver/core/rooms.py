@@ -211,6 +211,13 @@ def normalize_pose(data: Any) -> dict:
             vector = {}
         if not isinstance(vector, dict):
             raise BadPose(f"{part} must be an object")
+        x, y, z = vector.get("x"), vector.get("y"), vector.get("z")
+        # The usual case, three finite floats, without the per-axis checks
+        # (x - x is 0.0 for every finite float, NaN for infinities and NaN).
+        if (type(x) is float and type(y) is float and type(z) is float
+                and (x - x) + (y - y) + (z - z) == 0.0):
+            pose[part] = {"x": x, "y": y, "z": z}
+            continue
         coordinates = {}
         for axis in ("x", "y", "z"):
             value = vector.get(axis, 0.0)

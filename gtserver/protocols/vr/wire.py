@@ -34,6 +34,7 @@ TEXTS = {
 }
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_decode = json.JSONDecoder().decode
 
 
 def encode(value: Any) -> bytes:
@@ -67,7 +68,11 @@ class BadFrame(Exception):
 def decode(payload: bytes) -> Any:
     """The JSON value of a text or binary frame; BadFrame if it is not JSON."""
     try:
-        return json.loads(payload)
+        return _decode(payload.decode("utf-8"))  # what clients send, without detection
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return json.loads(payload)  # UTF-16/32 or a BOM, or the error to report
     except (ValueError, UnicodeDecodeError) as error:
         raise BadFrame(str(error)) from None
     except RecursionError:
