@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from twisted.internet import reactor, task
@@ -16,8 +17,16 @@ from gtserver.core.matches import MatchService
 from gtserver.core.sessions import SessionService
 from gtserver.games import GameFactory
 from gtserver.interfaces import IGame
+from gtserver.protocols.eot.protocol import EOTFactory
 from gtserver.store import events as event_queries
 from tests.support import start_server
+
+TCP_ESTABLISHED, TCP_CLOSE = 1, 7     # Linux tcpi_state values
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of a client socket (first byte of TCP_INFO)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 class Collector(Protocol):
@@ -60,8 +69,12 @@ def start_call(port: int, request: dict[str, Any]) -> Deferred:
     return ensureDeferred(call(port, request))
 
 
-async def until(predicate, timeout: float = 5.0) -> None:
-    """Wait (on the real reactor) until ``predicate()`` is true."""
+async def until(predicate, timeout: float = 30.0) -> None:
+    """Wait (on the real reactor) until ``predicate()`` is true.
+
+    The timeout only bounds a failing test; a passing one never waits longer
+    than its condition needs.
+    """
     waited = 0.0
     while not predicate():
         if waited > timeout:
@@ -77,6 +90,28 @@ async def eot_server(testcase: unittest.TestCase, *arguments: str, endpoint: str
 
 def sessions_of(server: Any) -> SessionService:
     return server.core.component(SessionService)
+
+
+def eot_factory(server: Any) -> EOTFactory:
+    return next(listener.factory for listener in server.service.listeners
+                if listener.protocol_name == "eot")
+
+
+def fake_connection_clock(server: Any) -> task.Clock:
+    """Connection timeouts of the server's EOT listener run on a fake clock from now on."""
+    clock = task.Clock()
+    eot_factory(server).clock = clock
+    return clock
+
+
+def joined_so_far(server: Any, game: str, session: str) -> int:
+    """Players in the session a further join with ``session`` would enter."""
+    service = sessions_of(server)
+    if session == "auto":
+        waiting = service.open_auto.get(game)
+        return len(waiting[0].players) if waiting else 0
+    found = service.sessions.get((game, session))
+    return len(found.players) if found is not None and not found.full else 0
 
 
 class Player:
@@ -110,17 +145,19 @@ def join_request(game: str, session: str, players: int | None, name: str = "") -
             "name": name}
 
 
-async def join_all(port: int, game: str, session: str, count: int,
+async def join_all(server: Any, port: int, game: str, session: str, count: int,
                    names: list[str] | None = None) -> list[Player]:
-    """``count`` players join one session, in order."""
-    server_sessions = []
+    """``count`` players join one session, in order.
+
+    Each join is sent once the server has registered the one before, so the
+    ids follow the order of ``names`` however slow the machine is.
+    """
     pending = []
     for index in range(count):
         name = names[index] if names else ""
         pending.append(start_call(port, join_request(game, session, count, name)))
-        server_sessions.append(index)
         if index < count - 1:
-            await task.deferLater(reactor, 0.05, lambda: None)
+            await until(lambda index=index: joined_so_far(server, game, session) == index + 1)
     replies = [await reply for reply in pending]
     return [Player(port, game, reply) for reply in replies]
 
@@ -149,7 +186,7 @@ class JoinTests(unittest.TestCase):
 
     async def test_full_session_without_players_is_refused(self):
         server, port = await eot_server(self)
-        await join_all(port, "Echo", "solo", 1)
+        await join_all(server, port, "Echo", "solo", 1)
         reply = await call(port, join_request("Echo", "solo", None))
         self.assertEqual(reply, {"status": "error", "message": "framework: the session is full"})
 
@@ -163,13 +200,13 @@ class JoinTests(unittest.TestCase):
 
     async def test_joining_a_full_session_with_players_replaces_it(self):
         server, port = await eot_server(self)
-        old = await join_all(port, "TicTacToe", "room", 2)
+        old = await join_all(server, port, "TicTacToe", "room", 2)
         parked = []
         for player in old:
             await player.state()                 # the first state answers at once
             parked.append(player.start_state())  # then they wait
         await until(lambda: len(sessions_of(server).sessions[("TicTacToe", "room")].parked) == 2)
-        new = await join_all(port, "TicTacToe", "room", 2)
+        new = await join_all(server, port, "TicTacToe", "room", 2)
         for waiting in parked:
             reply = await waiting
             self.assertEqual(reply["status"], "error")
@@ -226,14 +263,14 @@ class JoinTests(unittest.TestCase):
         connection.transport.loseConnection()
         await connection.closed
         await until(lambda: ("TicTacToe", "t") not in sessions_of(server).sessions)
-        players = await join_all(port, "TicTacToe", "t", 2)
+        players = await join_all(server, port, "TicTacToe", "t", 2)
         self.assertEqual([p.id for p in players], [0, 1])
 
 
 class PlayTests(unittest.TestCase):
-    async def tictactoe(self, port: int, session: str = "ttt", names=None):
+    async def tictactoe(self, server, port: int, session: str = "ttt", names=None):
         """Two players in a TicTacToe session, both past their first state."""
-        players = await join_all(port, "TicTacToe", session, 2, names)
+        players = await join_all(server, port, "TicTacToe", session, 2, names)
         first = await players[0].state()
         self.assertEqual(await players[1].state(), first)
         self.assertEqual(first["status"], "ok")
@@ -242,7 +279,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_move_state_turns_and_illegal_moves(self):
         server, port = await eot_server(self)
-        players, starter = await self.tictactoe(port)
+        players, starter = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         state = self.initial
         self.assertEqual(state["board"], [-1] * 9)
@@ -264,7 +301,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_wrong_key_and_unknown_player(self):
         server, port = await eot_server(self)
-        players, _ = await self.tictactoe(port)
+        players, _ = await self.tictactoe(server, port)
         request = players[0].request("state", observer=False)
         for change in ({"key": "0" * 32}, {"player_id": 7}, {"player_id": -1},
                        {"session": "elsewhere"}):
@@ -273,7 +310,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_state_long_poll(self):
         server, port = await eot_server(self)
-        players, starter = await self.tictactoe(port)
+        players, starter = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         waiting = other.start_state()              # nothing changed since: parks
         session = sessions_of(server).sessions[("TicTacToe", "ttt")]
@@ -288,7 +325,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_disconnect_while_parked_releases_the_waiter(self):
         server, port = await eot_server(self)
-        players, _ = await self.tictactoe(port)
+        players, _ = await self.tictactoe(server, port)
         connection = await connect(port)
         connection.transport.write(encode(players[1].request("state", observer=False)))
         session = sessions_of(server).sessions[("TicTacToe", "ttt")]
@@ -300,7 +337,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_observer_sees_the_observed_players_states(self):
         server, port = await eot_server(self)
-        players, starter = await self.tictactoe(port, "watched", ["ann", "bob"])
+        players, starter = await self.tictactoe(server, port, "watched", ["ann", "bob"])
         observe = await call(port, {"type": "observe", "game": "TicTacToe",
                                     "session": "watched", "name": "bob"})
         self.assertEqual(observe["data"]["player_id"], 1)
@@ -326,7 +363,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_restart_delivers_the_final_state_once(self):
         server, port = await eot_server(self)
-        players, starter = await self.tictactoe(port)
+        players, starter = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         # The mover wins with the top row while the other plays the middle row.
         for mine, theirs in ((0, 3), (1, 4)):
@@ -349,7 +386,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_restart_wakes_waiting_players(self):
         server, port = await eot_server(self)
-        players, _ = await self.tictactoe(port)
+        players, _ = await self.tictactoe(server, port)
         waiting = players[1].start_state()
         session = sessions_of(server).sessions[("TicTacToe", "ttt")]
         await until(lambda: session.parked)
@@ -357,17 +394,24 @@ class PlayTests(unittest.TestCase):
         self.assertEqual((await waiting)["data"]["board"], [-1] * 9)
 
     async def test_idle_session_ends_and_waiters_get_an_error(self):
-        server, port = await eot_server(self, "--eot-game-timeout", "0.3")
-        (player,) = await join_all(port, "Echo", "idle", 1)
+        server, port = await eot_server(self, "--eot-game-timeout", "30")
+        clock = sessions_of(server).clock = task.Clock()
+        (player,) = await join_all(server, port, "Echo", "idle", 1)
         await player.state()
-        reply = await player.state()        # parks until the session times out
+        waiting = player.start_state()      # parks until the session times out
+        session = sessions_of(server).sessions[("Echo", "idle")]
+        await until(lambda: session.parked)
+        clock.advance(29)
+        self.assertFalse(waiting.called)
+        clock.advance(1)
+        reply = await waiting
         self.assertEqual(reply["status"], "error")
         self.assertIn("without requests", reply["message"])
         self.assertIn("no such session", (await player.state())["message"])
 
     async def test_moves_go_to_the_event_log(self):
         server, port = await eot_server(self)
-        (player,) = await join_all(port, "Echo", "logged", 1, ["eve"])
+        (player,) = await join_all(server, port, "Echo", "logged", 1, ["eve"])
         await player.move(msg="hello")
         await server.core.events.flush()
         rows = await server.store.run(event_queries.select_events, 0, 100, "eot", ("move",))
@@ -415,7 +459,7 @@ class Exploding:
 class BadInputTests(unittest.TestCase):
     async def parked_bystander(self, server, port):
         """An Echo player waiting in state(): it must not notice any bad input."""
-        (player,) = await join_all(port, "Echo", "bystander", 1)
+        (player,) = await join_all(server, port, "Echo", "bystander", 1)
         await player.state()
         waiting = player.start_state()
         session = sessions_of(server).sessions[("Echo", "bystander")]
@@ -482,31 +526,70 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual((await waiting)["data"]["echo"], "p" * padding)
 
     async def test_silent_and_trickling_clients_time_out(self):
-        server, port = await eot_server(self, "--eot-connection-timeout", "0.3")
+        server, port = await eot_server(self, "--eot-connection-timeout", "10")
+        clock = fake_connection_clock(server)
         player, waiting = await self.parked_bystander(server, port)
+        factory = eot_factory(server)
         silent = await connect(port)
         trickler = await connect(port)
-
-        def trickle():
-            if trickler.transport.connected:
-                trickler.transport.write(b" ")
-        loop = task.LoopingCall(trickle)
-        loop.start(0.05)
-        try:
-            for connection in (silent, trickler):
-                reply = json.loads(await connection.closed)
-                self.assertEqual(reply["status"], "error")
-                self.assertIn("timed out", reply["message"])
-        finally:
-            loop.stop()
+        await until(lambda: len(factory.pending) == 2)
+        for sent in range(1, 10):
+            trickler.transport.write(b" ")        # data does not extend the deadline
+            await until(lambda sent=sent: any(len(p.buffer) == sent for p in factory.pending))
+            clock.advance(1)
+        self.assertFalse(silent.closed.called or trickler.closed.called)
+        clock.advance(1)
+        for connection in (silent, trickler):
+            reply = json.loads(await connection.closed)
+            self.assertEqual(reply["status"], "error")
+            self.assertIn("timed out", reply["message"])
         await self.check_bystander(player, waiting)
+
+    async def test_a_client_that_never_reads_its_reply_is_cut_off(self):
+        server, port = await eot_server(self, "--eot-connection-timeout", "5")
+        clock = fake_connection_clock(server)
+        (speaker,) = await join_all(server, port, "Chat", "big", 1, ["talker"])
+        self.assertEqual((await speaker.move(name="talker"))["status"], "ok")
+        # A state larger than the kernel's socket buffers can hold.
+        with open("/proc/sys/net/ipv4/tcp_wmem") as limits:
+            send_buffer_max = int(limits.read().split()[2])
+        line = "m" * 250_000
+        for _ in range(send_buffer_max // len(line) + 8):
+            self.assertEqual((await speaker.move(message=line))["status"], "ok")
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        await until(lambda: tcp_state(client) == TCP_ESTABLISHED)
+        client.send(encode(speaker.request("state", observer=False)))
+        factory = eot_factory(server)
+        await until(lambda: any(protocol.answered for protocol in factory.pending))
+        clock.advance(4)
+        self.assertEqual(tcp_state(client), TCP_ESTABLISHED)
+        clock.advance(1)
+        await until(lambda: tcp_state(client) == TCP_CLOSE)    # reset by the server
+        received = b""
+        try:
+            while chunk := client.recv(1 << 20):
+                received += chunk
+        except (ConnectionResetError, BlockingIOError):
+            pass
+        self.assertLess(len(received), send_buffer_max)
+        self.assertEqual(factory.pending, {})
+        # A client that reads gets the whole state (at once after its own move).
+        self.assertEqual((await speaker.move(message="last"))["status"], "ok")
+        state = await speaker.state()
+        self.assertEqual(len(state["data"]["messages"]), send_buffer_max // len(line) + 9)
+        await until(lambda: not factory.pending)
 
     async def test_disconnect_mid_request(self):
         server, port = await eot_server(self)
         player, waiting = await self.parked_bystander(server, port)
         connection = await connect(port)
         connection.transport.write(b'{"type": "move", "game": "Ec')
-        await task.deferLater(reactor, 0.05, lambda: None)
+        factory = eot_factory(server)
+        await until(lambda: any(protocol.buffer for protocol in factory.pending))
         connection.transport.loseConnection()
         self.assertEqual(await connection.closed, b"")
         await self.check_bystander(player, waiting)
@@ -515,7 +598,7 @@ class BadInputTests(unittest.TestCase):
         server, port = await eot_server(self)
         server.core.component(MatchService).games["Exploding"] = GameFactory(Exploding)
         player, waiting = await self.parked_bystander(server, port)
-        (boom,) = await join_all(port, "Exploding", "b", 1)
+        (boom,) = await join_all(server, port, "Exploding", "b", 1)
         reply = await boom.move(anything=1)
         self.assertEqual(reply, {"status": "error",
                                  "message": "framework: internal error in the game"})

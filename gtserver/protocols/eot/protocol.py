@@ -62,7 +62,6 @@ class EOTProtocol(Protocol):
     def __init__(self, factory: EOTFactory) -> None:
         self.factory = factory
         self.buffer = b""
-        self.timer: Any = None      # only while draining an oversized request
         self.waiting: Deferred | None = None
         self.answered = False
         self.draining = False
@@ -84,14 +83,14 @@ class EOTProtocol(Protocol):
                 self.buffer = buffer
             return
         self.buffer = b""
-        self._stop_timer()
+        self._unwatch()
         if end + len(TERMINATOR) > limit:
             self._refuse_oversized()
             return
         self._handle(buffer[:end])
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._stop_timer()
+        self._unwatch()
         self.buffer = b""
         waiting, self.waiting = self.waiting, None
         if waiting is not None and not waiting.called:
@@ -211,41 +210,48 @@ class EOTProtocol(Protocol):
         self.answered = True
         self.transport.write(reply)
         self.transport.loseConnection()
+        self.factory.watch(self)    # a client that does not read is cut off
 
     def _refuse_oversized(self) -> None:
         """Answer, then read and drop the rest so the client can read the reply."""
         self.buffer = b""
-        self._stop_timer()
+        self._unwatch()
         self.answered = True
         self.transport.write(_error(
             f"request size limit exceeded ({self.factory.request_size_max} bytes)"))
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:     # plain TCP (TLS transports cannot half-close)
             half_close()
-            self.timer = self.factory.clock.callLater(self.factory.connection_timeout,
-                                                      self.transport.abortConnection)
         else:
             self.transport.loseConnection()
+        self.factory.watch(self)    # reading the rest may take this long, no longer
 
     def timed_out(self) -> None:
-        """The whole request did not arrive within the connection timeout."""
+        """The connection timeout passed: while reading the request, or after answering.
+
+        Without a complete request the client gets an error; after the answer
+        (the reply not yet taken by the client, or an oversized request still
+        arriving) the connection is dropped.
+        """
         self.buffer = b""
-        if self.waiting is None and not self.answered:
+        if self.answered:
+            self.transport.abortConnection()
+        elif self.waiting is None:
             self._send(_error("connection timed out before a complete request arrived"))
 
-    def _stop_timer(self) -> None:
+    def _unwatch(self) -> None:
         self.factory.pending.pop(self, None)
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
 
 class EOTFactory(Factory):
     """Serves the EOT game API on any stream endpoint.
 
-    Connection timeouts cost no timer per connection: connections waiting for
-    their request sit in an insertion-ordered dict (so the oldest deadline is
-    first) and one timer fires at the earliest deadline.
+    The connection timeout bounds the time to receive the request and, once
+    the reply is written, the time for the client to take it (a client that
+    never reads is cut off). A parked request is bounded by its session's
+    idle timeout instead. Connection timeouts cost no timer per connection:
+    connections sit in an insertion-ordered dict with their deadlines (so the
+    oldest deadline is first) and one timer fires at the earliest deadline.
     """
 
     protocol = EOTProtocol
@@ -257,11 +263,13 @@ class EOTFactory(Factory):
         self.clock = clock
         self.request_size_max = request_size_max
         self.connection_timeout = connection_timeout
-        #: Connections still reading their request, with their deadlines.
+        #: Connections reading their request or flushing their reply, with deadlines.
         self.pending: dict[EOTProtocol, float] = {}
         self.sweeper: Any = None
 
     def watch(self, protocol: EOTProtocol) -> None:
+        """(Re)start ``protocol``'s connection timeout."""
+        self.pending.pop(protocol, None)    # re-inserted last: deadlines stay in order
         self.pending[protocol] = self.clock.seconds() + self.connection_timeout
         if self.sweeper is None:
             self.sweeper = self.clock.callLater(self.connection_timeout, self.sweep)
