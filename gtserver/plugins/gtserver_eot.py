@@ -27,7 +27,8 @@ class EOTGameAPI:
         ("eot-request-size-max", 1_000_000, "Largest request in bytes (EOT\\0 included).",
          int),
         ("eot-connection-timeout", 60.0,
-         "Seconds a connection may take to deliver its whole request.", float),
+         "Seconds a connection may take to deliver its whole request, and again "
+         "to read its answer.", float),
         ("eot-join-timeout", 300.0,
          "Seconds a join waits for the session to fill before it is refused.", float),
         ("eot-game-timeout", 3600.0,
