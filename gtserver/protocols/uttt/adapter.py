@@ -102,7 +102,9 @@ def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
 
 
 class UtttServerProtocol(WebSocketServerProtocol):
-    log = Logger()
+    # Not named ``log``: that would replace Autobahn's own logger, whose debug
+    # calls (several per frame) are no-ops, with one that emits every one.
+    logger = Logger()
     factory: UtttServerFactory
 
     def __init__(self) -> None:
@@ -171,7 +173,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
                 try:
                     await self._handle(payload)
                 except Exception:
-                    self.log.failure("uttt: request failed")
+                    self.logger.failure("uttt: request failed")
                     self.error("internal server error")
         finally:
             self._busy = False
