@@ -26,6 +26,9 @@ class BadField(Exception):
     """A request field is missing or has the wrong type."""
 
 
+OK_NULL = b'{"status": "ok", "data": null}'     # the answer to every move and restart
+
+
 def _reply(data: Any) -> bytes:
     return b'{"status": "ok", "data": ' + json.dumps(data).encode() + b"}"
 
@@ -190,6 +193,9 @@ class EOTProtocol(Protocol):
             if encoded is None:
                 encoded = result.rendering = self._encode(result)
             self._send(encoded)
+            return
+        if result is None:
+            self._send(OK_NULL)
             return
         if isinstance(result, Joined):
             result = {"player_id": result.player_id, "key": result.key,
