@@ -235,8 +235,11 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             self.moves: list[dict] = []
             self.index = 0
             self.sent_at = 0.0
+            self.stopped = False
 
         def start(self):
+            if self.stopped:
+                return
             self.due = time.perf_counter()
             self.match_id = None
             self.moves = games[self.number % len(games)]
@@ -274,7 +277,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
                 self.next_move()
 
         def next_move(self):
-            if self.index >= len(self.moves):     # stopped meanwhile
+            if self.stopped or self.index >= len(self.moves):
                 return
             mover = self.players[self.index % 2]
             move = self.moves[self.index]
@@ -326,7 +329,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
         for pair in pairs:                    # leave no open match behind
             if pair.match_id is not None and pair.index < len(pair.moves):
                 pair.players[0].send("end_match", {"id": pair.match_id})
-            pair.moves = []
+            pair.moves, pair.stopped = [], True
         await sleep(1.0)
         for player in players:
             player.pair = None
