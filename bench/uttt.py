@@ -202,12 +202,15 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
     from twisted.internet.endpoints import TCP4ClientEndpoint
 
     games = scripts(40)
-    figures = {"moves": 0, "games": 0, "latencies": [], "refused": 0}
+    figures = {"moves": 0, "games": 0, "latencies": [], "refused": 0, "starts": [],
+               "requests_refused": 0}
     measuring = {"on": False}
 
     class Player(WebSocketClientProtocol):
         pair = None
         name = ""
+        #: Open matches the server reported at login (left by an earlier run).
+        leftovers: set[str]
 
         def onOpen(self):
             no_delay(self.transport)
@@ -217,9 +220,18 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             message = json.loads(payload)
             kind = message["type"]
             if kind == "login_response":
+                self.leftovers = set()
                 self.factory.logged_in.callback(message["data"])
             elif kind == "match_update" and self.pair is not None:
                 self.pair.update(self, message["data"])
+            elif kind == "match_update":
+                data = message["data"]
+                if data["match_state"]["game_over"]:
+                    self.leftovers.discard(data["id"])
+                else:
+                    self.leftovers.add(data["id"])
+            elif kind == "match_request_response" and not message["data"]["success"]:
+                figures["requests_refused"] += 1
 
         def send(self, kind, data):
             self.sendMessage(json.dumps({"type": kind, "data": data}).encode())
@@ -240,7 +252,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
         def start(self):
             if self.stopped:
                 return
-            self.due = time.perf_counter()
+            self.due = self.requested_at = time.perf_counter()
             self.match_id = None
             self.moves = games[self.number % len(games)]
             self.number += 7
@@ -251,6 +263,8 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             if self.match_id is None:
                 if receiver is self.players[0] and data["match_state"]["last_move"] is None:
                     self.match_id = data["id"]
+                    if measuring["on"]:
+                        figures["starts"].append(time.perf_counter() - self.requested_at)
                     self.next_move()
                 return
             if (data["id"] != self.match_id or self.index >= len(self.moves)
@@ -309,6 +323,14 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
                 [ensureDeferred(connect(name)) for name in names[start:start + 20]],
                 fireOnOneErrback=True, consumeErrors=True).addCallback(
                     lambda results: [value for _ok, value in results])
+        await sleep(0.5)
+        for player in players:    # end what an interrupted earlier run left open
+            for match_id in list(player.leftovers):
+                player.send("end_match", {"id": match_id})
+        for _ in range(100):
+            if not any(player.leftovers for player in players):
+                break
+            await sleep(0.05)
         count = len(numbers)
         pairs = [Pair(players[i], players[i + count], n) for i, n in enumerate(numbers)]
         print("ready", flush=True)
@@ -352,22 +374,25 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
     if outcome.get("error") is not None:
         raise SystemExit(outcome["error"].getTraceback())
     return {key: figures[key] for key in ("moves", "games", "latencies", "refused", "elapsed",
-                                           "client_cpu")}
+                                           "client_cpu", "starts", "requests_refused")}
 
 
 def summarise(parts: list[dict], server_cpu: float | None = None) -> dict:
     """One result from the figures of every load process."""
     latencies = sorted(value for part in parts for value in part["latencies"])
+    starts = sorted(value for part in parts for value in part["starts"])
     elapsed = max(part["elapsed"] for part in parts)
 
-    def percentile(p):
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies \
+    def percentile(p, values=latencies):
+        return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values \
             else float("nan")
 
     return {"moves_per_s": sum(part["moves"] for part in parts) / elapsed,
             "games_per_s": sum(part["games"] for part in parts) / elapsed,
             "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
+            "start_p50_ms": percentile(0.50, starts), "start_p99_ms": percentile(0.99, starts),
             "refused": sum(part["refused"] for part in parts),
+            "requests_refused": sum(part["requests_refused"] for part in parts),
             "client_cpu": sum(part["client_cpu"] for part in parts) / elapsed,
             "server_cpu": server_cpu / elapsed if server_cpu is not None else float("nan")}
 
@@ -553,6 +578,9 @@ def main() -> None:
     print(row("gtserver, flat out", loaded))
     print(row(f"baseline, paced {options.pace:.0f}/s", bare_paced))
     print(row(f"gtserver, paced {options.pace:.0f}/s", paced))
+    for label, figures in (("flat out", loaded), ("paced", paced)):
+        print(f"gtserver {label}: match_request to the match's first match_update "
+              f"p50 {figures['start_p50_ms']:.1f} ms, p99 {figures['start_p99_ms']:.1f} ms")
     print("(server, clients: CPU used over the window, 100% = one core; "
           f"{options.clients} load processes)")
     print("load average (1 min) at the end of each run: "
@@ -563,6 +591,9 @@ def main() -> None:
           f"(scrypt n=2^{options.hash_cost} r=8 p=1, 8 concurrent)")
     if loaded["refused"] or paced["refused"]:
         print(f"refused moves (should be 0): {loaded['refused'] + paced['refused']}")
+    if loaded["requests_refused"] or paced["requests_refused"]:
+        print("refused match requests (should be 0): "
+              f"{loaded['requests_refused'] + paced['requests_refused']}")
     return None
 
 
