@@ -39,7 +39,7 @@ class EOTGameAPI:
     flags: list = []
 
     def build_factory(self, core, config):
-        from gtserver.protocols.eot.setup import build_factory
+        from gtserver.protocols.eot.configure import build_factory
         return build_factory(core, config)
 
 

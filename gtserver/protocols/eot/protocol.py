@@ -67,7 +67,6 @@ class EOTProtocol(Protocol):
         self.buffer = b""
         self.waiting: Deferred | None = None
         self.answered = False
-        self.draining = False
 
     def connectionMade(self) -> None:
         self.factory.watch(self)
