@@ -94,19 +94,28 @@ class MatchService(Service):
                      rng: random.Random | None = None,
                      extra: dict[str, Any] | None = None) -> Match:
         """Start a match; stored before it is returned when ``persistent``."""
-        game = self.factory(game_name).new_game(len(seats), rng or random.Random())
-        now = self.clock.seconds()
-        match = Match(secrets.token_hex(12), game_name, game, context, list(seats), ranked,
-                      persistent, now, now, extra=dict(extra or {}))
+        match = self._new_match(game_name, seats, context, ranked, persistent, rng, extra)
         if persistent:
             await self.store.run(
                 queries.insert_match, match.id, game_name, context, match.snapshot(), ranked,
-                False, now, [(i, s.user_id, s.name) for i, s in enumerate(seats)])
-        self.matches[match.id] = match
-        self.events.record(context, "match_start", match=match.id,
-                           data={"game": game_name, "players": [s.name for s in seats],
-                                 "ranked": ranked})
+                False, match.created, [(i, s.user_id, s.name) for i, s in enumerate(seats)])
+        self._opened(match)
         return match
+
+    def _new_match(self, game_name: str, seats: list[Seat], context: str, ranked: bool,
+                   persistent: bool, rng: random.Random | None,
+                   extra: dict[str, Any] | None) -> Match:
+        game = self.factory(game_name).new_game(len(seats), rng or random.Random())
+        now = self.clock.seconds()
+        return Match(secrets.token_hex(12), game_name, game, context, list(seats), ranked,
+                     persistent, now, now, extra=dict(extra or {}))
+
+    def _opened(self, match: Match) -> None:
+        self.matches[match.id] = match
+        self.events.record(match.context, "match_start", match=match.id,
+                           data={"game": match.game_name,
+                                 "players": [s.name for s in match.seats],
+                                 "ranked": match.ranked, **match.extra})
 
     def get(self, match_id: str) -> Match | None:
         return self.matches.get(match_id)
@@ -116,25 +125,40 @@ class MatchService(Service):
         """Apply and store one move; IllegalMove or MatchClosed when refused."""
         await match.lock.acquire()
         try:
-            if match.finished:
-                raise MatchClosed(match.id)
-            if seat not in match.game.current():
-                raise IllegalMove("it is not your turn")
             before = match.game.to_data() if match.persistent else None
-            match.game.move(seat, **arguments)
-            match.updated = self.clock.seconds()
+            self._apply(match, seat, arguments)
             try:
                 await self._save(match)
             except Exception:
                 match.game = self.factory(match.game_name).restore(before)
                 raise
-            self.events.record(match.context, "move", user=match.seats[seat].name,
-                               match=match.id, address=address,
-                               data={"seat": seat, "move": arguments})
-            if match.finished:
-                self._record_end(match)
+            self._moved(match, seat, arguments, address)
         finally:
             match.lock.release()
+
+    def _apply(self, match: Match, seat: int, arguments: dict[str, Any]) -> None:
+        """Check the turn and play the move on the rules (in memory only)."""
+        if match.finished:
+            raise MatchClosed(match.id)
+        if seat not in match.game.current():
+            raise IllegalMove("it is not your turn")
+        try:
+            match.game.move(seat, **arguments)
+        except TypeError as error:
+            if error.__traceback__ is not None and error.__traceback__.tb_next is None:
+                # The arguments did not fit the game's move signature.
+                raise IllegalMove(f"bad move arguments: {error}") from None
+            raise
+        match.updated = self.clock.seconds()
+
+    def _moved(self, match: Match, seat: int, arguments: dict[str, Any],
+               address: str | None, details: dict[str, Any] | None = None) -> None:
+        """Record an accepted move (and the end of the match it may have ended)."""
+        self.events.record(match.context, "move", user=match.seats[seat].name,
+                           match=match.id, address=address,
+                           data={"seat": seat, "move": arguments, **(details or {})})
+        if match.finished:
+            self._record_end(match)
 
     async def end(self, match: Match, by_seat: int | None) -> None:
         """End (abort) a match; ``by_seat`` is who ended it (None: the server)."""
@@ -189,14 +213,8 @@ class MatchService(Service):
                          rng: random.Random | None = None,
                          extra: dict[str, Any] | None = None) -> Match:
         """Start a match kept only in memory (``persistent=False``), at once."""
-        game = self.factory(game_name).new_game(len(seats), rng or random.Random())
-        now = self.clock.seconds()
-        match = Match(secrets.token_hex(12), game_name, game, context, list(seats), False,
-                      False, now, now, extra=dict(extra or {}))
-        self.matches[match.id] = match
-        self.events.record(context, "match_start", match=match.id,
-                           data={"game": game_name, "players": [s.name for s in seats],
-                                 "ranked": False, **match.extra})
+        match = self._new_match(game_name, seats, context, False, False, rng, extra)
+        self._opened(match)
         return match
 
     def move_transient(self, match: Match, seat: int, arguments: dict[str, Any],
@@ -209,23 +227,8 @@ class MatchService(Service):
         """
         if match.persistent:
             raise ValueError("move_transient is for matches created with create_transient")
-        if match.finished:
-            raise MatchClosed(match.id)
-        if seat not in match.game.current():
-            raise IllegalMove("it is not your turn")
-        try:
-            match.game.move(seat, **arguments)
-        except TypeError as error:
-            if error.__traceback__ is not None and error.__traceback__.tb_next is None:
-                # The arguments did not fit the game's move signature.
-                raise IllegalMove(f"bad move arguments: {error}") from None
-            raise
-        match.updated = self.clock.seconds()
-        self.events.record(match.context, "move", user=match.seats[seat].name,
-                           match=match.id, address=address,
-                           data={"seat": seat, "move": arguments, **(details or {})})
-        if match.finished:
-            self._record_end(match)
+        self._apply(match, seat, arguments)
+        self._moved(match, seat, arguments, address, details)
 
     def end_transient(self, match: Match, by_seat: int | None) -> None:
         """End a transient match (if still open) and forget it."""
