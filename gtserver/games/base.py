@@ -46,3 +46,52 @@ class GameFactory:
 
     def __repr__(self) -> str:
         return f"<GameFactory {self.name}>"
+
+
+class AlternatingGame:
+    """Bookkeeping of a two-player game in which the seats take turns.
+
+    Subclasses set ``to_move`` (seat 0 unless they draw it), call
+    :meth:`check_turn` at the top of ``move``, :meth:`finish` when the game
+    ends, and hand the turn over with :meth:`pass_turn`.
+    """
+
+    min_players = 2
+    max_players = 2
+
+    def __init__(self, players: int = 2, first: int = 0) -> None:
+        if players != 2:
+            raise ValueError(f"{type(self).__name__} is a two-player game")
+        self.players = 2
+        self.to_move = first
+        self.winner: int | None = None
+        self.over = False
+
+    def current(self) -> list[int]:
+        return [] if self.over else [self.to_move]
+
+    def is_over(self) -> bool:
+        return self.over
+
+    def outcome(self) -> list[float] | None:
+        if not self.over:
+            return None
+        if self.winner is None:
+            return [0.5, 0.5]
+        return [1.0 if seat == self.winner else 0.0 for seat in range(2)]
+
+    def check_turn(self, seat: int, extra: dict[str, Any]) -> None:
+        """Refuse a move after the end, out of turn, or with unknown arguments."""
+        if self.over:
+            raise IllegalMove("the game is over")
+        if seat != self.to_move:
+            raise IllegalMove("it is not your turn")
+        if extra:
+            raise IllegalMove(f"unexpected move arguments: {', '.join(sorted(extra))}")
+
+    def finish(self, winner: int | None) -> None:
+        """End the game; ``winner`` None is a draw."""
+        self.winner, self.over = winner, True
+
+    def pass_turn(self) -> None:
+        self.to_move = 1 - self.to_move

@@ -12,7 +12,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from gtserver.games.base import IllegalMove
+from gtserver.games.base import AlternatingGame, IllegalMove
 from gtserver.interfaces import IGame
 
 EMPTY = -1
@@ -21,32 +21,13 @@ LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8),
 
 
 @implementer(IGame)
-class TicTacToe:
-    min_players = 2
-    max_players = 2
-
+class TicTacToe(AlternatingGame):
     def __init__(self, players: int = 2, rng: random.Random | None = None) -> None:
-        if players != 2:
-            raise ValueError("TicTacToe is a two-player game")
-        self.players = 2
+        super().__init__(players, first=(rng or random.Random()).randrange(2))
         self.board = [EMPTY] * 9
-        self.to_move = (rng or random.Random()).randrange(2)
-        self.winner: int | None = None
-        self.over = False
-
-    def current(self) -> list[int]:
-        return [] if self.over else [self.to_move]
-
-    def is_over(self) -> bool:
-        return self.over
 
     def move(self, seat: int, position: Any = None, **extra: Any) -> None:
-        if self.over:
-            raise IllegalMove("the game is over")
-        if seat != self.to_move:
-            raise IllegalMove("it is not your turn")
-        if extra:
-            raise IllegalMove(f"unexpected move arguments: {', '.join(sorted(extra))}")
+        self.check_turn(seat, extra)
         if isinstance(position, bool) or not isinstance(position, int):
             raise IllegalMove("position must be an integer 0-8")
         if not 0 <= position <= 8:
@@ -55,20 +36,13 @@ class TicTacToe:
             raise IllegalMove("that position is taken")
         self.board[position] = seat
         if any(all(self.board[cell] == seat for cell in line) for line in LINES):
-            self.winner, self.over = seat, True
+            self.finish(seat)
         elif EMPTY not in self.board:
-            self.over = True
-        self.to_move = 1 - seat
+            self.finish(None)
+        self.pass_turn()
 
     def state(self, seat: int | None = None) -> dict[str, Any]:
         return {"board": list(self.board), "winner": self.winner}
-
-    def outcome(self) -> list[float] | None:
-        if not self.over:
-            return None
-        if self.winner is None:
-            return [0.5, 0.5]
-        return [1.0 if seat == self.winner else 0.0 for seat in range(2)]
 
     def to_data(self) -> dict[str, Any]:
         return {"board": self.board, "to_move": self.to_move, "winner": self.winner,

@@ -18,7 +18,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from gtserver.games.base import IllegalMove
+from gtserver.games.base import AlternatingGame, IllegalMove
 from gtserver.interfaces import IGame
 
 DRAWN = 3
@@ -51,37 +51,18 @@ def coordinate(value: Any, name: str) -> int:
 
 
 @implementer(IGame)
-class UltimateTicTacToe:
-    min_players = 2
-    max_players = 2
-
+class UltimateTicTacToe(AlternatingGame):
     def __init__(self, players: int = 2, rng: random.Random | None = None) -> None:
-        if players != 2:
-            raise ValueError("UltimateTicTacToe is a two-player game")
-        self.players = 2
+        super().__init__(players)
         self.field = [[0] * 9 for _ in range(9)]   # field[row][column]
         self.board = [[0] * 3 for _ in range(3)]   # board[sub_y][sub_x]
-        self.to_move = 0
         self.last_move: dict[str, int] | None = None
-        self.winner: int | None = None
-        self.over = False
 
     # IGame
 
-    def current(self) -> list[int]:
-        return [] if self.over else [self.to_move]
-
-    def is_over(self) -> bool:
-        return self.over
-
     def move(self, seat: int, sub_x: Any = None, sub_y: Any = None, x: Any = None,
              y: Any = None, **extra: Any) -> None:
-        if self.over:
-            raise IllegalMove("the game is over")
-        if seat != self.to_move:
-            raise IllegalMove("it is not your turn")
-        if extra:
-            raise IllegalMove(f"unexpected move arguments: {', '.join(sorted(extra))}")
+        self.check_turn(seat, extra)
         sub_x, sub_y = coordinate(sub_x, "sub_x"), coordinate(sub_y, "sub_y")
         x, y = coordinate(x, "x"), coordinate(y, "y")
         if (sub_x, sub_y) not in self.open_boards():
@@ -92,7 +73,7 @@ class UltimateTicTacToe:
         self.field[row][column] = seat + 1
         self.last_move = {"sub_x": sub_x, "sub_y": sub_y, "x": x, "y": y}
         self._settle(sub_x, sub_y)
-        self.to_move = 1 - seat
+        self.pass_turn()
 
     def state(self, seat: int | None = None) -> dict[str, Any]:
         return {
@@ -104,13 +85,6 @@ class UltimateTicTacToe:
             "player_won": self.winner,
             "current_player": None if self.over else self.to_move,
         }
-
-    def outcome(self) -> list[float] | None:
-        if not self.over:
-            return None
-        if self.winner is None:
-            return [0.5, 0.5]
-        return [1.0 if seat == self.winner else 0.0 for seat in range(2)]
 
     def to_data(self) -> dict[str, Any]:
         return {"field": self.field, "board": self.board, "to_move": self.to_move,
@@ -149,6 +123,6 @@ class UltimateTicTacToe:
             self.board[sub_y][sub_x] = DRAWN
         overall = line_winner(lambda x, y: self.board[y][x])
         if overall:
-            self.winner, self.over = overall - 1, True
+            self.finish(overall - 1)
         elif all(cell for row in self.board for cell in row):
-            self.over = True
+            self.finish(None)
