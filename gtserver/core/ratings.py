@@ -95,6 +95,30 @@ class Ratings:
                                data={"old": old, "new": new, "score": scores[seat]})
         return changes
 
+    async def finish(self, match_id: str, user_ids: Sequence[int | None],
+                     scores: Sequence[float] | None, source: str,
+                     names: Sequence[str] = ()) -> list[Standing]:
+        """Rate a finished two-player match (unless ``scores`` is None or a
+        player is not registered) and return the players' standings, all in
+        one transaction. Rating changes go to the event log as in
+        :meth:`record_result`."""
+        k = self.k
+        compute = None
+        if scores is not None:
+            def compute(old: list[int]) -> list[int]:
+                return updated_pair(old, scores, k)
+
+        changes, ranked, best = await self.store.run(
+            queries.finish_and_rank, match_id, list(user_ids), self.start, self.top,
+            self.clock.seconds(), compute)
+        for seat, (old, new) in enumerate(changes or ()):
+            self.events.record(source, "rating_change", match=match_id,
+                               user=names[seat] if seat < len(names) else None,
+                               data={"old": old, "new": new, "score": scores[seat]})
+        top_names = [name for name, _elo in best]
+        top_elos = [elo for _name, elo in best]
+        return [Standing(elo, rank, top_names, top_elos) for elo, rank in ranked]
+
     async def history(self, user_id: int) -> list[tuple]:
         """``(match_id, old, new, time)`` of every rating change of a user."""
         return await self.store.run(queries.rating_changes, user_id)

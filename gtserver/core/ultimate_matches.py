@@ -321,10 +321,9 @@ class UltimateMatches(Service):
             self.finished.popitem(last=False)
         result = scores(match)
         players = [seat.user_id for seat in match.seats]
-        if match.ranked and result is not None and None not in players:
-            await self.ratings.record_result(match.id, players, result, CONTEXT,
-                                             [seat.name for seat in match.seats])
-        standings = await self.ratings.standings(players)
+        rated = match.ranked and result is not None and None not in players
+        standings = await self.ratings.finish(match.id, players, result if rated else None,
+                                              CONTEXT, [seat.name for seat in match.seats])
         for user_id, standing in zip(players, standings, strict=True):
             for sink in self.sinks_of(user_id):
                 sink.standing_changed(standing)
