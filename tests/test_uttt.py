@@ -438,6 +438,34 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         self.assertFalse((await alice.expect("match_request_response"))["success"])
         await dave.nothing_more()
 
+    async def test_simultaneous_requests_respect_the_limits(self):
+        await self.serve("--uttt-max-open-matches", "2")
+        alice, bob, carol, dave = await self.users("alice", "bob", "carol", "dave")
+        # Both challenge each other at the same moment: one match, one refusal.
+        alice.send("match_request", {"player": "bob"})
+        bob.send("match_request", {"player": "alice"})
+        frames = [await alice.receive(), await alice.receive(), await bob.receive(),
+                  await bob.receive()]
+        updates = {frame["data"]["id"] for frame in frames if frame["type"] == "match_update"}
+        answers = sorted(frame["data"]["success"] for frame in frames
+                         if frame["type"] == "match_request_response")
+        self.assertEqual((len(updates), answers), (1, [False, True]))
+        await alice.nothing_more()
+        await bob.nothing_more()
+        # Two requests that each fit alone but not together: only one match.
+        carol.send("match_request", {"player": "alice"})
+        dave.send("match_request", {"player": "alice"})
+        await alice.expect("match_update")
+        first = {"carol": await carol.receive(), "dave": await dave.receive()}
+        winner = "carol" if first["carol"]["type"] == "match_update" else "dave"
+        loser = "dave" if winner == "carol" else "carol"
+        self.assertEqual(first[loser]["type"], "match_request_response")
+        self.assertIn("alice has too many", first[loser]["data"]["msg"])
+        clients = {"carol": carol, "dave": dave}
+        self.assertTrue((await clients[winner].expect("match_request_response"))["success"])
+        await alice.nothing_more()
+        await clients[loser].nothing_more()
+
     async def test_refused_moves_get_the_unchanged_state(self):
         await self.serve()
         alice, bob, carol = await self.users("alice", "bob", "carol")

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -88,7 +88,9 @@ class UltimateMatches(Service):
         self.finished: OrderedDict[str, Match] = OrderedDict()
         self.queue: OrderedDict[int, Any] = OrderedDict()
         self.sinks: dict[int, list[Sink]] = {}
-        self._pairing = DeferredLock()
+        #: Opponents per user of the matches being stored right now; they count
+        #: against the limits, so checks need no lock across the store write.
+        self._creating: dict[int, list[int]] = {}
         self._ready: Deferred | None = None
         self._expiry: LoopingCall | None = None
 
@@ -150,23 +152,19 @@ class UltimateMatches(Service):
         """Pair with the longest-waiting compatible user (who becomes player_a),
         or wait in the queue; returns the new match or None when queued."""
         await self.ready()
-        await self._pairing.acquire()
-        try:
-            if user.id in self.queue:
-                raise MatchRefused("you are already waiting for an opponent")
-            self._check_capacity(user, "you have")
-            for waiter in list(self.queue.values()):
-                try:
-                    self._check_pair(waiter, user)
-                except MatchRefused:
-                    continue
-                del self.queue[waiter.id]
-                return await self._create(waiter, user)
-            if self.sinks.get(user.id):   # gone already: nobody to pair later
-                self.queue[user.id] = user
-            return None
-        finally:
-            self._pairing.release()
+        if user.id in self.queue:
+            raise MatchRefused("you are already waiting for an opponent")
+        self._check_capacity(user, "you have")
+        for waiter in list(self.queue.values()):
+            try:
+                self._check_pair(waiter, user)
+            except MatchRefused:
+                continue
+            del self.queue[waiter.id]
+            return await self._create(waiter, user)
+        if self.sinks.get(user.id):   # gone already: nobody to pair later
+            self.queue[user.id] = user
+        return None
 
     async def challenge(self, user: Any, opponent: Any | None, opponent_name: str) -> Match:
         """Start a match against a named user at once (the requester is player_a)."""
@@ -175,31 +173,42 @@ class UltimateMatches(Service):
             raise MatchRefused("you cannot play against yourself")
         if opponent is None:
             raise MatchRefused(f"there is no user {opponent_name}")
-        await self._pairing.acquire()
-        try:
-            self._check_pair(user, opponent)
-            return await self._create(user, opponent)
-        finally:
-            self._pairing.release()
+        self._check_pair(user, opponent)
+        return await self._create(user, opponent)
 
     def _check_pair(self, first: Any, second: Any) -> None:
         if first.id == second.id:
             raise MatchRefused("you cannot play against yourself")
-        for match in self.by_user.get(first.id, {}).values():
-            if any(seat.user_id == second.id for seat in match.seats):
-                raise MatchRefused(f"there is already an open match against {second.name}")
+        open_against = any(seat.user_id == second.id
+                           for match in self.by_user.get(first.id, {}).values()
+                           for seat in match.seats)
+        if open_against or second.id in self._creating.get(first.id, ()):
+            raise MatchRefused(f"there is already an open match against {second.name}")
         self._check_capacity(first, f"{first.name} has")
         self._check_capacity(second, f"{second.name} has")
 
     def _check_capacity(self, user: Any, who: str) -> None:
-        if len(self.by_user.get(user.id, {})) >= self.max_open:
+        if len(self.by_user.get(user.id, {})) + len(self._creating.get(user.id, ())) \
+                >= self.max_open:
             raise MatchRefused(f"{who} too many open matches (at most {self.max_open})")
 
     async def _create(self, first: Any, second: Any) -> Match:
+        """Store and start a match; call it right after the checks passed (the
+        pair counts as matched from here on, before the store write)."""
         ranked = not first.temporary and not second.temporary
-        match = await self.matches.create(
-            GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], CONTEXT,
-            ranked=ranked)
+        pair = ((first.id, second.id), (second.id, first.id))
+        for user_id, opponent_id in pair:
+            self._creating.setdefault(user_id, []).append(opponent_id)
+        try:
+            match = await self.matches.create(
+                GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], CONTEXT,
+                ranked=ranked)
+        finally:
+            for user_id, opponent_id in pair:
+                opponents = self._creating[user_id]
+                opponents.remove(opponent_id)
+                if not opponents:
+                    del self._creating[user_id]
         self._index(match)
         self._push_match(match)
         return match
