@@ -379,8 +379,12 @@ class UltimateMatches(Service):
         def failed(failure: Any) -> None:
             self.log.failure("match expiry failed", failure)
 
-        ensureDeferred(self.expire_idle()).addCallbacks(report, failed)
-        ensureDeferred(self.end_orphaned()).addErrback(failed)
+        async def run() -> int:
+            expired = await self.expire_idle()
+            await self.end_orphaned()
+            return expired
+
+        ensureDeferred(run()).addCallbacks(report, failed)
 
 
 def both_have_moved(match: Match) -> bool:
