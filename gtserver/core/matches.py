@@ -8,6 +8,7 @@ the event log. Moves on one match are serialised.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import secrets
@@ -125,7 +126,8 @@ class MatchService(Service):
         """Apply and store one move; IllegalMove or MatchClosed when refused."""
         await match.lock.acquire()
         try:
-            before = match.game.to_data() if match.persistent else None
+            # A deep copy: to_data() may share the game's own lists.
+            before = copy.deepcopy(match.game.to_data()) if match.persistent else None
             self._apply(match, seat, arguments)
             try:
                 await self._save(match)

@@ -75,7 +75,9 @@ class _SendGate:
 
 
 class VRServerProtocol(WebSocketServerProtocol):
-    log = Logger()
+    # Not ``log``: that would replace Autobahn's own logger, whose disabled
+    # debug calls are free, with one that builds an event for every frame.
+    logger = Logger()
 
     factory: VRServerFactory
 
@@ -166,7 +168,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             else:
                 self._room_message(message)
         except Exception:
-            self.log.failure("VR frame from {address} failed", address=self.address)
+            self.logger.failure("VR frame from {address} failed", address=self.address)
             self._reply(wire.INTERNAL_ERROR)
 
     def _system(self, message: dict) -> None:
@@ -238,7 +240,7 @@ class VRServerProtocol(WebSocketServerProtocol):
                 self._reply(wire.ACCESS_DENIED)
                 return
             except StoreError as error:
-                self.log.warn("VR login of {name} failed: {error}", name=name, error=error)
+                self.logger.warn("VR login of {name} failed: {error}", name=name, error=error)
                 self._reply(wire.INTERNAL_ERROR)
                 return
             throttle.success(keys[0])
@@ -249,7 +251,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
 
     def _login_failed(self, failure: Any) -> None:
-        self.log.failure("VR login failed", failure)
+        self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 
     def _drain_backlog(self, _: Any) -> None:
@@ -332,7 +334,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         self.transport.loseConnection()
 
     def _close_for_policy(self, reason: str) -> None:
-        self.log.warn("closing VR connection of {user} at {address}: {reason}",
+        self.logger.warn("closing VR connection of {user} at {address}: {reason}",
                       user=self.user, address=self.address, reason=reason)
         self._backlog.clear()
         if self.user is not None:
