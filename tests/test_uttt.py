@@ -625,7 +625,13 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         alice.send("move", move_frame(update["id"], (0, 0, 0, 0)))
         second.send("move", move_frame(update["id"], (2, 2, 2, 2)))
         bob.send("move", move_frame(update["id"], (1, 1, 1, 1)))
-        await sleep(0.3)
+        # Five frames in all: the accepted move reaches the three sockets, and
+        # each of the two refused ones gets the unchanged state back.
+        clients = (alice, second, bob)
+        for _ in range(500):
+            if sum(len(client.inbox) for client in clients) >= 5:
+                break
+            await sleep(0.02)
         frames = [frame for client in (alice, second, bob) for frame in client.inbox]
         fields = [frame["data"]["match_state"]["complete_field"] for frame in frames]
         marks = {sum(cell != 0 for row in field for cell in row) for field in fields}
