@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
 
+from gtserver.core.matches import MatchService
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import ratings as rating_queries
 from tests.support import sqlite_url, start_server
@@ -189,6 +190,34 @@ async def settle_websocket_timers(limit: float = 3.0) -> None:
             for call in reactor.getDelayedCalls()):
         await sleep(0.05)
         waited += 0.05
+
+
+class HeldStore:
+    """Stands in for the store of the match writer: transactions wait until
+    :meth:`release` hands them to the real store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.held: list[tuple[Any, tuple, Deferred]] = []
+
+    def run(self, function: Any, *args: Any) -> Deferred:
+        waiter: Deferred = Deferred()
+        self.held.append((function, args, waiter))
+        return waiter
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for function, args, waiter in held:
+            self.store.run(function, *args).chainDeferred(waiter)
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise AssertionError("condition not reached")
+        await sleep(0.01)
+        waited += 0.01
 
 
 class UtttTestMixin:
@@ -498,6 +527,37 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await bob.nothing_more()
         state = unchanged["match_state"]
         self.assertEqual(sum(cell != 0 for row in state["complete_field"] for cell in row), 2)
+
+    async def test_a_reply_sent_while_the_move_is_stored_is_told_after_it(self):
+        """The next move of a match may arrive while the previous one is still
+        being stored: it waits, and both players see the state after the first
+        move before the state after the reply (each stored before it is told)."""
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        match_id = (await challenge(self, alice, bob, "bob"))["id"]
+        service = self.server.core.component(MatchService)
+        match = service.get(match_id)
+        held = HeldStore(service.writer.store)
+        service.writer.store = held
+        alice.send("move", move_frame(match_id, (0, 0, 1, 1)))
+        await until(lambda: held.held)
+        bob.send("move", move_frame(match_id, (1, 1, 0, 0)))   # legal once alice's is in
+        await until(lambda: match.lock.waiting)
+        service.writer.store = held.store
+        held.release()
+        first = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), first)
+        second = await bob.expect("match_update")
+        self.assertEqual(await alice.expect("match_update"), second)
+        marks = [sum(cell != 0 for row in update["match_state"]["complete_field"] for cell in row)
+                 for update in (first, second)]
+        self.assertEqual(marks, [1, 2])
+        self.assertEqual(first["match_state"]["last_move"],
+                         {"sub_x": 0, "sub_y": 0, "x": 1, "y": 1})
+        self.assertEqual(second["match_state"]["last_move"],
+                         {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
+        await alice.nothing_more()
+        await bob.nothing_more()
 
     async def test_end_match_before_both_moved_is_not_rated(self):
         await self.serve()

@@ -12,6 +12,7 @@ import copy
 import json
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,15 @@ class MatchService(Service):
         return self.matches.get(match_id)
 
     async def move(self, match: Match, seat: int, arguments: dict[str, Any],
-                   address: str | None = None) -> None:
-        """Apply and store one move; IllegalMove or MatchClosed when refused."""
+                   address: str | None = None,
+                   stored: Callable[[Match], None] | None = None) -> None:
+        """Apply and store one move; IllegalMove or MatchClosed when refused.
+
+        ``stored(match)`` runs once the move is stored and before the next
+        change of the match may start: tell the players there. (Releasing the
+        lock starts a waiting change at once, so by the time this coroutine's
+        caller resumes, the match may already hold a later, unstored state.)
+        """
         await match.lock.acquire()
         try:
             # A deep copy: to_data() may share the game's own lists.
@@ -135,6 +143,8 @@ class MatchService(Service):
                 match.game = self.factory(match.game_name).restore(before)
                 raise
             self._moved(match, seat, arguments, address)
+            if stored is not None:
+                stored(match)
         finally:
             match.lock.release()
 
@@ -162,8 +172,10 @@ class MatchService(Service):
         if match.finished:
             self._record_end(match)
 
-    async def end(self, match: Match, by_seat: int | None) -> None:
-        """End (abort) a match; ``by_seat`` is who ended it (None: the server)."""
+    async def end(self, match: Match, by_seat: int | None,
+                  stored: Callable[[Match], None] | None = None) -> None:
+        """End (abort) a match; ``by_seat`` is who ended it (None: the server).
+        ``stored`` as for :meth:`move`."""
         await match.lock.acquire()
         try:
             if match.finished:
@@ -172,6 +184,8 @@ class MatchService(Service):
             match.updated = self.clock.seconds()
             await self._save(match)
             self._record_end(match)
+            if stored is not None:
+                stored(match)
         finally:
             match.lock.release()
 

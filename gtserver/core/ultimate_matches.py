@@ -229,7 +229,8 @@ class UltimateMatches(Service):
 
     async def move(self, user: Any, match_id: Any, arguments: dict[str, Any],
                    address: str | None = None) -> Match:
-        """Play a move; both players are told, the mover first.
+        """Play a move; both players are told, the mover first, as soon as it
+        is stored (before a move waiting behind it can change the match).
 
         Raises UnknownMatch, NotYourMatch, or MoveRefused (with the unchanged match).
         """
@@ -237,7 +238,8 @@ class UltimateMatches(Service):
         if match.finished:
             raise MoveRefused(match, "the match is over")
         try:
-            await self.matches.move(match, seat, arguments, address=address)
+            await self.matches.move(match, seat, arguments, address=address,
+                                    stored=lambda match: self._push_match(match, first_seat=seat))
         except IllegalMove as refusal:
             raise MoveRefused(match, str(refusal.message)) from None
         except MatchClosed:
@@ -245,7 +247,6 @@ class UltimateMatches(Service):
         except StoreError:
             self.log.failure("cannot store a move of match {id}", id=match.id)
             raise MoveRefused(match, "the move could not be stored, try again") from None
-        self._push_match(match, first_seat=seat)
         if match.finished:
             await self._finish(match)
         return match
@@ -315,10 +316,10 @@ class UltimateMatches(Service):
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:
         match.extra.update(end=how, forfeit=forfeit)
         try:
-            await self.matches.end(match, seat)
+            await self.matches.end(match, seat,
+                                   stored=lambda match: self._push_match(match, first_seat=seat))
         except MatchClosed:
             raise MoveRefused(match, "the match is over") from None
-        self._push_match(match, first_seat=seat)
         await self._finish(match)
 
     async def _finish(self, match: Match) -> None:
