@@ -34,11 +34,26 @@ class MatchServiceTests(unittest.TestCase):
             await self.matches.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
         state = self.match.game.state(0)
         self.assertEqual(sum(map(sum, state["complete_field"])), 0)
+        self.assertEqual(self.match.updated, self.match.created)
         self.assertEqual(self.match.game.current(), [0])
 
         del self.matches.writer.save  # the database is back
         await self.matches.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
         self.assertEqual(self.match.game.state(0)["complete_field"][3][3], 1)
+
+    async def test_end_is_undone_when_it_cannot_be_stored(self):
+        def broken_save(*arguments):
+            return fail(StoreUnavailable("database down"))
+
+        updated = self.match.updated
+        self.matches.writer.save = broken_save
+        with self.assertRaises(StoreUnavailable):
+            await self.matches.end(self.match, by_seat=0)
+        self.assertFalse(self.match.finished)
+        self.assertEqual(self.match.updated, updated)
+        del self.matches.writer.save
+        await self.matches.end(self.match, by_seat=0)
+        self.assertTrue(self.match.finished)
 
     async def test_turns_and_end(self):
         with self.assertRaises(IllegalMove):

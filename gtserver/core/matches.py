@@ -136,11 +136,13 @@ class MatchService(Service):
         try:
             # A deep copy: to_data() may share the game's own lists.
             before = copy.deepcopy(match.game.to_data()) if match.persistent else None
+            updated = match.updated
             self._apply(match, seat, arguments)
             try:
                 await self._save(match)
             except Exception:
                 match.game = self.factory(match.game_name).restore(before)
+                match.updated = updated
                 raise
             self._moved(match, seat, arguments, address)
             if stored is not None:
@@ -180,9 +182,14 @@ class MatchService(Service):
         try:
             if match.finished:
                 raise MatchClosed(match.id)
+            updated = match.updated
             match.aborted_by = -1 if by_seat is None else by_seat
             match.updated = self.clock.seconds()
-            await self._save(match)
+            try:
+                await self._save(match)
+            except Exception:
+                match.aborted_by, match.updated = None, updated
+                raise
             self._record_end(match)
             if stored is not None:
                 stored(match)
