@@ -8,7 +8,6 @@ the event log. Moves on one match are serialised.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import secrets
@@ -134,14 +133,14 @@ class MatchService(Service):
         """
         await match.lock.acquire()
         try:
-            # A deep copy: to_data() may share the game's own lists.
-            before = copy.deepcopy(match.game.to_data()) if match.persistent else None
+            # Serialised, because to_data() may share the game's own lists.
+            before = json.dumps(match.game.to_data()) if match.persistent else None
             updated = match.updated
             self._apply(match, seat, arguments)
             try:
                 await self._save(match)
             except Exception:
-                match.game = self.factory(match.game_name).restore(before)
+                match.game = self.factory(match.game_name).restore(json.loads(before))
                 match.updated = updated
                 raise
             self._moved(match, seat, arguments, address)
