@@ -199,6 +199,10 @@ def load(options: argparse.Namespace) -> None:
 
     async def main(_reactor):
         first = options.first
+        if options.scenario == "idle":
+            # Logging in is what scenario c measures: every process starts at
+            # the agreed moment, so "all logged in" counts from there.
+            await task.deferLater(reactor, max(0.0, options.start - time.time()), lambda: None)
         ready = [connect(first + n) for n in range(options.connections)]
         outcomes = await DeferredList(ready, consumeErrors=True)
         clients.extend(client for ok, client in outcomes if ok)
