@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import json
 import random
 import shutil
 import tempfile
+import time
 from collections import deque
 from typing import Any
 
@@ -163,6 +165,25 @@ def scripted_game(outcome: str) -> list[tuple[int, int, int, int]]:
         result = "draw" if game.winner is None else "ab"[game.winner]
         if result == outcome:
             return moves
+    raise AssertionError("unreachable")
+
+
+def moves_until_a_drawn_sub_board() -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
+    """Legal moves, from the start, whose last one fills a sub-board without a
+    line, and that sub-board's (sub_x, sub_y)."""
+    for seed in itertools.count():
+        rng = random.Random(seed)
+        game = UltimateTicTacToe()
+        moves = []
+        while not game.is_over():
+            choices = [(sx, sy, x, y) for sx, sy in game.open_boards()
+                       for y in range(3) for x in range(3)
+                       if not game.field[sy * 3 + y][sx * 3 + x]]
+            move = rng.choice(choices)
+            game.move(game.to_move, *move)
+            moves.append(move)
+            if game.board[move[1]][move[0]] == 3 and not game.is_over():
+                return moves, (move[0], move[1])
     raise AssertionError("unreachable")
 
 
@@ -342,6 +363,32 @@ class IdentityTests(UtttTestMixin, unittest.TestCase):
         await stranger.expect("elo_update")
         await stranger.expect("friends_update")
 
+    async def test_frames_after_a_refused_login_are_not_handled(self):
+        await self.serve()
+        await login(self, self.port, "alice", "secret")
+        for first in (("login", {"name": "alice", "pw": "wrong"}), ("hello", {})):
+            client = await connect(self, self.port)
+            client.send(*first)
+            client.send("login", {"name": "carol", "pw": "pw"})   # same write, queued
+            self.assertFalse((await client.expect("login_response"))["success"])
+            await client.closed
+            self.assertEqual(list(client.inbox), [])
+            self.assertIsNone(await self.server.core.accounts.user("carol"))
+
+    async def test_a_new_login_keeps_older_sessions(self):
+        await self.serve()
+        first, _ = await login(self, self.port, "alice")
+        second, _ = await login(self, self.port, "alice")
+        self.assertNotEqual(first.session, second.session)
+        await first.disconnect()
+        await second.disconnect()
+        for session in (first.session, second.session):
+            client = await connect(self, self.port)
+            client.send("reconnect", {"id": session})
+            response = await client.expect("reconnect_response")
+            self.assertEqual((response["success"], response["id"], response["user"]),
+                             (True, session, "alice"))
+
     async def test_failed_logins_are_throttled(self):
         await self.serve("--uttt-login-failures", "3")
         await login(self, self.port, "alice", "secret")
@@ -412,6 +459,89 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         self.assertEqual((await bob.expect("elo_update"))["elo"], 1000)
         alice.send("match_states_request")
         await alice.nothing_more()
+
+    async def test_match_update_fields(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        before = time.time()
+        update = await challenge(self, alice, bob, "bob")
+        self.assertEqual(set(update), {"id", "revoke_time", "ranked", "match_state"})
+        self.assertIsInstance(update["id"], str)
+        self.assertIs(update["ranked"], True)
+        state = update["match_state"]
+        self.assertEqual(set(state), {"complete_field", "global_field", "last_move",
+                                      "game_over", "is_draw", "player_won", "active_player",
+                                      "current_player", "player_a", "player_b"})
+        self.assertEqual(state["global_field"], [[0] * 3 for _ in range(3)])
+        self.assertEqual((state["last_move"], state["game_over"], state["is_draw"],
+                          state["player_won"]), (None, False, False, None))
+        # revoke_time: UTC, the idle limit (7 days) after the last change
+        revoke = calendar.timegm(time.strptime(update["revoke_time"], "%Y-%m-%d %H:%M:%S"))
+        self.assertLessEqual(int(before) + 7 * 86400, revoke)
+        self.assertLessEqual(revoke, time.time() + 7 * 86400)
+        # complete_field[sub_y*3+y][sub_x*3+x]: sub-board column 2, row 0; cell column 1, row 2
+        state = await play(self, update["id"], [alice, bob], [(2, 0, 1, 2)])
+        marked = [(row, column) for row in range(9) for column in range(9)
+                  if state["complete_field"][row][column]]
+        self.assertEqual(marked, [(2, 7)])
+        self.assertEqual(state["complete_field"][2][7], 1)
+        self.assertEqual((state["current_player"], state["active_player"]), ("bob", "bob"))
+
+    async def test_a_drawn_sub_board_is_3_in_the_global_field(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        moves, (sub_x, sub_y) = moves_until_a_drawn_sub_board()
+        state = await play(self, update["id"], [alice, bob], moves)
+        self.assertEqual(state["global_field"][sub_y][sub_x], 3)
+        self.assertFalse(state["game_over"])
+
+    async def test_a_draw_between_unequal_ratings_scores_half(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        bob.send("end_match", {"id": update["id"]})
+        await bob.expect("match_update")
+        await alice.expect("match_update")
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1010)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 990)
+        update = await challenge(self, alice, bob, "bob")
+        final = await play(self, update["id"], [alice, bob], scripted_game("draw"))
+        self.assertTrue(final["is_draw"])
+        # 1010 vs 990: expected 0.5288, so 1010 + 20 * (0.5 - 0.5288) = 1009.42
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1009)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 991)
+
+    async def test_login_and_match_states_list_every_open_match(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+        first = await challenge(self, alice, bob, "bob")
+        second = await challenge(self, carol, alice, "alice")
+        again = await connect(self, self.port)
+        again.send("login", {"name": "alice", "pw": "pw"})
+        self.assertTrue((await again.expect("login_response"))["success"])
+        await again.expect("elo_update")
+        await again.expect("friends_update")
+        self.assertEqual([(await again.expect("match_update"))["id"] for _ in range(2)],
+                         [first["id"], second["id"]])
+        await again.nothing_more()
+        again.send("match_states_request")
+        self.assertEqual([await again.expect("match_update") for _ in range(2)],
+                         [first, second])
+        await again.nothing_more()
+
+    async def test_the_default_limit_is_five_open_matches(self):
+        await self.serve()
+        names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+        clients = dict(zip(names, await self.users(*names), strict=True))
+        for opponent in names[1:6]:
+            await challenge(self, clients["alice"], clients[opponent], opponent)
+        clients["grace"].send("match_request", {"player": "alice"})
+        response = await clients["grace"].expect("match_request_response")
+        self.assertFalse(response["success"])
+        self.assertIn("alice has too many open matches (at most 5)", response["msg"])
+        await clients["alice"].nothing_more()
 
     async def test_random_queue(self):
         await self.serve()
@@ -783,31 +913,42 @@ class RestartTests(UtttTestMixin, unittest.TestCase):
     async def test_reconnect_after_restart_mid_match(self):
         db = self.database()
         await self.serve(db=db)
-        alice, bob = await self.users("alice", "bob")
+        alice, bob, carol = await self.users("alice", "bob", "carol")
         alice_session, bob_session = alice.session, bob.session
+        # a rated result first: carol ends a match both have moved in
+        lost = await challenge(self, alice, carol, "carol")
+        await play(self, lost["id"], [alice, carol], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        carol.send("end_match", {"id": lost["id"]})
+        for client in (alice, carol):
+            await client.expect("match_update")
+            await client.expect("elo_update")
         update = await challenge(self, alice, bob, "bob")
         alice.send("friend_request", {"user": "bob"})
         await alice.expect("friend_request_response")
         await alice.expect("friends_update")
         before = await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
-        await alice.disconnect()
-        await bob.disconnect()
+        for client in (alice, bob, carol):
+            await client.disconnect()
         await self.server.stop()
 
         await self.serve(db=db)
-        clients = []
+        clients, greetings = [], {}
         for session, name in ((alice_session, "alice"), (bob_session, "bob")):
             client = await connect(self, self.port)
             client.send("reconnect", {"id": session})
             response = await client.expect("reconnect_response")
             self.assertEqual((response["success"], response["user"]), (True, name))
-            await client.expect("elo_update")
-            friends = await client.expect("friends_update")
+            greetings[name] = (await client.expect("elo_update"),
+                               await client.expect("friends_update"))
             resumed = await client.expect("match_update")
             self.assertEqual(resumed["id"], update["id"])
             self.assertEqual(resumed["match_state"], before)
             clients.append(client)
-        self.assertEqual(friends, {"friends": [], "elos": []})   # bob's list
+        standing, friends = greetings["alice"]
+        self.assertEqual((standing["elo"], standing["rank"]), (1010, 1))
+        self.assertEqual(standing["top_names"], ["alice", "bob", "carol"])
+        self.assertEqual(friends, {"friends": ["bob"], "elos": [1000]})
+        self.assertEqual(greetings["bob"][1], {"friends": [], "elos": []})
         final = await play(self, update["id"], clients, [(0, 0, 0, 0)])
         self.assertEqual(final["current_player"], "bob")
 

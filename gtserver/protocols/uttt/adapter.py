@@ -131,6 +131,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
         self.address = getattr(peer, "host", None) or str(peer)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._closed:
+            return
         self._inbox.append(payload)
         if not self._busy:
             self._busy = True
@@ -215,6 +217,10 @@ class UtttServerProtocol(WebSocketServerProtocol):
         self.send("login_response", {"success": False, "id": None, "registered": False,
                                      "msg": message})
         self.sendClose(code=1000, reason="login failed")
+        # Frames already received behind the refused one are not handled: a
+        # connection that is closing must not register or log in anyone.
+        self._closed = True
+        self._inbox.clear()
 
     async def _login(self, name: Any, password: Any) -> None:
         if not isinstance(name, str) or not NAME.match(name.lower()):
