@@ -14,7 +14,8 @@ from tests.test_vr_client import connect
 TEXTS = {
     202: "Access granted.", 212: "Listing information.", 220: "Pong.", 400: "Bad request.",
     401: "User unauthorized.", 403: "Access denied.", 406: "Data object has invalid structure.",
-    409: "Request conflicts current status.", 501: "Command not recognized.",
+    409: "Request conflicts current status.", 500: "Internal server error.",
+    501: "Command not recognized.",
 }
 
 
@@ -461,3 +462,103 @@ class RoomMessageTests(VRTestCase):
             await self.expect_code(client, 400)
         client.say("lobby", "transform", {"pos": {"x": 1}})
         await self.quiet(client)  # stored, not broadcast at once
+
+
+class WireFormatTests(VRTestCase):
+    def test_every_code_has_its_text_and_kind(self):
+        import json
+
+        from gtserver.protocols.vr import wire
+        expected = {200: "Ok.", 202: "Access granted.", 212: "Listing information.",
+                    214: "Help message.", 220: "Pong.", 400: "Bad request.",
+                    401: "User unauthorized.", 403: "Access denied.",
+                    406: "Data object has invalid structure.",
+                    409: "Request conflicts current status.", 500: "Internal server error.",
+                    501: "Command not recognized."}
+        self.assertEqual(wire.TEXTS, expected)
+        for code, text in expected.items():
+            frame = json.loads(wire.reply(code, 1568979503.28))
+            self.assertEqual(frame, {"info": "system" if code < 400 else "error",
+                                     "response": {"time": 1568979503.28, "code": code,
+                                                  "msg": text, "detail": {}}})
+
+    async def test_room_event_frame_shape(self):
+        await self.start()
+        client = await self.client("Tibi")
+        client.send({"room": "lobby", "type": "msg", "data": "hello", "time": 5.0})
+        frame = await client.next()
+        self.assertEqual(set(frame), {"info", "room", "payload"})
+        self.assertEqual((frame["info"], frame["room"]), ("user", "lobby"))
+        self.assertIsInstance(frame["payload"], list)
+        (entry,) = frame["payload"]
+        self.assertEqual(set(entry), {"time", "user", "type", "data"})
+        self.assertIsInstance(entry["time"], float)
+        self.assertNotEqual(entry["time"], 5.0)
+
+    async def test_unexpected_failures_are_500_and_the_connection_stays(self):
+        from gtserver.core.rooms import RoomService
+        from gtserver.store import StoreUnavailable
+        await self.start()
+        client = await self.client()
+        accounts = self.server.core.accounts
+        working_login = accounts.login
+
+        async def broken_login(name, password):
+            raise StoreUnavailable("database down")
+        accounts.login = broken_login
+        client.send({"system": "login", "options": {"user": "Tibi", "pass": "x"}})
+        await self.expect_code(client, 500)
+        client.send({"system": "rooms"})
+        await self.expect_code(client, 403)  # still not logged in
+        accounts.login = working_login
+        await client.login("Tibi")
+
+        def broken_say(*arguments):
+            raise RuntimeError("bug")
+        self.patch(self.server.core.component(RoomService), "say", broken_say)
+        client.say("lobby", "msg", "x")
+        await self.expect_code(client, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        client.send({"system": "ping"})
+        await self.expect_code(client, 220)
+
+
+class HistoryTests(VRTestCase):
+    async def test_last_fifty_messages_as_one_frame_for_a_joiner(self):
+        await self.start()  # the default history length
+        alice = await self.client("alice")
+        alice.say("r1", "join")
+        await alice.next()
+        for n in range(55):
+            alice.say("r1", "msg", f"m{n}")
+        alice.say("r1", "button", "cooperate")
+        alice.say("r1", "transform", {"pos": {"x": 1.0}})
+        await events(alice, 56, room="r1")
+        bob = await self.client("bob")
+        bob.say("r1", "join")
+        members = await bob.next()  # no reply code before a room's join sequence
+        self.assertEqual((members["room"], summary(members)),
+                         ("r1", [("alice", "join", ""), ("bob", "join", "")]))
+        history = await bob.next()
+        self.assertEqual(history["room"], "r1")
+        self.assertEqual(summary(history), [("alice", "msg", f"m{n}") for n in range(5, 55)])
+        self.assertEqual(summary(await alice.next()), [("bob", "join", "")])
+        # A room without history: the member list only.
+        bob.say("r2", "join")
+        self.assertEqual(summary(await bob.next()), [("bob", "join", "")])
+        bob.send({"system": "ping"})
+        await self.expect_code(bob, 220)
+
+    async def test_recorded_time_is_server_time(self):
+        from gtserver.store import events as event_queries
+        await self.start()
+        before = time.time()
+        alice = await self.client("alice")
+        alice.send({"room": "lobby", "type": "msg", "data": "hi", "time": 5.0})
+        await alice.next()
+        after = time.time()
+        await self.server.core.events.flush()
+        rows = await self.server.store.run(event_queries.select_events, source="vr")
+        self.assertEqual([r[3] for r in rows], ["join", "msg"])
+        for row in rows:
+            self.assertTrue(before - 1 <= row[1] <= after + 1, row)

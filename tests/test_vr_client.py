@@ -49,7 +49,13 @@ class VRTestClient(WebSocketClientProtocol):
         """The next frame, which must be a system or error reply; its response."""
         frame = await self.next(timeout)
         assert frame.get("info") in ("system", "error"), frame
-        return frame["response"]
+        assert set(frame) == {"info", "response"}, frame
+        response = frame["response"]
+        assert set(response) == {"time", "code", "msg", "detail"}, frame
+        # Codes 100-399 are system replies, 400 and up errors (PROTOCOLS.md §1).
+        assert frame["info"] == ("error" if response["code"] >= 400 else "system"), frame
+        assert isinstance(response["time"], float), frame
+        return response
 
     async def code(self) -> int:
         return (await self.reply())["code"]
