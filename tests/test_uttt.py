@@ -641,6 +641,9 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await refused(alice, (0, 0, 0, 0), x="3")           # out of range
         await refused(alice, (0, 0, 0, 0), y="a")           # not a number
         await refused(alice, (0, 0, 0, 0), sub_x=None)      # missing
+        await refused(alice, (0, 0, 0, 0), x="\u00b2")       # a digit int() does not read
+        await refused(alice, (0, 0, 0, 0), y=[1])           # not a number at all
+        await refused(alice, (0, 0, 0, 0), x=True)          # a boolean is not 1
         alice.send("move", move_frame(match_id, (1, 1, 2, 0), as_text=False))
         unchanged = await alice.expect("match_update")
         await bob.expect("match_update")

@@ -43,8 +43,8 @@ def line_winner(cell) -> int:
 
 def coordinate(value: Any, name: str) -> int:
     """A board coordinate 0-2 from an int or a string of digits."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())   # ASCII only: int() rejects some other Unicode digits
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2:
         raise IllegalMove(f"{name} must be 0, 1 or 2")
     return value
