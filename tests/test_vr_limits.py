@@ -21,16 +21,40 @@ async def closed(client) -> tuple:
 
 
 class LimitTests(VRTestCase):
-    async def test_oversized_frame_closes_with_1009(self):
+    async def test_oversized_message_is_a_bad_request(self):
         await self.start("--vr-max-frame", "1000")
         big, other = await self.client("big"), await self.client("other")
         await big.next()
         big.say("lobby", "msg", "x" * 2000)
-        was_clean, code, _ = await closed(big)
-        self.assertEqual(code, 1009)
-        self.assertEqual(summary(await other.next()), [("big", "leave", "")])
-        other.say("lobby", "msg", "x" * 900)
-        self.assertEqual(len((await other.next())["payload"][0]["data"]), 900)
+        await self.expect_code(big, 400)
+        big.send_raw(b"[" * 5000, binary=True)
+        await self.expect_code(big, 400)
+        # A message in several frames counts as a whole.
+        text = json.dumps({"room": "lobby", "type": "msg", "data": "y" * 1200}).encode()
+        big.beginMessage(isBinary=False)
+        for start in range(0, len(text), 400):
+            big.beginMessageFrame(len(text[start:start + 400]))
+            big.sendMessageFrameData(text[start:start + 400])
+        big.endMessage()
+        await self.expect_code(big, 400)
+        # The connection stays usable and nobody else saw anything.
+        big.say("lobby", "msg", "x" * 900)
+        for client in (big, other):
+            self.assertEqual(summary(await client.next()), [("big", "msg", "x" * 900)])
+        self.assertEqual(other.pending(), [])
+        big.send({"system": "login", "options": {"user": "big", "pass": "p" * 2000}})
+        await self.expect_code(big, 400)
+
+    async def test_oversized_message_during_login_keeps_its_place(self):
+        await self.start("--vr-max-frame", "1000")
+        client = await self.client()
+        client.send({"system": "login", "options": {"user": "Tibi", "pass": "x"}})
+        client.say("lobby", "msg", "x" * 2000)
+        client.say("lobby", "msg", "fits")
+        await self.expect_code(client, 202)
+        await client.next()  # member list
+        await self.expect_code(client, 400)
+        self.assertEqual(summary(await client.next()), [("Tibi", "msg", "fits")])
 
     async def test_flood_closes_with_1008(self):
         await self.start("--vr-max-rate", "20")
@@ -107,3 +131,14 @@ class LimitTests(VRTestCase):
                           ["alice", "lobby", "leave"]])
         self.assertTrue(lines[2].endswith(';"semi;colon"'))
         await sleep(0)
+
+    async def test_text_frame_that_is_not_utf8_closes_with_1007(self):
+        await self.start()
+        bad, other = await self.client("bad"), await self.client("other")
+        await bad.next()
+        bad.send_raw(b'{"system":"ping","x":"\xff"}')  # a text frame (WebSocket requires UTF-8)
+        _, code, _ = await closed(bad)
+        self.assertEqual(code, 1007)
+        self.assertEqual(summary(await other.next()), [("bad", "leave", "")])
+        other.send_raw(b'{"system":"ping","x":"\xff"}', binary=True)
+        await self.expect_code(other, 406)  # the same bytes in a binary frame

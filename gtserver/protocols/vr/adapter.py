@@ -14,9 +14,10 @@ Protection against slow and hostile clients, per connection:
   frame counts against ``send_buffer`` bytes; past that the connection is
   closed with code 1008 and a log line. Its memory stays bounded and nobody
   else waits for it.
-* incoming frames: larger than ``max_frame`` bytes are refused by Autobahn
-  (close code 1009); more than ``max_rate`` frames a second (with a burst of
-  two seconds' worth) close the connection with code 1008.
+* incoming frames: a message larger than ``max_frame`` bytes is discarded as
+  it arrives (never buffered) and answered with 400, like any other bad
+  input; the connection stays usable. More than ``max_rate`` frames a second
+  (with a burst of two seconds' worth) close the connection with code 1008.
 """
 
 from __future__ import annotations
@@ -89,11 +90,13 @@ class VRServerProtocol(WebSocketServerProtocol):
         self.host: str | None = None
         self.congested = False
         self.queued_while_congested = 0
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[bytes | None] = deque()
         self._busy = False
         self._tokens = 0.0
         self._refilled = 0.0
         self._close_timer: Any = None
+        #: The message arriving now is over ``max_frame``: its data is dropped.
+        self._oversized = False
 
     # connection lifecycle
 
@@ -129,7 +132,33 @@ class VRServerProtocol(WebSocketServerProtocol):
         """
         self._dataReceived(data)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    # Autobahn's size limits are off (they would close the connection); these
+    # hooks keep at most ``max_frame`` bytes of a message and drop the rest.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._oversized = False
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        if self.message_data_total_length > self.factory.max_frame:
+            self._oversized = True
+            self.message_data = []
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if not self._oversized:
+            super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        if not self._oversized:
+            super().onMessageEnd()
+            return
+        self._oversized = False
+        self.message_data = None
+        self.onMessage(None, self.message_is_binary)
+
+    def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
+        """A complete message, or None for one that was larger than ``max_frame``."""
         if not self._admit():
             return
         if self._busy:
@@ -152,7 +181,10 @@ class VRServerProtocol(WebSocketServerProtocol):
         self._tokens -= 1.0
         return True
 
-    def _handle(self, payload: bytes) -> None:
+    def _handle(self, payload: bytes | None) -> None:
+        if payload is None:
+            self._reply(wire.BAD_REQUEST)  # too large
+            return
         try:
             message = wire.decode(payload)
         except wire.BadFrame:
@@ -379,11 +411,10 @@ class VRServerFactory(WebSocketServerFactory):
         self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
         self.max_rate = float(config.get("vr_max_rate") or 300.0)
         self.burst = max(2.0 * self.max_rate, 10.0)
-        max_frame = int(config.get("vr_max_frame") or 64 * 1024)
+        self.max_frame = int(config.get("vr_max_frame") or 64 * 1024)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
-        self.setProtocolOptions(maxFramePayloadSize=max_frame,
-                                maxMessagePayloadSize=max_frame,
+        self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
                                 failByDrop=False, closeHandshakeTimeout=0,
                                 openHandshakeTimeout=10)
         if config.get("vr_csv_log"):
