@@ -284,7 +284,7 @@ class IdentityTests(UtttTestMixin, unittest.TestCase):
 
     async def test_bad_names_are_refused(self):
         await self.serve()
-        for name in ("ab", "a" * 17, "has space", "émile", 42, None):
+        for name in ("ab", "a" * 17, "has space", "émile", 42, None, "alice\n", "bob\r\n"):
             client = await connect(self, self.port)
             client.send("login", {"name": name, "pw": "pw"})
             self.assertFalse((await client.expect("login_response"))["success"])

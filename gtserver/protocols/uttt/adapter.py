@@ -33,7 +33,7 @@ from gtserver.core.ultimate_matches import (
     winner,
 )
 
-NAME = re.compile(r"^[a-z0-9_-]{3,16}$")
+NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
 #: Largest frame answered with an error reply; larger ones close the connection.
 MAX_FRAME = 64 * 1024
 HARD_MAX_FRAME = 1024 * 1024
@@ -223,7 +223,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
         self._inbox.clear()
 
     async def _login(self, name: Any, password: Any) -> None:
-        if not isinstance(name, str) or not NAME.match(name.lower()):
+        if not isinstance(name, str) or not NAME.fullmatch(name.lower()):
             self._refuse_login("names are 3 to 16 letters, digits, '_' or '-'")
             return
         if password is None:
