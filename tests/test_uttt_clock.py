@@ -107,6 +107,23 @@ class ClockedServerTests(unittest.TestCase):
         bob.send("match_states_request")
         await bob.nothing_more()
 
+    async def test_each_move_restarts_the_idle_time(self):
+        await self.serve("--uttt-match-idle-days", "2", "--uttt-expiry-interval", "3600")
+        alice, _ = await login(self, self.port, "alice")
+        bob, _ = await login(self, self.port, "bob")
+        update = await challenge(self, alice, bob, "bob")
+        self.assertEqual(update["revoke_time"], "2023-11-16 22:13:20")   # start + 2 days
+        self.clock.advance(DAY)
+        alice.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        moved = await alice.expect("match_update")
+        await bob.expect("match_update")
+        self.assertEqual(moved["revoke_time"], "2023-11-17 22:13:20")    # the move + 2 days
+        self.clock.advance(2 * DAY - 3600)       # past the first deadline, not the second
+        await bob.nothing_more()
+        self.clock.advance(3600)
+        ended = await bob.expect("match_update")
+        self.assertEqual(ended["match_state"]["player_won"], "alice")   # bob was to move
+
     async def test_matches_of_an_expired_temporary_user_end(self):
         # The idle-match check is a day away: only the account expiry can end it.
         await self.serve("--uttt-expiry-interval", str(DAY))
