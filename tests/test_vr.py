@@ -125,6 +125,17 @@ class SystemCommandTests(VRTestCase):
         client = await self.client("Tibi")
         client.send({"system": "login", "options": {"user": "Other", "pass": "x"}})
         await self.expect_code(client, 409)
+        client.send({"system": "login", "options": {"user": "Tibi", "pass": "secret"}})
+        await self.expect_code(client, 409)
+        # A second login sent before the first was answered.
+        other = await self.client()
+        other.send({"system": "login", "options": {"user": "Other", "pass": "x"}})
+        other.send({"system": "login", "options": {"user": "Third", "pass": "x"}})
+        await self.expect_code(other, 202)
+        self.assertEqual(summary(await other.next()), [("Other", "join", ""),
+                                                       ("Tibi", "join", "")])
+        await self.expect_code(other, 409)
+        self.assertIsNone(await self.server.core.accounts.user("Third"))
 
     async def test_malformed_frames(self):
         await self.start()
@@ -278,6 +289,10 @@ class RoomMessageTests(VRTestCase):
         client = await self.client("Tibi")
         client.send({"room": "lobby", "data": "hello"})
         self.assertEqual(summary(await client.next()), [("Tibi", "msg", "hello")])
+        client.send({"room": "lobby", "type": None, "data": "null type"})
+        self.assertEqual(summary(await client.next()), [("Tibi", "msg", "null type")])
+        client.send({"system": "rooms"})
+        self.assertEqual((await self.expect_code(client, 212))["detail"], {"lobby": "lobby"})
 
     async def test_join_sequence_history_and_others_join_event(self):
         await self.start("--vr-history", "3")

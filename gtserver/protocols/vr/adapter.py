@@ -217,7 +217,9 @@ class VRServerProtocol(WebSocketServerProtocol):
             self._reply(wire.NOT_RECOGNIZED)
 
     def _room_message(self, message: dict) -> None:
-        room, kind = message.get("room"), message.get("type", "msg")
+        room, kind = message.get("room"), message.get("type")
+        if kind is None:
+            kind = "msg"  # absent, or null as some JSON writers put an unset field
         if not isinstance(room, str) or "data" not in message or not isinstance(kind, str):
             self._reply(wire.BAD_REQUEST)
             return
