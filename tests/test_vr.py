@@ -420,6 +420,19 @@ class RoomMessageTests(VRTestCase):
         frames = [await alice.next(), await alice.next()]
         self.assertEqual(sorted((f["room"], summary(f)[0][:2]) for f in frames),
                          [("lobby", ("bob", "leave")), ("r1", ("bob", "leave"))])
+        # A room whose last member disconnects is closed.
+        carol = await self.client("carol")
+        await alice.next()  # carol's join
+        carol.send({"room": "r2", "type": "join", "data": ""}, binary=True)
+        self.assertEqual(summary(await carol.next()), [("carol", "join", "")])
+        alice.send({"system": "rooms"})
+        self.assertEqual(set((await self.expect_code(alice, 212))["detail"]),
+                         {"lobby", "r1", "r2"})
+        carol.transport.loseConnection()
+        self.assertEqual(summary(await alice.next()), [("carol", "leave", "")])
+        alice.send({"system": "rooms"})
+        self.assertEqual((await self.expect_code(alice, 212))["detail"],
+                         {"lobby": "lobby", "r1": "r1"})
 
     async def test_one_user_two_connections_is_one_member(self):
         await self.start()
