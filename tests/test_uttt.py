@@ -923,7 +923,7 @@ class RestartTests(UtttTestMixin, unittest.TestCase):
         await play(self, lost["id"], [alice, carol], [(1, 1, 1, 1), (1, 1, 0, 0)])
         carol.send("end_match", {"id": lost["id"]})
         for client in (alice, carol):
-            await client.expect("match_update")
+            lost_final = await client.expect("match_update")
             await client.expect("elo_update")
         update = await challenge(self, alice, bob, "bob")
         alice.send("friend_request", {"user": "bob"})
@@ -952,6 +952,14 @@ class RestartTests(UtttTestMixin, unittest.TestCase):
         self.assertEqual(standing["top_names"], ["alice", "bob", "carol"])
         self.assertEqual(friends, {"friends": ["bob"], "elos": [1000]})
         self.assertEqual(greetings["bob"][1], {"friends": [], "elos": []})
+        # a late move or end on a match that finished before the restart gets its final state
+        alice = clients[0]
+        alice.send("move", move_frame(lost["id"], (0, 0, 0, 0)))
+        self.assertEqual(await alice.expect("match_update"), lost_final)
+        alice.send("end_match", {"id": lost["id"]})
+        self.assertEqual(await alice.expect("match_update"), lost_final)
+        clients[1].send("move", move_frame(lost["id"], (0, 0, 0, 0)))   # bob did not play it
+        self.assertEqual((await clients[1].expect("error"))["request"], "move")
         final = await play(self, update["id"], clients, [(0, 0, 0, 0)])
         self.assertEqual(final["current_player"], "bob")
 

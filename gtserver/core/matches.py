@@ -225,6 +225,27 @@ class MatchService(Service):
             loaded.append(match)
         return loaded
 
+    async def load(self, match_id: str) -> Match | None:
+        """A match by id, finished or not: the one in memory, else the stored
+        one (not kept in memory), else None. For answering late requests
+        about matches that were finished and forgotten."""
+        if match_id in self.matches:
+            return self.matches[match_id]
+        row = await self.store.run(queries.match_by_id, match_id)
+        if row is None:
+            return None
+        match_id, game_name, context, state, ranked, finished, created, updated, seats = row
+        try:
+            snapshot = json.loads(state)
+            game = self.factory(game_name).restore(snapshot["game"])
+        except Exception:
+            self.log.failure("cannot restore match {id}", id=match_id)
+            return None
+        return Match(match_id, game_name, game, context,
+                     [Seat(name, user_id) for _seat, user_id, name in seats],
+                     bool(ranked), True, created, updated,
+                     snapshot.get("aborted_by"), snapshot.get("extra", {}))
+
     # Transient matches: kept in memory only, played synchronously.
     #
     # A protocol whose matches need not survive a restart (the EOT game API)

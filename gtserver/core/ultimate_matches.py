@@ -227,6 +227,20 @@ class UltimateMatches(Service):
                 return match, seat
         raise NotYourMatch("you do not play in this match")
 
+    async def _find(self, user: Any, match_id: Any) -> tuple[Match, int]:
+        """:meth:`find`, also looking in the store for a match that finished
+        before a restart or long ago, so a late request gets its final state."""
+        try:
+            return self.find(user, match_id)
+        except UnknownMatch:
+            if not isinstance(match_id, str):
+                raise
+            match = await self.matches.load(match_id)
+            if match is None or match.context != CONTEXT or not match.finished:
+                raise
+            self._remember_finished(match)
+            return self.find(user, match_id)
+
     async def move(self, user: Any, match_id: Any, arguments: dict[str, Any],
                    address: str | None = None) -> Match:
         """Play a move; both players are told, the mover first, as soon as it
@@ -234,7 +248,7 @@ class UltimateMatches(Service):
 
         Raises UnknownMatch, NotYourMatch, or MoveRefused (with the unchanged match).
         """
-        match, seat = self.find(user, match_id)
+        match, seat = await self._find(user, match_id)
         if match.finished:
             raise MoveRefused(match, "the match is over")
         try:
@@ -254,7 +268,7 @@ class UltimateMatches(Service):
     async def abort(self, user: Any, match_id: Any) -> Match:
         """End a match early. In a ranked match where both players have moved,
         this counts as a loss for the one who ends it."""
-        match, seat = self.find(user, match_id)
+        match, seat = await self._find(user, match_id)
         if match.finished:
             raise MoveRefused(match, "the match is over")
         forfeit = match.ranked and both_have_moved(match)
@@ -326,9 +340,7 @@ class UltimateMatches(Service):
         """Retire a finished match, rate it, and send both players their standing."""
         self._unindex(match)
         self.matches.forget(match)
-        self.finished[match.id] = match
-        while len(self.finished) > self.keep_finished:
-            self.finished.popitem(last=False)
+        self._remember_finished(match)
         result = scores(match)
         players = [seat.user_id for seat in match.seats]
         rated = match.ranked and result is not None and None not in players
@@ -356,6 +368,11 @@ class UltimateMatches(Service):
                     sink.match_changed(match)
                 except Exception:
                     self.log.failure("push to a connection failed")
+
+    def _remember_finished(self, match: Match) -> None:
+        self.finished[match.id] = match
+        while len(self.finished) > self.keep_finished:
+            self.finished.popitem(last=False)
 
     def _index(self, match: Match) -> None:
         self.open[match.id] = match

@@ -55,6 +55,20 @@ def open_matches(context: str):
     return [(*row, seats.get(row[0], [])) for row in matches]
 
 
+def match_by_id(match_id: str):
+    """One stored match, finished or not: ``(id, game, context, state, ranked,
+    finished, created, updated, [(seat, user_id, name), ...])``, or None."""
+    rows = yield Statement(
+        "SELECT id, game, context, state, ranked, finished, created, updated FROM matches "
+        "WHERE id = ?", (match_id,))
+    if not rows:
+        return None
+    players = yield Statement(
+        "SELECT seat, user_id, name FROM match_players WHERE match_id = ? ORDER BY seat",
+        (match_id,))
+    return (*rows[0], [tuple(player) for player in players])
+
+
 def delete_match(match_id: str):
     yield Statement("DELETE FROM matches WHERE id = ?", (match_id,))
 
