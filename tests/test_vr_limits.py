@@ -21,15 +21,24 @@ async def closed(client) -> tuple:
 
 
 class LimitTests(VRTestCase):
-    async def test_oversized_message_is_a_bad_request(self):
+    async def test_oversized_message_gets_400_then_close_1009(self):
         await self.start("--vr-max-frame", "1000")
         big, other = await self.client("big"), await self.client("other")
         await big.next()
+        big.say("lobby", "msg", "x" * 900)  # within the limit: delivered
+        for client in (big, other):
+            self.assertEqual(summary(await client.next()), [("big", "msg", "x" * 900)])
         big.say("lobby", "msg", "x" * 2000)
         await self.expect_code(big, 400)
-        big.send_raw(b"[" * 5000, binary=True)
-        await self.expect_code(big, 400)
-        # A message in several frames counts as a whole.
+        _, code, _ = await closed(big)
+        self.assertEqual(code, 1009)
+        self.assertEqual(summary(await other.next()), [("big", "leave", "")])
+        other.send({"system": "ping"})
+        self.assertEqual(await other.code(), 220)
+
+    async def test_message_in_several_frames_counts_as_a_whole(self):
+        await self.start("--vr-max-frame", "1000")
+        big = await self.client("big")
         text = json.dumps({"room": "lobby", "type": "msg", "data": "y" * 1200}).encode()
         big.beginMessage(isBinary=False)
         for start in range(0, len(text), 400):
@@ -37,24 +46,16 @@ class LimitTests(VRTestCase):
             big.sendMessageFrameData(text[start:start + 400])
         big.endMessage()
         await self.expect_code(big, 400)
-        # The connection stays usable and nobody else saw anything.
-        big.say("lobby", "msg", "x" * 900)
-        for client in (big, other):
-            self.assertEqual(summary(await client.next()), [("big", "msg", "x" * 900)])
-        self.assertEqual(other.pending(), [])
-        big.send({"system": "login", "options": {"user": "big", "pass": "p" * 2000}})
-        await self.expect_code(big, 400)
+        _, code, _ = await closed(big)
+        self.assertEqual(code, 1009)
 
-    async def test_oversized_message_during_login_keeps_its_place(self):
+    async def test_oversized_binary_message_before_login(self):
         await self.start("--vr-max-frame", "1000")
         client = await self.client()
-        client.send({"system": "login", "options": {"user": "Tibi", "pass": "x"}})
-        client.say("lobby", "msg", "x" * 2000)
-        client.say("lobby", "msg", "fits")
-        await self.expect_code(client, 202)
-        await client.next()  # member list
+        client.send_raw(b"[" * 5000, binary=True)
         await self.expect_code(client, 400)
-        self.assertEqual(summary(await client.next()), [("Tibi", "msg", "fits")])
+        _, code, _ = await closed(client)
+        self.assertEqual(code, 1009)
 
     async def test_flood_closes_with_1008(self):
         await self.start("--vr-max-rate", "20")

@@ -37,7 +37,7 @@ class VRRooms:
         ("vr-history", 50, "Messages kept per room and sent to joiners.",
          _at_least(int, 0, "vr-history")),
         ("vr-max-frame", 65536,
-         "Largest incoming message in bytes; a larger one is dropped and answered with 400.",
+         "Largest incoming message in bytes; a larger one gets 400 and a close (1009).",
          _ranged(int, 0, 64 * 1024 * 1024, "vr-max-frame")),
         ("vr-max-rate", 300.0, "Most frames a second per connection; more closes (1008).",
          _ranged(float, 0, 1e9, "vr-max-rate")),

@@ -14,9 +14,10 @@ Protection against slow and hostile clients, per connection:
   frame counts against ``send_buffer`` bytes; past that the connection is
   closed with code 1008 and a log line. Its memory stays bounded and nobody
   else waits for it.
-* incoming frames: a message larger than ``max_frame`` bytes is discarded as
-  it arrives (never buffered) and answered with 400, like any other bad
-  input; the connection stays usable. More than ``max_rate`` frames a second
+* incoming frames: a message larger than ``max_frame`` bytes is answered
+  with 400 as soon as its frame header announces the size, and the
+  connection is closed with code 1009 (its data is never buffered). More
+  than ``max_rate`` frames a second
   (with a burst of two seconds' worth) close the connection with code 1008.
 """
 
@@ -49,6 +50,8 @@ from gtserver.protocols.vr.memory import HeapTrimmer
 from gtserver.store import StoreError
 
 CLOSE_POLICY = 1008
+#: WebSocket close code for a message over the size limit ("message too big").
+CLOSE_TOO_BIG = 1009
 #: Seconds a peer has to answer our close frame before the TCP connection is aborted.
 CLOSE_TIMEOUT = 2.0
 MAX_NAME = 64
@@ -132,8 +135,10 @@ class VRServerProtocol(WebSocketServerProtocol):
         """
         self._dataReceived(data)
 
-    # Autobahn's size limits are off (they would close the connection); these
-    # hooks keep at most ``max_frame`` bytes of a message and drop the rest.
+    # Autobahn's own size limits are off: they would drop the connection
+    # without a word. These hooks notice a message growing past ``max_frame``
+    # as soon as its frame header says so, answer 400 and close with 1009,
+    # never buffering the excess.
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
@@ -141,9 +146,12 @@ class VRServerProtocol(WebSocketServerProtocol):
 
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
-        if self.message_data_total_length > self.factory.max_frame:
+        if self.message_data_total_length > self.factory.max_frame and not self._oversized:
             self._oversized = True
             self.message_data = []
+            self._reply(wire.BAD_REQUEST)
+            self._close_for_policy(
+                f"message over {self.factory.max_frame} bytes", code=CLOSE_TOO_BIG)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         if not self._oversized:
@@ -155,10 +163,8 @@ class VRServerProtocol(WebSocketServerProtocol):
             return
         self._oversized = False
         self.message_data = None
-        self.onMessage(None, self.message_is_binary)
 
-    def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
-        """A complete message, or None for one that was larger than ``max_frame``."""
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self._admit():
             return
         if self._busy:
@@ -181,10 +187,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         self._tokens -= 1.0
         return True
 
-    def _handle(self, payload: bytes | None) -> None:
-        if payload is None:
-            self._reply(wire.BAD_REQUEST)  # too large
-            return
+    def _handle(self, payload: bytes) -> None:
         try:
             message = wire.decode(payload)
         except wire.BadFrame:
@@ -367,7 +370,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down")
         self.transport.loseConnection()
 
-    def _close_for_policy(self, reason: str) -> None:
+    def _close_for_policy(self, reason: str, code: int = CLOSE_POLICY) -> None:
         self.logger.warn("closing VR connection of {user} at {address}: {reason}",
                       user=self.user, address=self.address, reason=reason)
         self._backlog.clear()
@@ -377,7 +380,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             # sendClose only takes 1000 and 3000-4999; 1008 is the standard
             # "policy violation" code. Autobahn drops the TCP connection if the
             # peer does not answer within closeHandshakeTimeout.
-            self.sendCloseFrame(code=CLOSE_POLICY, reasonUtf8=reason.encode()[:123])
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123])
 
 
 def _credentials(options: Any) -> tuple[str, str] | None:
