@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 from typing import Any
 
@@ -190,6 +191,19 @@ class JoinTests(unittest.TestCase):
         reply = await call(port, join_request("Echo", "solo", None))
         self.assertEqual(reply, {"status": "error", "message": "framework: the session is full"})
 
+    async def test_players_is_ignored_when_an_open_session_is_joined(self):
+        server, port = await eot_server(self)
+        first = start_call(port, join_request("TicTacToe", "open", 2))
+        await until(lambda: joined_so_far(server, "TicTacToe", "open") == 1)
+        second = await call(port, join_request("TicTacToe", "open", 5))
+        self.assertEqual(second["status"], "ok", second)
+        self.assertEqual(second["data"]["player_id"], 1)
+        self.assertEqual((await first)["data"]["player_id"], 0)
+        first = start_call(port, join_request("TicTacToe", "auto", 2))
+        await until(lambda: joined_so_far(server, "TicTacToe", "auto") == 1)
+        second = await call(port, join_request("TicTacToe", "auto", 7))
+        self.assertEqual(second["data"]["session"], (await first)["data"]["session"])
+
     async def test_unknown_game_and_bad_player_count(self):
         server, port = await eot_server(self)
         reply = await call(port, join_request("NoSuchGame", "x", 2))
@@ -301,12 +315,36 @@ class PlayTests(unittest.TestCase):
 
     async def test_wrong_key_and_unknown_player(self):
         server, port = await eot_server(self)
+        players, starter = await self.tictactoe(server, port)
+        requests = [players[0].request("state", observer=False),
+                    players[0].request("move", move={"position": 4}),
+                    players[1].request("move", move={"position": 4}),
+                    players[0].request("restart")]
+        for request in requests:
+            for change in ({"key": "0" * 32}, {"key": players[1 - request["player_id"]].key},
+                           {"player_id": 7}, {"player_id": -1}, {"session": "elsewhere"}):
+                reply = await call(port, {**request, **change})
+                self.assertEqual(reply["status"], "error", (request["type"], change))
+        # Nothing was moved or restarted: the game is as it started.
+        waiting = players[0].start_state()
+        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
+        await until(lambda: session.parked)
+        self.assertEqual(session.version, 1)
+        self.assertFalse(waiting.called)
+        await players[starter].move(position=4)
+        self.assertEqual((await waiting)["data"]["board"][4], starter)
+
+    async def test_waiting_clients_get_an_error_when_the_server_stops(self):
+        server, port = await eot_server(self)
         players, _ = await self.tictactoe(server, port)
-        request = players[0].request("state", observer=False)
-        for change in ({"key": "0" * 32}, {"player_id": 7}, {"player_id": -1},
-                       {"session": "elsewhere"}):
-            reply = await call(port, {**request, **change})
-            self.assertEqual(reply["status"], "error", change)
+        waiting = [player.start_state() for player in players]
+        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
+        await until(lambda: len(session.parked) == 2)
+        await server.stop()
+        for reply in waiting:
+            self.assertEqual(await reply, {"status": "error",
+                                           "message": "framework: the server is shutting down"})
+        self.assertIsNone(eot_factory(server).sweeper)
 
     async def test_state_long_poll(self):
         server, port = await eot_server(self)
@@ -360,6 +398,36 @@ class PlayTests(unittest.TestCase):
             reply = await call(port, {"type": "observe", "game": "TicTacToe",
                                       "session": "watched", "name": name})
             self.assertEqual(reply["status"], "error")
+
+    async def test_observer_gets_the_state_after_a_refused_move(self):
+        server, port = await eot_server(self)
+        (player,) = await join_all(server, port, "Echo", "refused", 1, ["solo"])
+        await player.state()
+        observe = await call(port, {"type": "observe", "game": "Echo",
+                                    "session": "refused", "name": "solo"})
+        watcher = Player(port, "Echo", {"status": "ok", "data": {
+            **observe["data"], "session": "refused"}})
+        await watcher.state(observer=True)
+        parked = start_call(port, watcher.request("state", observer=True))
+        session = sessions_of(server).sessions[("Echo", "refused")]
+        await until(lambda: session.parked)
+        self.assertEqual((await player.move(msg="error"))["status"], "illegalmove")
+        seen = (await player.state())["data"]     # at once after its own (refused) move
+        self.assertEqual(seen["echo"], "error")
+        self.assertEqual((await parked)["data"], seen)
+
+    async def test_tictactoe_starting_player_is_random(self):
+        server, port = await eot_server(self)
+        sessions_of(server).rng = random.Random(1)
+        starters = set()
+        for number in range(40):
+            players = await join_all(server, port, "TicTacToe", f"start-{number}", 2)
+            state = (await players[0].state())["data"]
+            self.assertEqual(state["board"], [-1] * 9)
+            starters.update(state["current"])
+            if starters == {0, 1}:
+                break
+        self.assertEqual(starters, {0, 1})
 
     async def test_restart_delivers_the_final_state_once(self):
         server, port = await eot_server(self)

@@ -210,12 +210,8 @@ class SessionService(Service):
 
     def join(self, game: str, token: str, players: int | None, name: str) -> Deferred:
         """Join (or start) a session; fires with :class:`Joined` once it is full."""
-        factory = self.matches.games.get(game)
-        if factory is None:
+        if game not in self.matches.games:
             raise NoSuchGame(game)
-        if players is not None and not factory.min_players <= players <= factory.max_players:
-            raise BadRequest(f"{game} is played by {factory.min_players} to "
-                             f"{factory.max_players} players")
         if token == AUTO:
             session = self._auto_session(game, players)
         elif token.startswith(AUTO):
@@ -248,8 +244,8 @@ class SessionService(Service):
                 match, player_id, arguments, address,
                 {"game": game, "session": token, "player": player_id})
         except IllegalMove:
-            player.seen = -1    # the mover's next state answers at once
             session.views = {}  # a rejected move may still change the state (Echo)
+            self._refused(session, player)
             raise
         except MatchClosed:
             raise GameOver("the game is over") from None
@@ -310,6 +306,18 @@ class SessionService(Service):
         self.matches.end_transient(old, player_id)
         session.match = new
         self._bump(session)
+
+    def _refused(self, session: Session, player: Player) -> None:
+        """After a refused move the mover's next state answers at once.
+
+        Its observers get that state too (a parked one at once), since they
+        see exactly what the mover sees; nobody else is woken.
+        """
+        seat = [viewer for viewer in self._viewers(session)
+                if viewer.player_id == player.player_id]
+        for viewer in seat:
+            viewer.seen = -1
+        self._wake(session, seat)
 
     def _bump(self, session: Session) -> None:
         """A new version: forget the old views, answer everyone parked."""
@@ -390,6 +398,15 @@ class SessionService(Service):
         return replacement
 
     def _new_session(self, game: str, token: str, size: int, auto: bool) -> Session:
+        """A new session for ``size`` players.
+
+        The player count is checked only here: a join that enters an open
+        session ignores its ``players``, as the protocol says.
+        """
+        factory = self.matches.games[game]
+        if not factory.min_players <= size <= factory.max_players:
+            raise BadRequest(f"{game} is played by {factory.min_players} to "
+                             f"{factory.max_players} players")
         session = Session(game, token, size, auto, self.clock.seconds())
         self.sessions[(game, token)] = session
         session.timer = self.clock.callLater(self.game_timeout, self._check_idle, session)
@@ -524,8 +541,13 @@ class SessionService(Service):
         viewer.seen = session.version
         return view
 
-    def _wake(self, session: Session) -> None:
-        parked, session.parked = session.parked, set()
+    def _wake(self, session: Session, only: list[Viewer] | None = None) -> None:
+        """Answer the parked viewers (all, or those of ``only``)."""
+        if only is None:
+            parked, session.parked = session.parked, set()
+        else:
+            parked = [viewer for viewer in only if viewer in session.parked]
+            session.parked.difference_update(parked)
         for viewer in parked:
             waiters, viewer.waiters = viewer.waiters, []
             try:

@@ -271,12 +271,15 @@ class EOTFactory(Factory):
         #: Connections reading their request or flushing their reply, with deadlines.
         self.pending: dict[EOTProtocol, float] = {}
         self.sweeper: Any = None
+        #: Set once the listener stopped: replies sent while the daemon shuts
+        #: down (the waiters' errors) start no new timer.
+        self.stopped = False
 
     def watch(self, protocol: EOTProtocol) -> None:
         """(Re)start ``protocol``'s connection timeout."""
         self.pending.pop(protocol, None)    # re-inserted last: deadlines stay in order
         self.pending[protocol] = self.clock.seconds() + self.connection_timeout
-        if self.sweeper is None:
+        if self.sweeper is None and not self.stopped:
             self.sweeper = self.clock.callLater(self.connection_timeout, self.sweep)
 
     def sweep(self) -> None:
@@ -295,7 +298,11 @@ class EOTFactory(Factory):
             first = next(iter(self.pending.values()))
             self.sweeper = self.clock.callLater(max(0.0, first - now), self.sweep)
 
+    def startFactory(self) -> None:
+        self.stopped = False
+
     def stopFactory(self) -> None:
+        self.stopped = True
         if self.sweeper is not None and self.sweeper.active():
             self.sweeper.cancel()
         self.sweeper = None
