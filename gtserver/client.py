@@ -20,8 +20,10 @@ Every method opens one connection, sends one request and waits for the
 answer; the calls block, so use one client object per thread. Errors of the
 server raise :class:`GameServerError`; a move the game refuses raises
 :class:`IllegalMove` (its ``args`` are the game's message; a list is
-unpacked). ``GameServerAPI`` is another name for :class:`GameClient`, so code
-written for the original game framework runs unchanged.
+unpacked). Invalid constructor arguments raise :class:`InvalidArgument`
+(a ``ValueError`` and an ``AssertionError``). ``GameServerAPI`` is another
+name for :class:`GameClient`, so code written for the original game
+framework runs unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ class GameServerError(Exception):
 
 class IllegalMove(Exception):
     """The game refused a move; the arguments are the game's message."""
+
+
+class InvalidArgument(ValueError, AssertionError):
+    """A constructor argument is invalid.
+
+    It is also an ``AssertionError``, which the original framework's client
+    raises for bad arguments, so code catching either keeps working.
+    """
 
 
 class GameClient:
@@ -61,18 +71,19 @@ class GameClient:
     def __init__(self, server: str, port: int, game: str, session: str = "auto",
                  players: int | None = None, name: str = "", timeout: float = 5.0) -> None:
         if not isinstance(server, str) or not server:
-            raise ValueError("server must be a non-empty string")
+            raise InvalidArgument("Invalid argument: server must be a non-empty string")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError("port must be an integer 0-65535")
+            raise InvalidArgument("Invalid argument: port must be an integer 0-65535")
         if not isinstance(game, str) or not game:
-            raise ValueError("game must be a non-empty string")
+            raise InvalidArgument("Invalid argument: game must be a non-empty string")
         if not isinstance(session, str) or not session:
-            raise ValueError("session must be a non-empty string")
+            raise InvalidArgument("Invalid argument: session must be a non-empty string")
         if players is not None and (isinstance(players, bool) or not isinstance(players, int)
                                     or players < 1):
-            raise ValueError("players must be a positive integer or None")
+            raise InvalidArgument("Invalid argument: players must be a positive integer "
+                                  "or None")
         if not isinstance(name, str):
-            raise ValueError("name must be a string")
+            raise InvalidArgument("Invalid argument: name must be a string")
         self.server, self.port, self.game = server, port, game
         self.session, self.players, self.name = session, players, name
         self.timeout = timeout
@@ -229,4 +240,4 @@ class GameClient:
 #: The name used by the original game framework's client.
 GameServerAPI = GameClient
 
-__all__ = ["GameClient", "GameServerAPI", "GameServerError", "IllegalMove"]
+__all__ = ["GameClient", "GameServerAPI", "GameServerError", "IllegalMove", "InvalidArgument"]

@@ -7,7 +7,10 @@ import tempfile
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from gtserver.client import GameClient, GameServerAPI, GameServerError, IllegalMove
+from gtserver.client import GameClient, GameServerAPI, GameServerError, IllegalMove, InvalidArgument
+from gtserver.core.matches import MatchService
+from gtserver.games import GameFactory
+from gtserver.games import IllegalMove as Refusal
 from tests.support import start_server
 from tests.tls import write_self_signed_certificate
 
@@ -21,6 +24,37 @@ def play_tictactoe(client: GameClient) -> dict:
             return state
         if me in state["current"]:
             client.move(position=state["board"].index(-1))
+
+
+class Picky:
+    """A one-player game that refuses every move with the message it is given."""
+
+    min_players = max_players = 1
+
+    def __init__(self, players=1, rng=None):
+        self.players = players
+
+    def current(self):
+        return [0]
+
+    def is_over(self):
+        return False
+
+    def move(self, seat, refuse):
+        raise Refusal(refuse)
+
+    def state(self, seat):
+        return {}
+
+    def outcome(self):
+        return None
+
+    def to_data(self):
+        return {}
+
+    @classmethod
+    def restore(cls, data):
+        return cls()
 
 
 class ClientTests(unittest.TestCase):
@@ -196,11 +230,37 @@ class ClientTests(unittest.TestCase):
         with self.assertRaises(GameServerError):
             await deferToThread(plain.join)
 
+    async def test_a_list_message_is_unpacked_into_the_arguments(self):
+        server = await start_server(self, listeners={"eot": None})
+        server.core.component(MatchService).games["Picky"] = GameFactory(Picky)
+        client = GameClient("127.0.0.1", server.port("eot"), "Picky", players=1)
+
+        def refusals():
+            client.join()
+            found = []
+            for message in ("plain", ["square", 3, {"free": [1, 2]}], []):
+                try:
+                    client.move(refuse=message)
+                except IllegalMove as refusal:
+                    found.append(refusal.args)
+            return found
+
+        self.assertEqual(await deferToThread(refusals),
+                         [("plain",), ("square", 3, {"free": [1, 2]}), ()])
+
     def test_argument_checks(self):
         for arguments in (("", 1, "Echo"), ("h", 70000, "Echo"), ("h", 1, ""),
-                          ("h", 1, "Echo", ""), ("h", 1, "Echo", "s", 0)):
+                          ("h", 1, "Echo", ""), ("h", 1, "Echo", "s", 0),
+                          ("h", True, "Echo"), ("h", 1, "Echo", "s", True),
+                          ("h", 1, "Echo", "s", None, 7), (None, 1, "Echo")):
             with self.assertRaises(ValueError):
                 GameClient(*arguments)
+            # The original client raises AssertionError: code catching it still works.
+            with self.assertRaises(AssertionError) as refused:
+                GameServerAPI(*arguments)
+            self.assertIsInstance(refused.exception, InvalidArgument)
+            self.assertTrue(str(refused.exception).startswith("Invalid argument: "))
+        GameClient("h", 0, "Echo", "s", None, "")
         with self.assertRaises(GameServerError):
             GameClient("h", 1, "Echo").state()
 
