@@ -573,6 +573,25 @@ class BadInputTests(unittest.TestCase):
             self.assertTrue(reply["message"].startswith("framework: "), reply)
         await self.check_bystander(player, waiting)
 
+    async def test_a_request_in_pieces_split_inside_the_terminator(self):
+        server, port = await eot_server(self)
+        (player,) = await join_all(server, port, "Chat", "pieces", 1)
+        payload = encode(player.request("move", move={"name": "zoë ✓"}))
+        cut = len(payload) - 2                     # between "EO" and "T\0"
+        pieces = [payload[:10], payload[10:cut], payload[cut:-1], payload[-1:]]
+        connection = await connect(port)
+        factory = eot_factory(server)
+        sent = 0
+        for piece in pieces[:-1]:
+            connection.transport.write(piece)
+            sent += len(piece)
+            await until(lambda sent=sent: any(len(p.buffer) == sent for p in factory.pending))
+        connection.transport.write(pieces[-1])
+        self.assertEqual(json.loads(await connection.closed), {"status": "ok", "data": None})
+        self.assertEqual((await player.move(message="hallo"))["status"], "ok")
+        state = (await player.state())["data"]
+        self.assertEqual(state["messages"], [["zoë ✓", "hallo"]])
+
     async def test_request_size_limit(self):
         server, port = await eot_server(self, "--eot-request-size-max", "1000")
         player, waiting = await self.parked_bystander(server, port)
