@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from gtserver.core.matches import MatchService
 from gtserver.core.sessions import SessionService
-from gtserver.games import GameFactory
+from gtserver.games import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
 from gtserver.protocols.eot.protocol import EOTFactory
 from gtserver.store import events as event_queries
@@ -524,6 +524,14 @@ class Exploding:
         return cls()
 
 
+@implementer(IGame)
+class Unspeakable(Exploding):
+    """A game that refuses moves with a message JSON cannot carry."""
+
+    def move(self, seat, **arguments):
+        raise IllegalMove({"not json": object()})
+
+
 class BadInputTests(unittest.TestCase):
     async def parked_bystander(self, server, port):
         """An Echo player waiting in state(): it must not notice any bad input."""
@@ -690,4 +698,10 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual(reply, {"status": "error",
                                  "message": "framework: internal error in the game"})
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        server.core.component(MatchService).games["Unspeakable"] = GameFactory(Unspeakable)
+        (mute,) = await join_all(server, port, "Unspeakable", "u", 1)
+        reply = await mute.move(anything=1)
+        self.assertEqual(reply, {"status": "error",
+                                 "message": "framework: internal error in the game"})
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
         await self.check_bystander(player, waiting)

@@ -119,7 +119,7 @@ class EOTProtocol(Protocol):
         except SessionError as error:
             self._send(_error(str(error)))
         except IllegalMove as error:
-            self._send(_illegal(error.message))
+            self._send(self._refusal(error.message))
         except BadField as error:
             self._send(_error(str(error)))
         except Exception:
@@ -208,6 +208,14 @@ class EOTProtocol(Protocol):
         except (TypeError, ValueError):
             self.log.failure("EOT reply cannot be encoded as JSON")
             return _error("internal server error")
+
+    def _refusal(self, message: Any) -> bytes:
+        """The ``illegalmove`` reply; a message that is not JSON is the game's bug."""
+        try:
+            return _illegal(message)
+        except (TypeError, ValueError):
+            self.log.failure("a game refused a move with a message that is not JSON")
+            return _error("internal error in the game")
 
     def _send(self, reply: bytes) -> None:
         if self.answered:
