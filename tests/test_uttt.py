@@ -15,13 +15,14 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
 
 from gtserver.core.matches import MatchService
 from gtserver.games.ultimate import UltimateTicTacToe
+from gtserver.store import StoreUnavailable
 from gtserver.store import ratings as rating_queries
 from tests.support import sqlite_url, start_server
 from tests.tls import write_self_signed_certificate
@@ -297,6 +298,22 @@ class IdentityTests(UtttTestMixin, unittest.TestCase):
         response = await client.expect("login_response")
         self.assertFalse(response["success"])
         await client.closed
+
+    async def test_database_down_gets_an_error_reply_and_keeps_the_connection(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        store = self.server.store
+        working_run = store.run
+
+        def unavailable(*arguments, **keywords):
+            return fail(StoreUnavailable("database down"))
+
+        store.run = unavailable
+        alice.send("friend_request", {"user": "bob"})
+        self.assertIn("database", (await alice.expect("error"))["msg"])
+        store.run = working_run
+        alice.send("friend_request", {"user": "alice"})
+        self.assertFalse((await alice.expect("friend_request_response"))["success"])
 
     async def test_malformed_frames_get_error_replies(self):
         await self.serve()

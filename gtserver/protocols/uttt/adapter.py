@@ -32,6 +32,7 @@ from gtserver.core.ultimate_matches import (
     seat_to_move,
     winner,
 )
+from gtserver.store import StoreError
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
 #: Largest frame answered with an error reply; larger ones close the connection.
@@ -174,6 +175,11 @@ class UtttServerProtocol(WebSocketServerProtocol):
                 payload = self._inbox.popleft()
                 try:
                     await self._handle(payload)
+                except StoreError as problem:
+                    # The database is down or the server is stopping: say so,
+                    # the client may retry; nothing here is a bug.
+                    self.logger.warn("uttt: request failed: {problem}", problem=problem)
+                    self.error("the server cannot reach its database, try again later")
                 except Exception:
                     self.logger.failure("uttt: request failed")
                     self.error("internal server error")
