@@ -149,13 +149,13 @@ def move_frame(match_id: str, move: tuple[int, int, int, int], as_text: bool = T
     return {"id": match_id, **values}
 
 
-def scripted_game(outcome: str) -> list[tuple[int, int, int, int]]:
-    """A legal move sequence ending in ``outcome`` ("a", "b" or "draw"),
-    found by playing seeded random games under the rules."""
+def random_playouts():
+    """Seeded random legal games, one after another: yields (game, moves so
+    far) after every move."""
     for seed in itertools.count():
         rng = random.Random(seed)
         game = UltimateTicTacToe()
-        moves = []
+        moves: list[tuple[int, int, int, int]] = []
         while not game.is_over():
             choices = [(sx, sy, x, y) for sx, sy in game.open_boards()
                        for y in range(3) for x in range(3)
@@ -163,28 +163,24 @@ def scripted_game(outcome: str) -> list[tuple[int, int, int, int]]:
             move = rng.choice(choices)
             game.move(game.to_move, *move)
             moves.append(move)
-        result = "draw" if game.winner is None else "ab"[game.winner]
-        if result == outcome:
-            return moves
+            yield game, moves
+
+
+def scripted_game(outcome: str) -> list[tuple[int, int, int, int]]:
+    """A legal move sequence ending in ``outcome`` ("a", "b" or "draw")."""
+    for game, moves in random_playouts():
+        if game.is_over() and ("draw" if game.winner is None else "ab"[game.winner]) == outcome:
+            return list(moves)
     raise AssertionError("unreachable")
 
 
 def moves_until_a_drawn_sub_board() -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
     """Legal moves, from the start, whose last one fills a sub-board without a
     line, and that sub-board's (sub_x, sub_y)."""
-    for seed in itertools.count():
-        rng = random.Random(seed)
-        game = UltimateTicTacToe()
-        moves = []
-        while not game.is_over():
-            choices = [(sx, sy, x, y) for sx, sy in game.open_boards()
-                       for y in range(3) for x in range(3)
-                       if not game.field[sy * 3 + y][sx * 3 + x]]
-            move = rng.choice(choices)
-            game.move(game.to_move, *move)
-            moves.append(move)
-            if game.board[move[1]][move[0]] == 3 and not game.is_over():
-                return moves, (move[0], move[1])
+    for game, moves in random_playouts():
+        sub_x, sub_y = moves[-1][:2]
+        if game.board[sub_y][sub_x] == 3 and not game.is_over():
+            return list(moves), (sub_x, sub_y)
     raise AssertionError("unreachable")
 
 
