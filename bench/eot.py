@@ -105,7 +105,7 @@ def serve(kind: str) -> None:
     arguments += ["--port", "eot=tcp:0:interface=127.0.0.1:backlog=4096"]
     options = Options()
     options.parseOptions(arguments)
-    service = build_service(options, reactor)
+    service = build_service(options, reactor, freeze_heap=True)  # as the daemon does
     service.startService()
 
     def ready(_):

@@ -55,7 +55,7 @@ def serve_gtserver(port: int, db: str, hash_cost: int) -> None:
     arguments += ["--port", f"uttt=tcp:{port}:interface=127.0.0.1"]
     options = Options()
     options.parseOptions(arguments)
-    service = build_service(options, reactor)
+    service = build_service(options, reactor, freeze_heap=True)  # as the daemon does
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

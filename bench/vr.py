@@ -63,7 +63,7 @@ def serve(options: argparse.Namespace) -> None:
         arguments.append("--vr-changed-poses-only")
     parsed = Options()
     parsed.parseOptions(arguments)
-    service = build_service(parsed, reactor)
+    service = build_service(parsed, reactor, freeze_heap=True)  # as the daemon does
 
     async def start():
         service.startService()

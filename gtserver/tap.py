@@ -140,7 +140,7 @@ def config_from_options(options: usage.Options) -> dict[str, Any]:
 
 
 def build_service(options: usage.Options, reactor: Any = None,
-                  on_fatal: Any = None) -> GtserverService:
+                  on_fatal: Any = None, freeze_heap: bool = False) -> GtserverService:
     """The daemon's service tree for parsed options."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -161,11 +161,12 @@ def build_service(options: usage.Options, reactor: Any = None,
         factory = plugin.build_factory(core, config)
         listeners.extend(ListenerService(name, plugin.description, endpoint, factory, reactor)
                          for endpoint in endpoint_strings)
-    return GtserverService(store, core, listeners, on_fatal=on_fatal)
+    return GtserverService(store, core, listeners, on_fatal=on_fatal, freeze_heap=freeze_heap)
 
 
 def makeService(options: usage.Options) -> GtserverService:
     """Entry point of the twistd plugin."""
     from twisted.internet import reactor
     exit_zero_on_sigterm(reactor)
-    return build_service(options, reactor, on_fatal=exit_after_shutdown(reactor))
+    return build_service(options, reactor, on_fatal=exit_after_shutdown(reactor),
+                         freeze_heap=True)

@@ -53,7 +53,8 @@ class RunningServer:
 
 async def start_server(testcase: Any, *arguments: str, db: str | None = None,
                        listeners: dict[str, str] | None = None,
-                       protocols: dict[str, Any] | None = None) -> RunningServer:
+                       protocols: dict[str, Any] | None = None,
+                       freeze_heap: bool = False) -> RunningServer:
     """Start the daemon with ``arguments``; stopped again at test cleanup.
 
     Every installed listener (or every one of ``protocols``, if given) is off
@@ -66,7 +67,8 @@ async def start_server(testcase: Any, *arguments: str, db: str | None = None,
     for name, endpoint in (listeners or {}).items():
         arguments_list += ["--port", f"{name}={endpoint or LOOPBACK}"]
     arguments_list += list(arguments)
-    service = build_service(parse_options(*arguments_list, protocols=protocols), reactor)
+    service = build_service(parse_options(*arguments_list, protocols=protocols), reactor,
+                            freeze_heap=freeze_heap)
     service.startService()
     server = RunningServer(service)
     testcase.addCleanup(lambda: ensureDeferred(server.stop()))

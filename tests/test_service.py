@@ -3,6 +3,7 @@ start-up log, stopping, start failures, restart without loss."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -85,6 +86,19 @@ class ListenerTests(unittest.TestCase):
         self.assertFalse(any("s3cret" in entry for entry in log.lines))
         self.assertEqual(len(log.matching("listener ")), 1)
         self.assertEqual(server.store.engine, "postgresql")
+
+    async def test_daemon_freezes_start_up_objects_once_serving(self):
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        await start_server(self, listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+        self.assertEqual(gc.get_freeze_count(), 0)  # only the daemon owns its heap
+        server = await start_server(self, listeners={"testline": LOOPBACK},
+                                    protocols=PROTOCOLS, freeze_heap=True)
+        self.assertGreater(gc.get_freeze_count(), 1000)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", server.port("testline")))
+        self.addCleanup(client.transport.loseConnection)
+        self.assertTrue(client.greeting)  # still serving
 
     async def test_port_in_use_fails_start(self):
         first = await start_server(self, listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
