@@ -128,7 +128,7 @@ class CoalescingTests(RoomServiceTestCase):
 
 
 class EncodingTests(unittest.TestCase):
-    def test_member_list_of_json_texts_is_the_same_frame(self):
+    def test_member_list_of_cached_entries_is_the_same_frame(self):
         from gtserver.protocols.vr import wire
         service = RoomServiceTestCase("run")
         service.setUp()
@@ -137,11 +137,11 @@ class EncodingTests(unittest.TestCase):
         room = service.rooms.rooms["räum"]
         self.assertEqual([e["user"] for e in room.member_list()],
                          ["alice", "Bob", 'quo"te', "Zoë"])
-        self.assertEqual(wire.room_frame_of_json("räum", room.member_list_json()),
+        self.assertEqual(wire.member_list_frame("räum", room.member_entries()),
                          wire.room_frame("räum", room.member_list()))
         service.rooms.disconnect(next(iter(room.sinks)))
         self.assertEqual(len(room.order), 3)
-        self.assertEqual(wire.room_frame_of_json("räum", room.member_list_json()),
+        self.assertEqual(wire.member_list_frame("räum", room.member_entries()),
                          wire.room_frame("räum", room.member_list()))
 
 

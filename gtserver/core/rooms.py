@@ -121,13 +121,13 @@ class Member:
     pose_json: str | None = None
     #: The member's ``join`` entry (shared by every member list; never mutated).
     join: dict = field(init=False)
-    #: The same entry as compact JSON text, so that member lists of thousands
-    #: of members are concatenated rather than encoded again for every joiner.
-    join_json: str = field(init=False)
+    #: Adapters' cache for this member's ``join`` entry in their wire format,
+    #: keyed by adapter: a member list of thousands is then assembled from
+    #: encodings made once per member rather than encoded again per joiner.
+    encoded_join: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.join = {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
-        self.join_json = json.dumps(self.join, ensure_ascii=False, separators=(",", ":"))
 
     def join_entry(self) -> dict:
         return self.join
@@ -165,9 +165,9 @@ class Room:
         """``join`` entries of every member, sorted case-insensitively."""
         return [entry[2].join for entry in self.order]
 
-    def member_list_json(self) -> list[str]:
-        """The same entries as JSON texts."""
-        return [entry[2].join_json for entry in self.order]
+    def member_entries(self) -> list[tuple[dict, dict]]:
+        """The same entries, each with its adapters' cache (``Member.encoded_join``)."""
+        return [(entry[2].join, entry[2].encoded_join) for entry in self.order]
 
     def add_member(self, member: Member) -> None:
         self.members[member.name] = member
@@ -191,9 +191,9 @@ class JoinSequence:
         return self.room.member_list()
 
     @property
-    def members_json(self) -> list[str]:
-        """The member list as JSON texts of its entries (cheap for large rooms)."""
-        return self.room.member_list_json()
+    def member_entries(self) -> list[tuple[dict, dict]]:
+        """The member list with each entry's cache (see :meth:`Room.member_entries`)."""
+        return self.room.member_entries()
 
 
 def origin_pose() -> dict:
@@ -308,8 +308,8 @@ class RoomService(Service):
     def member_list(self, sink: Any, room_name: str) -> list[dict]:
         return self._room_of(sink, room_name).member_list()
 
-    def member_list_json(self, sink: Any, room_name: str) -> list[str]:
-        return self._room_of(sink, room_name).member_list_json()
+    def member_entries(self, sink: Any, room_name: str) -> list[tuple[dict, dict]]:
+        return self._room_of(sink, room_name).member_entries()
 
     # membership
 

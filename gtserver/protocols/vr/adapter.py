@@ -233,8 +233,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             elif kind == "leave":
                 rooms.leave(self, room)
             elif kind == "list":
-                self._send_frame(wire.room_frame_of_json(
-                    room, rooms.member_list_json(self, room)))
+                self._send_frame(wire.member_list_frame(room, rooms.member_entries(self, room)))
             elif kind == TRANSFORM:
                 rooms.set_pose(self, room, message["data"])
             else:
@@ -307,7 +306,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         return self._send_prepared(prepared, droppable)
 
     def _send_join_sequence(self, room: str, sequence: Any) -> None:
-        self._send_frame(wire.room_frame_of_json(room, sequence.members_json))
+        self._send_frame(wire.member_list_frame(room, sequence.member_entries))
         if sequence.history:
             self._send_frame(wire.room_frame(room, sequence.history))
 

@@ -55,10 +55,20 @@ def room_frame(room: str, events: list[dict]) -> bytes:
     return encode({"info": "user", "room": room, "payload": events})
 
 
-def room_frame_of_json(room: str, entries: list[str]) -> bytes:
-    """:func:`room_frame` of events given as JSON texts (joined, not encoded again)."""
+def member_list_frame(room: str, entries: list[tuple[dict, dict]]) -> bytes:
+    """:func:`room_frame` of a member list given as ``(entry, cache)`` pairs.
+
+    Each entry is encoded once and kept in its cache, so a member list of
+    thousands is joined from ready texts instead of being encoded per joiner.
+    """
+    texts = []
+    for entry, cache in entries:
+        text = cache.get(__name__)
+        if text is None:
+            text = cache[__name__] = _encoder.encode(entry)
+        texts.append(text)
     return "".join(('{"info":"user","room":', _encoder.encode(room), ',"payload":[',
-                    ",".join(entries), "]}")).encode("utf-8")
+                    ",".join(texts), "]}")).encode("utf-8")
 
 
 class BadFrame(Exception):
