@@ -11,6 +11,7 @@ from gtserver.client import GameClient, GameServerAPI, GameServerError, IllegalM
 from gtserver.core.matches import MatchService
 from gtserver.games import GameFactory
 from gtserver.games import IllegalMove as Refusal
+from tests.fakegames import OneSeatGame
 from tests.support import start_server
 from tests.tls import write_self_signed_certificate
 
@@ -26,35 +27,11 @@ def play_tictactoe(client: GameClient) -> dict:
             client.move(position=state["board"].index(-1))
 
 
-class Picky:
+class Picky(OneSeatGame):
     """A one-player game that refuses every move with the message it is given."""
-
-    min_players = max_players = 1
-
-    def __init__(self, players=1, rng=None):
-        self.players = players
-
-    def current(self):
-        return [0]
-
-    def is_over(self):
-        return False
 
     def move(self, seat, refuse):
         raise Refusal(refuse)
-
-    def state(self, seat):
-        return {}
-
-    def outcome(self):
-        return None
-
-    def to_data(self):
-        return {}
-
-    @classmethod
-    def restore(cls, data):
-        return cls()
 
 
 class ClientTests(unittest.TestCase):

@@ -20,6 +20,7 @@ from gtserver.games import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
 from gtserver.protocols.eot.protocol import EOTFactory
 from gtserver.store import events as event_queries
+from tests.fakegames import OneSeatGame
 from tests.support import start_server
 
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7     # Linux tcpi_state values
@@ -491,37 +492,11 @@ class PlayTests(unittest.TestCase):
         self.assertEqual(data["move"], {"msg": "hello"})
 
 
-@implementer(IGame)
-class Exploding:
+class Exploding(OneSeatGame):
     """A game whose move raises a programming error."""
-
-    min_players = max_players = 1
-    players = 1
-
-    def __init__(self, players=1, rng=None):
-        pass
-
-    def current(self):
-        return [0]
-
-    def is_over(self):
-        return False
 
     def move(self, seat, **arguments):
         raise ZeroDivisionError("bug in the game")
-
-    def state(self, seat):
-        return {}
-
-    def outcome(self):
-        return None
-
-    def to_data(self):
-        return {}
-
-    @classmethod
-    def restore(cls, data):
-        return cls()
 
 
 @implementer(IGame)
