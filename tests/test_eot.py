@@ -15,10 +15,10 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from gtserver.core.matches import MatchService
-from gtserver.core.sessions import SessionService
+from gtserver.eot.lobby import SessionService
+from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
-from gtserver.protocols.eot.protocol import EOTFactory
 from gtserver.store import events as event_queries
 from tests.fakegames import OneSeatGame
 from tests.support import start_server

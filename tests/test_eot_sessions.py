@@ -6,7 +6,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from gtserver.core.matches import MatchService
-from gtserver.core.sessions import (
+from gtserver.eot.lobby import (
     BadKey,
     GameOver,
     JoinTimeout,

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from gtserver.core.rooms import LOBBY, RoomService, RoomSettings, normalize_pose, pose_json
+from gtserver.vr.rooms import LOBBY, RoomService, RoomSettings, normalize_pose, pose_json
 
 
 class RecordingSink:
@@ -129,7 +129,7 @@ class CoalescingTests(RoomServiceTestCase):
 
 class EncodingTests(unittest.TestCase):
     def test_member_list_of_cached_entries_is_the_same_frame(self):
-        from gtserver.protocols.vr import wire
+        from gtserver.vr import wire
         service = RoomServiceTestCase("run")
         service.setUp()
         for name in ("Zoë", "alice", "Bob", 'quo"te'):
@@ -157,7 +157,7 @@ class PoseJsonTests(unittest.TestCase):
 
 class HeapTrimmerTests(unittest.TestCase):
     def test_trims_once_a_large_burst_goes_quiet(self):
-        from gtserver.protocols.vr.memory import HeapTrimmer
+        from gtserver.vr.memory import HeapTrimmer
         clock, trims = Clock(), []
         heap = HeapTrimmer(clock, threshold=1000, quiet=2.0, trim=trims.append)
         heap.wrote(600)
@@ -188,7 +188,7 @@ class NormalizePoseTests(unittest.TestCase):
                       float)
 
     def test_refusals(self):
-        from gtserver.core.rooms import BadPose
+        from gtserver.vr.rooms import BadPose
         big = 1.7976931348623157e308
         for data in ("up", {"pos": 3}, {"pos": {"x": "1"}}, {"rot": {"y": True}},
                      {"pos": {"x": float("inf"), "y": 0.0, "z": 0.0}},

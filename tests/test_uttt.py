@@ -844,7 +844,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         self.assertLessEqual(marks, {0, 1})
         final = fields[-1] if fields else None
         matches = self.server.core.component(
-            __import__("gtserver.core.ultimate_matches", fromlist=["x"]).UltimateMatches)
+            __import__("gtserver.uttt.matchmaking", fromlist=["x"]).UltimateMatches)
         game = matches.open[update["id"]].game
         self.assertEqual(sum(cell != 0 for row in game.field for cell in row), 1)
         self.assertIsNotNone(final)

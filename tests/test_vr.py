@@ -496,7 +496,7 @@ class WireFormatTests(VRTestCase):
     def test_every_code_has_its_text_and_kind(self):
         import json
 
-        from gtserver.protocols.vr import wire
+        from gtserver.vr import wire
         expected = {200: "Ok.", 202: "Access granted.", 212: "Listing information.",
                     214: "Help message.", 220: "Pong.", 400: "Bad request.",
                     401: "User unauthorized.", 403: "Access denied.",
@@ -524,8 +524,8 @@ class WireFormatTests(VRTestCase):
         self.assertNotEqual(entry["time"], 5.0)
 
     async def test_unexpected_failures_are_500_and_the_connection_stays(self):
-        from gtserver.core.rooms import RoomService
         from gtserver.store import StoreUnavailable
+        from gtserver.vr.rooms import RoomService
         await self.start()
         client = await self.client()
         accounts = self.server.core.accounts

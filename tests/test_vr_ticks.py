@@ -10,10 +10,10 @@ from twisted.trial import unittest
 
 from gtserver.core import Core
 from gtserver.core.passwords import PasswordHasher
-from gtserver.core.rooms import RoomService
-from gtserver.protocols.vr.adapter import VRServerFactory
 from gtserver.store import events as event_queries
 from gtserver.store import open_store
+from gtserver.vr.adapter import VRServerFactory
+from gtserver.vr.rooms import RoomService
 from tests.support import sqlite_url
 from tests.test_vr import sleep
 from tests.test_vr_client import connect

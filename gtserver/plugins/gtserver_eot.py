@@ -1,46 +1,5 @@
-"""The ``eot`` listener: the turn-based game API (JSON requests ending in EOT\\0)."""
+"""The ``eot`` listener: a pointer to :mod:`gtserver.eot.plugin`."""
 
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+from gtserver.eot.plugin import eot
 
-from gtserver.interfaces import IWireProtocol
-
-
-def payoffs(text: str) -> str:
-    """Check ``--pd-payoffs``: four numbers T,R,P,S."""
-    parts = text.split(",")
-    try:
-        [float(part) for part in parts]
-    except ValueError:
-        parts = []
-    if len(parts) != 4:
-        raise ValueError(f"--pd-payoffs wants four numbers T,R,P,S, got {text!r}")
-    return text
-
-
-@implementer(IPlugin, IWireProtocol)
-class EOTGameAPI:
-    name = "eot"
-    description = "turn-based game API, one JSON request per TCP connection"
-    default_endpoints = ("tcp:4711",)
-    options = [
-        ("eot-request-size-max", 1_000_000, "Largest request in bytes (EOT\\0 included).",
-         int),
-        ("eot-connection-timeout", 60.0,
-         "Seconds a connection may take to deliver its whole request, and again "
-         "to read its answer.", float),
-        ("eot-join-timeout", 300.0,
-         "Seconds a join waits for the session to fill before it is refused.", float),
-        ("eot-game-timeout", 3600.0,
-         "Seconds without requests after which a session ends.", float),
-        ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.", int),
-        ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs),
-    ]
-    flags: list = []
-
-    def build_factory(self, core, config):
-        from gtserver.protocols.eot.configure import build_factory
-        return build_factory(core, config)
-
-
-eot = EOTGameAPI()
+__all__ = ["eot"]

@@ -1,31 +1,5 @@
-"""The ultimate tic-tac-toe WebSocket listener, registered as a wire-protocol plugin."""
+"""The ``uttt`` listener: a pointer to :mod:`gtserver.uttt.plugin`."""
 
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+from gtserver.uttt.plugin import uttt
 
-from gtserver.interfaces import IWireProtocol
-
-
-@implementer(IPlugin, IWireProtocol)
-class UltimateTicTacToeListener:
-    name = "uttt"
-    description = "ultimate tic-tac-toe, WebSocket"
-    default_endpoints = ("tcp:5556",)
-    options = [
-        ("uttt-match-idle-days", 7.0,
-         "Days without a move after which a match is lost by the player to move.", float),
-        ("uttt-max-open-matches", 5, "Open matches a user may have at once.", int),
-        ("uttt-expiry-interval", 3600.0, "Seconds between idle-match checks.", float),
-        ("uttt-login-failures", 5,
-         "Failed logins per name or per address before logins are throttled.", int),
-        ("uttt-login-window", 300.0,
-         "Seconds a failed login counts against its name and address.", float),
-    ]
-    flags = []
-
-    def build_factory(self, core, config):
-        from gtserver.protocols.uttt.adapter import UtttServerFactory
-        return UtttServerFactory(core, config)
-
-
-uttt = UltimateTicTacToeListener()
+__all__ = ["uttt"]

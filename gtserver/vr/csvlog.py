@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from gtserver.core.rooms import RoomService
+from gtserver.vr.rooms import RoomService
 
 HEADER = ("timestamp", "ip", "nick", "room", "action", "message")
 

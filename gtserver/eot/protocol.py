@@ -3,7 +3,7 @@
 A client sends a UTF-8 JSON object followed by ``EOT\\0``; the server answers
 with one JSON object and closes the connection. This module only frames,
 parses and renders: every decision is made by
-:class:`gtserver.core.sessions.SessionService`.
+:class:`gtserver.eot.lobby.SessionService`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from gtserver.core.sessions import Joined, SessionError, SessionService, View
+from gtserver.eot.lobby import Joined, SessionError, SessionService, View
 from gtserver.games import IllegalMove
 
 TERMINATOR = b"EOT\0"

@@ -1,7 +1,7 @@
 """The VR rooms listener: Autobahn WebSocket in front of the room service.
 
 One :class:`VRServerProtocol` per connection parses frames, calls
-:class:`~gtserver.core.rooms.RoomService` and the shared accounts, and renders
+:class:`~gtserver.vr.rooms.RoomService` and the shared accounts, and renders
 replies. It is the room service's *sink* for that connection: room frames are
 encoded once per broadcast (an Autobahn prepared message) and the same bytes
 go to every member.
@@ -35,7 +35,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gtserver.core.errors import BadCredentials, CoreError
-from gtserver.core.rooms import (
+from gtserver.core.throttle import Throttle
+from gtserver.store import StoreError
+from gtserver.vr import wire
+from gtserver.vr.memory import HeapTrimmer
+from gtserver.vr.rooms import (
     LOBBY,
     TRANSFORM,
     AlreadyInRoom,
@@ -44,10 +48,6 @@ from gtserver.core.rooms import (
     NotInRoom,
     RoomService,
 )
-from gtserver.core.throttle import Throttle
-from gtserver.protocols.vr import wire
-from gtserver.protocols.vr.memory import HeapTrimmer
-from gtserver.store import StoreError
 
 CLOSE_POLICY = 1008
 #: WebSocket close code for a message over the size limit ("message too big").
@@ -422,7 +422,7 @@ class VRServerFactory(WebSocketServerFactory):
                                 failByDrop=False, closeHandshakeTimeout=0,
                                 openHandshakeTimeout=10)
         if config.get("vr_csv_log"):
-            from gtserver.protocols.vr.csvlog import CsvEventFile
+            from gtserver.vr.csvlog import CsvEventFile
             core.component(CsvEventFile)
 
     def stopFactory(self) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from gtserver.core.matches import MatchService
-from gtserver.core.sessions import SessionService
+from gtserver.eot.lobby import SessionService
+from gtserver.eot.protocol import EOTFactory
 from gtserver.games.matrix import MatrixGameFactory, PrisonersDilemma, dilemma_payoffs
-from gtserver.protocols.eot.protocol import EOTFactory
 
 
 def parse_payoffs(text: str) -> dict:

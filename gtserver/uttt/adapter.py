@@ -23,7 +23,8 @@ from gtserver.core.friends import FriendList, FriendRefused, Friends
 from gtserver.core.matches import Match
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.core.throttle import Throttle
-from gtserver.core.ultimate_matches import (
+from gtserver.store import StoreError
+from gtserver.uttt.matchmaking import (
     MatchRefused,
     MoveRefused,
     NotYourMatch,
@@ -32,7 +33,6 @@ from gtserver.core.ultimate_matches import (
     seat_to_move,
     winner,
 )
-from gtserver.store import StoreError
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
 #: Largest frame answered with an error reply; larger ones close the connection.

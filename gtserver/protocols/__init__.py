@@ -1,1 +1,0 @@
-"""Wire adapters: each subpackage speaks one client protocol to the shared core."""

@@ -1,1 +1,0 @@
-"""Ultimate tic-tac-toe over WebSocket (PROTOCOLS.md section 2)."""

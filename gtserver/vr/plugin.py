@@ -1,0 +1,70 @@
+"""The VR rooms listener (``vr``), registered like any third-party protocol."""
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from gtserver.interfaces import IWireProtocol
+
+
+def _ranged(kind, low, high, what):
+    def coerce(text):
+        value = kind(text)
+        if not low < value <= high:
+            raise ValueError(f"{what} must be above {low} and at most {high}")
+        return value
+    coerce.coerceDoc = f"{what}: above {low}, at most {high}."
+    return coerce
+
+
+def _at_least(kind, low, what):
+    def coerce(text):
+        value = kind(text)
+        if value < low:
+            raise ValueError(f"{what} must be at least {low}")
+        return value
+    coerce.coerceDoc = f"{what}: at least {low}."
+    return coerce
+
+
+@implementer(IPlugin, IWireProtocol)
+class VRRooms:
+    name = "vr"
+    description = "VR rooms, WebSocket"
+    default_endpoints = ("tcp:42069",)
+    options = [
+        ("fps", 1.0, "Pose ticks per second (fractions allowed).",
+         _ranged(float, 0, 1000, "fps")),
+        ("vr-history", 50, "Messages kept per room and sent to joiners.",
+         _at_least(int, 0, "vr-history")),
+        ("vr-max-frame", 65536,
+         "Largest incoming message in bytes; a larger one gets 400 and a close (1009).",
+         _ranged(int, 0, 64 * 1024 * 1024, "vr-max-frame")),
+        ("vr-max-rate", 300.0, "Most frames a second per connection; more closes (1008).",
+         _ranged(float, 0, 1e9, "vr-max-rate")),
+        ("vr-send-buffer", 1048576,
+         "Bytes that may wait for a client that does not read; more closes (1008).",
+         _ranged(int, 0, 1 << 34, "vr-send-buffer")),
+        ("vr-pose-log-rate", 0.0,
+         "Pose records per second in the event log; 0 records every tick.",
+         _at_least(float, 0, "vr-pose-log-rate")),
+        ("vr-login-failures", 5,
+         "Failed logins per name, and per client address, before logins are refused.",
+         _at_least(int, 1, "vr-login-failures")),
+        ("vr-login-window", 300.0,
+         "Seconds a failed login counts against its name and its address.",
+         _ranged(float, 0, 1e9, "vr-login-window")),
+        ("vr-csv-log", None,
+         "Also append events to this file as timestamp;ip;nick;room;action;message.", None),
+    ]
+    flags = [
+        ("vr-any-password", "Accept any password, no accounts (demo mode)."),
+        ("vr-changed-poses-only",
+         "Ticks carry only the poses that changed (joiners get the full set once)."),
+    ]
+
+    def build_factory(self, core, config):
+        from gtserver.vr.adapter import VRServerFactory
+        return VRServerFactory(core, config)
+
+
+vr = VRRooms()
