@@ -16,6 +16,7 @@ from tests.test_uttt import (
     UtttTestMixin,
     challenge,
     connect,
+    login,
     move_frame,
 )
 
@@ -100,3 +101,83 @@ class MalformedFrameTests(UtttTestMixin, unittest.TestCase):
         await bob.nothing_more()
 
 
+class UnstorableTextTests(UtttTestMixin, unittest.TestCase):
+    """Lone surrogates (legal JSON, not UTF-8) and NUL (refused by PostgreSQL)
+    get the protocol's answer to bad input, never 'internal server error'."""
+
+    TEXTS = ("\ud800", "\udfff", "bob\ud800", "\u0000", "bob\u0000", "\u0000\ud800")
+
+    def test_storable(self):
+        from gtserver.uttt.adapter import storable
+        self.assertTrue(storable("bob"))
+        self.assertTrue(storable("émile \U0001f600"))
+        for text in self.TEXTS:
+            self.assertFalse(storable(text), repr(text))
+
+    async def test_after_login(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        for text in self.TEXTS:
+            # a move or end for a match nobody can name: the error reply
+            alice.sendMessage(request("move", {**move_frame(update["id"], (1, 1, 1, 1)),
+                                               "id": text}))
+            self.assertEqual((await alice.expect("error"))["request"], "move")
+            alice.sendMessage(request("end_match", {"id": text}))
+            self.assertEqual((await alice.expect("error"))["request"], "end_match")
+            # a known match with a bad value: the unchanged state
+            alice.sendMessage(request("move", {**move_frame(update["id"], (1, 1, 1, 1)),
+                                               "x": text}))
+            self.assertEqual(await alice.expect("match_update"), update)
+            for kind in ("match_request", "friend_request", "unfriend_request"):
+                field = "player" if kind == "match_request" else "user"
+                alice.sendMessage(request(kind, {field: text}))
+                response = await alice.expect(f"{kind}_response")
+                self.assertEqual(response["success"], False, (kind, text))
+            alice.sendMessage(request(text, {"x": text}))         # unknown type: ignored
+            for kind in ("login", "reconnect"):
+                alice.sendMessage(request(kind, {"name": text, "pw": text, "id": text}))
+                self.assertFalse((await alice.expect(f"{kind}_response"))["success"])
+        await alice.nothing_more()
+        await bob.nothing_more()
+        # nothing was changed, and the match still plays
+        alice.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        moved = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), moved)
+
+    async def test_identity(self):
+        await self.serve()
+        await login(self, self.port, "alice", "secret")
+        for text in self.TEXTS:
+            # a failed reconnect keeps the connection for a login
+            client = await connect(self, self.port)
+            client.sendMessage(request("reconnect", {"id": text}))
+            self.assertEqual(await client.expect("reconnect_response"),
+                             {"success": False, "id": None, "user": None, "registered": False,
+                              "msg": "unknown or expired session"})
+            client.sendMessage(request("login", {"name": "alice", "pw": text}))
+            response = await client.expect("login_response")
+            self.assertFalse(response["success"])
+            self.assertEqual(await close_code(client), 1000)
+            for first in (("login", {"name": "newbie", "pw": text + "\ud800"}),
+                          ("login", {"name": text, "pw": "pw"}),
+                          ("temp_session", {"name": text}),
+                          (text, {})):
+                client = await connect(self, self.port)
+                client.sendMessage(request(*first))
+                self.assertFalse((await client.expect("login_response"))["success"], first)
+                await close_code(client)
+        self.assertIsNone(await self.server.core.accounts.user("newbie"))
+        # a password with NUL is just a password: it reaches only the hash
+        client, _ = await login(self, self.port, "nul", "a\u0000b")
+        await client.disconnect()
+        again = await connect(self, self.port)
+        again.send("login", {"name": "nul", "pw": "a"})
+        self.assertFalse((await again.expect("login_response"))["success"])
+        await login(self, self.port, "nul", "a\u0000b")
+
+
+class PostgresUnstorableTextTests(UnstorableTextTests):
+    def setUp(self):
+        from tests.pgcluster import postgres_url
+        self.db = postgres_url(self)

@@ -122,6 +122,22 @@ def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
     return kind, data
 
 
+def encodable(text: str) -> bool:
+    """True unless ``text`` holds a lone UTF-16 surrogate (legal in JSON, not in UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(text: str) -> bool:
+    """True for text every store can keep: UTF-8 encodable and without NUL
+    (PostgreSQL refuses NUL in text). Nothing stored is anything else, so a
+    name or id that is not storable names nothing."""
+    return "\x00" not in text and encodable(text)
+
+
 class UtttServerProtocol(WebSocketServerProtocol):
     # Not named ``log``: that would replace Autobahn's own logger, whose debug
     # calls (several per frame) are no-ops, with one that emits every one.
@@ -257,6 +273,9 @@ class UtttServerProtocol(WebSocketServerProtocol):
         if not isinstance(password, str):
             self._refuse_login("the password must be a string")
             return
+        if not encodable(password):
+            self._refuse_login("the password must be valid Unicode text")
+            return
         name = name.lower()
         accounts, throttle = self.factory.core.accounts, self.factory.throttle
         keys = (("name", name), ("address", self.address))
@@ -285,6 +304,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
     async def _reconnect(self, data: dict[str, Any]) -> None:
         token = data.get("id")
         try:
+            if isinstance(token, str) and not storable(token):
+                raise UnknownSession(token)
             user = await self.factory.core.accounts.resume(token)
         except UnknownSession:
             # The connection stays open so the client can log in on it instead.
@@ -330,7 +351,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
                 message = "match started" if match else "waiting for an opponent"
             elif isinstance(opponent_name, str):
                 opponent_name = opponent_name.lower()
-                opponent = await self.factory.core.accounts.user(opponent_name)
+                opponent = (await self.factory.core.accounts.user(opponent_name)
+                            if storable(opponent_name) else None)
                 await service.challenge(self.user, opponent, opponent_name)
                 message = "match started"
             else:
@@ -340,10 +362,18 @@ class UtttServerProtocol(WebSocketServerProtocol):
             return
         self.send("match_request_response", {"success": True, "msg": message})
 
+    @staticmethod
+    def _match_id(data: dict[str, Any]) -> Any:
+        """The request's match id; UnknownMatch for text no match id can be."""
+        match_id = data.get("id")
+        if isinstance(match_id, str) and not storable(match_id):
+            raise UnknownMatch("there is no match with that id")
+        return match_id
+
     async def _move(self, data: dict[str, Any]) -> None:
         arguments = {field: data.get(field) for field in MOVE_FIELDS}
         try:
-            await self.factory.service.move(self.user, data.get("id"), arguments,
+            await self.factory.service.move(self.user, self._match_id(data), arguments,
                                             address=self.address)
         except MoveRefused as refusal:
             self.match_changed(refusal.match)
@@ -352,7 +382,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     async def _end_match(self, data: dict[str, Any]) -> None:
         try:
-            await self.factory.service.abort(self.user, data.get("id"))
+            await self.factory.service.abort(self.user, self._match_id(data))
         except MoveRefused as refusal:
             self.match_changed(refusal.match)
         except (UnknownMatch, NotYourMatch) as refusal:
@@ -374,6 +404,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
         try:
             if not isinstance(name, str) or not name:
                 raise FriendRefused("'user' must be a name")
+            if not storable(name):
+                raise FriendRefused("there is no registered user with that name")
             await change(friends, self.user, name.lower())
         except FriendRefused as refusal:
             self.send(response, {"success": False, "msg": str(refusal)})
