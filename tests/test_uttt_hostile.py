@@ -10,14 +10,17 @@ import json
 import struct
 
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.trial import unittest
 
+from gtserver.store import StoreUnavailable
 from tests.test_uttt import (
     UtttTestMixin,
     challenge,
     connect,
     login,
     move_frame,
+    sleep,
 )
 
 TIMEOUT = 10.0
@@ -181,3 +184,75 @@ class PostgresUnstorableTextTests(UnstorableTextTests):
     def setUp(self):
         from tests.pgcluster import postgres_url
         self.db = postgres_url(self)
+
+
+class IdentityAnswerTests(UtttTestMixin, unittest.TestCase):
+    async def test_login_and_reconnect_after_login_have_every_field(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        for kind, data in (("login", {"name": "bob", "pw": "pw"}),
+                           ("temp_session", {"name": "guest"}),
+                           ("login", {"name": "alice", "pw": "pw"})):
+            alice.send(kind, data)
+            self.assertEqual(await alice.expect("login_response"),
+                             {"success": False, "id": None, "registered": False,
+                              "msg": "already logged in as alice"})
+        alice.send("reconnect", {"id": alice.session})
+        self.assertEqual(await alice.expect("reconnect_response"),
+                         {"success": False, "id": None, "user": None, "registered": False,
+                          "msg": "already logged in as alice"})
+        await alice.nothing_more()
+        self.assertIsNone(await self.server.core.accounts.user("bob"))
+
+    async def test_store_failing_during_login_and_reconnect(self):
+        await self.serve()
+        alice, _ = await login(self, self.port, "alice")
+        store = self.server.store
+        working_run = store.run
+
+        def unavailable(*arguments, **keywords):
+            return fail(StoreUnavailable("database down"))
+
+        store.run = unavailable
+        for first in (("login", {"name": "alice", "pw": "pw"}),
+                      ("login", {"name": "bob", "pw": "pw"}),
+                      ("temp_session", {"name": "guest"})):
+            client = await connect(self, self.port)
+            client.send(*first)
+            response = await client.expect("login_response")
+            self.assertEqual((response["success"], response["id"], response["registered"]),
+                             (False, None, False))
+            self.assertIn("database", response["msg"])
+            self.assertEqual(await close_code(client), 1000)
+        client = await connect(self, self.port)
+        client.send("reconnect", {"id": alice.session})
+        response = await client.expect("reconnect_response")
+        self.assertEqual((response["success"], response["user"]), (False, None))
+        self.assertIn("database", response["msg"])
+        store.run = working_run
+        # the same connection may try again once the database is back
+        client.send("reconnect", {"id": alice.session})
+        self.assertTrue((await client.expect("reconnect_response"))["success"])
+
+    async def test_login_while_postgresql_is_stopped(self):
+        from tests.pgcluster import private_cluster
+        cluster = private_cluster(self)
+        await self.serve(db=cluster.create_database())
+        self.server.store.retry_delay = 0.2
+        alice, _ = await login(self, self.port, "alice")
+        await cluster.stop_later()
+        for first in (("login", {"name": "alice", "pw": "pw"}),
+                      ("login", {"name": "bob", "pw": "pw"})):
+            client = await connect(self, self.port)
+            client.send(*first)
+            response = await client.expect("login_response")
+            self.assertFalse(response["success"])
+            self.assertIn("database", response["msg"])
+            await close_code(client)
+        client = await connect(self, self.port)
+        client.send("reconnect", {"id": alice.session})
+        self.assertIn("database", (await client.expect("reconnect_response"))["msg"])
+        await cluster.start_later()
+        await sleep(0.3)   # past the store's retry delay
+        client.send("reconnect", {"id": alice.session})
+        self.assertTrue((await client.expect("reconnect_response"))["success"])

@@ -156,6 +156,10 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     # connection events
 
+    def describe_peer(self) -> str:
+        """Who the connection is, for log lines."""
+        return f"{self.user.name if self.user else 'nobody'} at {self.address}"
+
     def onConnect(self, request: Any) -> None:
         # Small frames go out at once. (Autobahn tries this itself before its
         # options are copied onto the protocol, so its attempt has no effect.)
@@ -239,8 +243,12 @@ class UtttServerProtocol(WebSocketServerProtocol):
         if handler is not None:
             await handler(self, data)
         elif kind in IDENTITY_TYPES:
-            response = "reconnect_response" if kind == "reconnect" else "login_response"
-            self.send(response, {"success": False, "msg": "already logged in"})
+            response = {"success": False, "id": None, "registered": False,
+                        "msg": f"already logged in as {self.user.name}"}
+            if kind == "reconnect":
+                self.send("reconnect_response", {**response, "user": None})
+            else:
+                self.send("login_response", response)
         # other types after login are ignored, as the protocol asks
 
     # identity
@@ -295,23 +303,40 @@ class UtttServerProtocol(WebSocketServerProtocol):
         except NameTaken:
             self._refuse_login(f"the name {name} is taken")
             return
+        except StoreError as problem:
+            self._refuse_login(self._store_down("login", problem))
+            return
         throttle.success(keys[0])
-        session = await accounts.open_session(user)
+        try:
+            session = await accounts.open_session(user)
+        except StoreError as problem:
+            self._refuse_login(self._store_down("login", problem))
+            return
         self.send("login_response", {"success": True, "id": session,
                                      "registered": not user.temporary, "msg": "logged in"})
         await self._start_session(user, session)
 
+    def _store_down(self, request: str, problem: Exception) -> str:
+        """Log an unreachable database; the message for the client."""
+        self.logger.warn("uttt: {request} of {peer} failed: {problem}", request=request,
+                         peer=self.describe_peer(), problem=problem)
+        return "the server cannot reach its database, try again later"
+
     async def _reconnect(self, data: dict[str, Any]) -> None:
         token = data.get("id")
+        # The connection stays open after a failed reconnect, so the client
+        # can log in on it instead.
+        refusal = {"success": False, "id": None, "user": None, "registered": False}
         try:
             if isinstance(token, str) and not storable(token):
                 raise UnknownSession(token)
             user = await self.factory.core.accounts.resume(token)
         except UnknownSession:
-            # The connection stays open so the client can log in on it instead.
-            self.send("reconnect_response", {"success": False, "id": None, "user": None,
-                                             "registered": False,
-                                             "msg": "unknown or expired session"})
+            self.send("reconnect_response", {**refusal, "msg": "unknown or expired session"})
+            return
+        except StoreError as problem:
+            self.send("reconnect_response", {**refusal,
+                                             "msg": self._store_down("reconnect", problem)})
             return
         self.send("reconnect_response", {"success": True, "id": token, "user": user.name,
                                          "registered": not user.temporary,
