@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import struct
 
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.trial import unittest
 
+from gtserver.core.friends import Friends
 from gtserver.store import StoreUnavailable
 from tests.test_uttt import (
     UtttTestMixin,
@@ -21,6 +23,7 @@ from tests.test_uttt import (
     login,
     move_frame,
     sleep,
+    until,
 )
 
 TIMEOUT = 10.0
@@ -256,3 +259,62 @@ class IdentityAnswerTests(UtttTestMixin, unittest.TestCase):
         await sleep(0.3)   # past the store's retry delay
         client.send("reconnect", {"id": alice.session})
         self.assertTrue((await client.expect("reconnect_response"))["success"])
+
+
+class LeavingClientTests(UtttTestMixin, unittest.TestCase):
+    async def test_requests_then_close_at_once(self):
+        await self.serve()
+        for number in range(10):
+            client = await connect(self, self.port)
+            client.send("login", {"name": f"user{number}", "pw": "pw"})
+            client.sendClose()
+            await close_code(client)
+        [alice] = await self.users("alice")
+        for kind, data in (("match_request", {"player": "user1"}),
+                           ("friend_request", {"user": "user2"}),
+                           ("match_states_request", {}), ("login", {})):
+            client = await connect(self, self.port)
+            client.send("reconnect", {"id": alice.session})
+            client.send(kind, data)
+            client.sendClose()
+            await close_code(client)
+
+    async def test_reply_after_the_close_frame_arrived(self):
+        """The reply to a request is ready just after the client's close frame
+        has been processed, before the TCP connection is gone."""
+        await self.serve()
+        alice, _ = await login(self, self.port, "alice")
+        await login(self, self.port, "bob")
+        [connection] = [c for c in server_side(self.server) if c.user and c.user.name == "alice"]
+        store = self.server.store
+        working_run = store.run
+        held: list[tuple[Deferred, object]] = []
+
+        def run_then_hold(*arguments, **keywords):
+            waiter: Deferred = Deferred()
+            working_run(*arguments, **keywords).addCallback(
+                lambda result: held.append((waiter, result)))
+            return waiter
+
+        dropped = []
+        working_drop = connection.dropConnection
+
+        def drop_then_answer(abort=False):
+            working_drop(abort)
+            dropped.append(connection.state)
+            store.run = working_run
+            for waiter, result in held:
+                waiter.callback(result)   # the reply goes out now, in state CLOSED
+
+        connection.dropConnection = drop_then_answer
+        store.run = run_then_hold
+        alice.send("friend_request", {"user": "bob"})
+        await until(lambda: held)
+        alice.sendClose()
+        await close_code(alice)
+        self.assertEqual(dropped, [WebSocketProtocol.STATE_CLOSED])
+        self.assertEqual(list(alice.inbox), [])
+        # the request itself was carried out
+        user = await self.server.core.accounts.user("alice")
+        friends = await self.server.core.component(Friends).list(user)
+        self.assertEqual(friends.names, ["bob"])

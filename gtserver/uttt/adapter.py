@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
@@ -44,6 +45,7 @@ HARD_MAX_FRAME = 1024 * 1024
 SESSION_TOUCH_INTERVAL = 300.0
 MOVE_FIELDS = ("sub_x", "sub_y", "x", "y")
 IDENTITY_TYPES = ("login", "temp_session", "reconnect")
+_OPEN = WebSocketProtocol.STATE_OPEN
 
 
 def frame(kind: str, data: Any) -> bytes:
@@ -156,6 +158,14 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     # connection events
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
+
     def describe_peer(self) -> str:
         """Who the connection is, for log lines."""
         return f"{self.user.name if self.user else 'nobody'} at {self.address}"
@@ -188,7 +198,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # sink (pushes from the core)
 
     def match_changed(self, match: Match) -> None:
-        if not self._closed:
+        if not self._closed and self.state == _OPEN:
             self.sendMessage(self.factory.match_frame(match))
 
     def standing_changed(self, standing: Standing) -> None:
@@ -200,7 +210,9 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # frames
 
     def send(self, kind: str, data: Any) -> None:
-        if not self._closed:
+        """Send a frame; nothing happens once the connection is closing: the
+        client's close frame may arrive while its request is being handled."""
+        if not self._closed and self.state == _OPEN:
             self.sendMessage(frame(kind, data))
 
     def error(self, message: str, kind: str | None = None) -> None:
@@ -461,6 +473,7 @@ class UtttServerFactory(WebSocketServerFactory):
                                  window=float(config.get("uttt_login_window", 300.0)))
         self.max_frame = MAX_FRAME
         self._last_match_frame: tuple[tuple, bytes] | None = None
+        self.connections: set[UtttServerProtocol] = set()
         # UTF-8 is checked by the parser, so that bad text gets an error reply
         # instead of Autobahn failing the connection.
         self.setProtocolOptions(maxFramePayloadSize=HARD_MAX_FRAME,
