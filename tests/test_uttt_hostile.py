@@ -318,3 +318,90 @@ class LeavingClientTests(UtttTestMixin, unittest.TestCase):
         user = await self.server.core.accounts.user("alice")
         friends = await self.server.core.component(Friends).list(user)
         self.assertEqual(friends.names, ["bob"])
+
+
+class SizeAndRateTests(UtttTestMixin, unittest.TestCase):
+    async def test_frame_over_the_limit_gets_an_error_and_close_1009(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        alice.sendMessage(b"x" * (70 * 1024))        # over 64 KiB: an error, stays open
+        self.assertIn("too large", (await alice.expect("error"))["msg"])
+        alice.sendMessage(b"x" * (1024 * 1024 + 1))
+        self.assertEqual((await alice.expect("error"))["msg"],
+                         "frame too large (at most 1048576 bytes)")
+        self.assertEqual(await close_code(alice), 1009)
+        # before login, and with --uttt-max-frame
+        await self.server.stop()
+        await self.serve("--uttt-max-frame", "1000")
+        other = await connect(self, self.port)
+        other.sendMessage(request("login", {"name": "x" * 2000}))
+        self.assertIn("at most 1000 bytes", (await other.expect("error"))["msg"])
+        self.assertEqual(await close_code(other), 1009)
+
+    async def test_fragmented_message_counts_as_a_whole(self):
+        await self.serve("--uttt-max-frame", "100000")
+        [alice] = await self.users("alice")
+        text = request("friend_request", {"user": "y" * 120_000})
+        alice.beginMessage(isBinary=False)
+        for start in range(0, len(text), 30_000):
+            alice.beginMessageFrame(len(text[start:start + 30_000]))
+            alice.sendMessageFrameData(text[start:start + 30_000])
+        alice.endMessage()
+        self.assertIn("too large", (await alice.expect("error"))["msg"])
+        self.assertEqual(await close_code(alice), 1009)
+
+    async def test_flood_closes_with_1008(self):
+        await self.serve("--uttt-max-rate", "20")
+        flood, calm = await self.users("flood", "calm")
+        for _ in range(200):
+            flood.send("no_such_request")
+        self.assertEqual(await close_code(flood), 1008)
+        calm.send("friend_request", {"user": "flood"})
+        self.assertTrue((await calm.expect("friend_request_response"))["success"])
+        flooded = await connect(self, self.port)     # before login too
+        for _ in range(200):
+            flooded.sendPing()
+        self.assertEqual(await close_code(flooded), 1008)
+
+    async def test_too_many_frames_waiting_closes_with_1008(self):
+        await self.serve("--uttt-max-rate", "100000")
+        alice, _ = await login(self, self.port, "alice")
+        store = self.server.store
+        working_run = store.run
+        held: list[Deferred] = []
+
+        def hold(*arguments, **keywords):
+            waiter: Deferred = Deferred()
+            held.append(waiter)
+            return waiter.addCallback(lambda _: working_run(*arguments, **keywords))
+
+        store.run = hold
+        alice.send("friend_request", {"user": "bob"})   # waits for the store
+        await until(lambda: held)
+        for _ in range(300):
+            alice.send("no_such_request")
+        self.assertEqual(await close_code(alice), 1008)
+        self.assertIn("waiting", alice.remoteCloseReason)
+        store.run = working_run
+        for waiter in held:
+            waiter.callback(None)
+
+    async def test_client_that_stops_reading_is_closed(self):
+        await self.serve("--uttt-send-buffer", "65536", "--uttt-max-rate", "100000")
+        slow, other = await self.users("slow", "other")
+        [connection] = [c for c in server_side(self.server) if c.user and c.user.name == "slow"]
+        slow.transport.pauseProducing()   # stop reading; the kernel buffers fill up
+        # Each of these gets an error reply naming the 60,000-character id.
+        big = request("move", {"id": "z" * 60_000})
+        sent = 0
+        while connection.state == WebSocketProtocol.STATE_OPEN and sent < 2000:
+            for _ in range(20):
+                slow.sendMessage(big)
+            sent += 20
+            await sleep(0.01)
+        self.assertEqual(connection.localCloseCode, 1008)
+        self.assertIn(b"too slow", connection.localCloseReason)
+        slow.transport.resumeProducing()
+        await close_code(slow)
+        other.send("friend_request", {"user": "slow"})
+        self.assertTrue((await other.expect("friend_request_response"))["success"])

@@ -3,7 +3,8 @@
 Every frame is ``{"type": T, "data": {...}}``. This module only parses frames,
 calls the core (accounts, :class:`UltimateMatches`, ratings, friends) and
 renders replies; it keeps per-connection state only. Frames of one connection
-are handled strictly in order, one at a time.
+are handled strictly in order, one at a time. Connection limits (frame size,
+rate, slow readers) are :mod:`gtserver.wslimits`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
@@ -35,17 +35,20 @@ from gtserver.uttt.matchmaking import (
     seat_to_move,
     winner,
 )
+from gtserver.wslimits import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
-#: Largest frame answered with an error reply; larger ones close the connection.
+#: Frames larger than this get an error reply (and are never buffered).
 MAX_FRAME = 64 * 1024
+#: Default for frames that close the connection (1009): ``--uttt-max-frame``.
 HARD_MAX_FRAME = 1024 * 1024
+#: Frames waiting behind the one being handled; more closes the connection (1008).
+MAX_BACKLOG = 256
 #: A connection's session is marked used at most this often (seconds), which
 #: keeps a busy temporary session from expiring while it plays.
 SESSION_TOUCH_INTERVAL = 300.0
 MOVE_FIELDS = ("sub_x", "sub_y", "x", "y")
 IDENTITY_TYPES = ("login", "temp_session", "reconnect")
-_OPEN = WebSocketProtocol.STATE_OPEN
 
 
 def frame(kind: str, data: Any) -> bytes:
@@ -140,10 +143,9 @@ def storable(text: str) -> bool:
     return "\x00" not in text and encodable(text)
 
 
-class UtttServerProtocol(WebSocketServerProtocol):
-    # Not named ``log``: that would replace Autobahn's own logger, whose debug
-    # calls (several per frame) are no-ops, with one that emits every one.
+class UtttServerProtocol(GuardedServerProtocol):
     logger = Logger()
+    kind = "uttt"
     factory: UtttServerFactory
 
     def __init__(self) -> None:
@@ -181,13 +183,27 @@ class UtttServerProtocol(WebSocketServerProtocol):
         peer = self.transport.getPeer()
         self.address = getattr(peer, "host", None) or str(peer)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
         if self._closed:
+            return
+        if len(self._inbox) >= MAX_BACKLOG:
+            self.close_connection(f"more than {MAX_BACKLOG} frames waiting to be handled")
             return
         self._inbox.append(payload)
         if not self._busy:
             self._busy = True
             ensureDeferred(self._drain())
+
+    def onRefusedMessage(self, size: int) -> None:
+        self.onMessage(None, False)   # answered in turn, after the frames before it
+
+    def onOversizedMessage(self, size: int) -> None:
+        self.error(f"frame too large (at most {self.limits.max_message} bytes)")
+
+    def onClosing(self) -> None:
+        # Frames already received are not handled: the connection is going.
+        self._closed = True
+        self._inbox.clear()
 
     def onClose(self, wasClean: bool, code: int, reason: str) -> None:
         self._closed = True
@@ -198,8 +214,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # sink (pushes from the core)
 
     def match_changed(self, match: Match) -> None:
-        if not self._closed and self.state == _OPEN:
-            self.sendMessage(self.factory.match_frame(match))
+        if not self._closed:
+            self.send_bytes(self.factory.match_frame(match))
 
     def standing_changed(self, standing: Standing) -> None:
         self.send("elo_update", render_standing(standing))
@@ -212,8 +228,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
     def send(self, kind: str, data: Any) -> None:
         """Send a frame; nothing happens once the connection is closing: the
         client's close frame may arrive while its request is being handled."""
-        if not self._closed and self.state == _OPEN:
-            self.sendMessage(frame(kind, data))
+        if not self._closed:
+            self.send_bytes(frame(kind, data))
 
     def error(self, message: str, kind: str | None = None) -> None:
         data = {"msg": message}
@@ -238,9 +254,9 @@ class UtttServerProtocol(WebSocketServerProtocol):
         finally:
             self._busy = False
 
-    async def _handle(self, payload: bytes) -> None:
-        if len(payload) > self.factory.max_frame:
-            self.error(f"frame too large (at most {self.factory.max_frame} bytes)")
+    async def _handle(self, payload: bytes | None) -> None:
+        if payload is None or len(payload) > self.limits.refuse_above:
+            self.error(f"frame too large (at most {self.limits.refuse_above} bytes)")
             return
         try:
             kind, data = parse(payload)
@@ -460,6 +476,20 @@ class UtttServerProtocol(WebSocketServerProtocol):
     }
 
 
+def limits_from(config: Any) -> Limits:
+    """The connection limits of the ``--uttt-...`` options."""
+    def option(name: str, default: float) -> float:
+        value = config.get(name)
+        return default if value is None else value
+
+    max_message = int(option("uttt_max_frame", HARD_MAX_FRAME))
+    return Limits(
+        max_message=max_message,
+        refuse_above=min(MAX_FRAME, max_message),
+        max_rate=float(option("uttt_max_rate", 100.0)),
+        send_buffer=int(option("uttt_send_buffer", 1 << 20)))
+
+
 class UtttServerFactory(WebSocketServerFactory):
     protocol = UtttServerProtocol
 
@@ -471,14 +501,12 @@ class UtttServerFactory(WebSocketServerFactory):
         self.friends = core.component(Friends)
         self.throttle = Throttle(core.clock, limit=int(config.get("uttt_login_failures", 5)),
                                  window=float(config.get("uttt_login_window", 300.0)))
-        self.max_frame = MAX_FRAME
         self._last_match_frame: tuple[tuple, bytes] | None = None
         self.connections: set[UtttServerProtocol] = set()
+        guard_factory(self, limits_from(config), core.clock)
         # UTF-8 is checked by the parser, so that bad text gets an error reply
         # instead of Autobahn failing the connection.
-        self.setProtocolOptions(maxFramePayloadSize=HARD_MAX_FRAME,
-                                maxMessagePayloadSize=HARD_MAX_FRAME,
-                                utf8validateIncoming=False)
+        self.setProtocolOptions(utf8validateIncoming=False)
 
     def match_frame(self, match: Match) -> bytes:
         """The ``match_update`` frame of ``match`` as it is now.

@@ -6,6 +6,16 @@ from zope.interface import implementer
 from gtserver.interfaces import IWireProtocol
 
 
+def _ranged(kind, low, high, what):
+    def coerce(text):
+        value = kind(text)
+        if not low < value <= high:
+            raise ValueError(f"{what} must be above {low} and at most {high}")
+        return value
+    coerce.coerceDoc = f"{what}: above {low}, at most {high}."
+    return coerce
+
+
 @implementer(IPlugin, IWireProtocol)
 class UltimateTicTacToeListener:
     name = "uttt"
@@ -20,6 +30,14 @@ class UltimateTicTacToeListener:
          "Failed logins per name or per address before logins are throttled.", int),
         ("uttt-login-window", 300.0,
          "Seconds a failed login counts against its name and address.", float),
+        ("uttt-max-frame", 1048576,
+         "Largest incoming frame in bytes; a larger one gets an error and a close (1009).",
+         _ranged(int, 0, 64 * 1024 * 1024, "uttt-max-frame")),
+        ("uttt-max-rate", 100.0, "Most frames a second per connection; more closes (1008).",
+         _ranged(float, 0, 1e9, "uttt-max-rate")),
+        ("uttt-send-buffer", 1048576,
+         "Bytes that may wait for a client that does not read; more closes (1008).",
+         _ranged(int, 0, 1 << 34, "uttt-send-buffer")),
     ]
     flags = []
 
