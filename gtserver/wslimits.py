@@ -5,6 +5,12 @@ its factory's :class:`Limits` (``factory.limits``), with every timer on
 ``factory.clock`` (an ``IReactorTime``, so tests can use ``task.Clock``). Call
 :func:`guard_factory` on the factory once. Per connection:
 
+* the opening handshake must be done within ``handshake_timeout`` seconds,
+  or the TCP connection is dropped;
+* until the protocol calls :meth:`~GuardedServerProtocol.authenticated`, the
+  connection is closed (1008) ``login_timeout`` seconds after it opened;
+* one message must arrive within ``message_timeout`` seconds from its first
+  byte to its last (a client trickling a frame is closed with 1008);
 * a message over ``refuse_above`` bytes is not buffered: at its end the
   protocol's :meth:`~GuardedServerProtocol.onRefusedMessage` is called
   instead of ``onMessage``; one over ``max_message`` bytes gets
@@ -39,6 +45,7 @@ CLOSE_POLICY = 1008
 #: WebSocket close code "message too big".
 CLOSE_TOO_BIG = 1009
 _OPEN = WebSocketProtocol.STATE_OPEN
+_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class Limits:
     refuse_above: int = 1 << 20
     max_rate: float = 100.0
     send_buffer: int = 1 << 20
+    handshake_timeout: float = 10.0
+    login_timeout: float = 30.0
+    message_timeout: float = 10.0
     close_timeout: float = 2.0
 
     @property
@@ -60,14 +70,15 @@ class Limits:
 def guard_factory(factory: Any, limits: Limits, clock: Any) -> None:
     """Give a WebSocket server factory its limits and clock.
 
-    Autobahn's own size limits and close timeout are turned off: its size
-    limits drop the TCP connection without a close frame, and its timer runs
+    Autobahn's own size limits and handshake timeouts are turned off: its size
+    limits drop the TCP connection without a close frame, and its timers run
     on the global reactor instead of ``clock``.
     """
     factory.limits = limits
     factory.clock = clock
     factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
-                               failByDrop=False, closeHandshakeTimeout=0)
+                               failByDrop=False, openHandshakeTimeout=0,
+                               closeHandshakeTimeout=0)
 
 
 @implementer(IPushProducer)
@@ -92,7 +103,7 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     """A WebSocket server protocol that enforces ``factory.limits``.
 
     Subclasses call ``super()`` in the Autobahn callbacks they override
-    (``onOpen``, ``connectionLost``, the ``onMessage*``
+    (``connectionMade``, ``onOpen``, ``connectionLost``, the ``onMessage*``
     hooks) and send with :meth:`send_bytes`.
     """
 
@@ -108,7 +119,12 @@ class GuardedServerProtocol(WebSocketServerProtocol):
         self.sent_while_congested = 0
         self._tokens = 0.0
         self._refilled = 0.0
+        self._handshake_timer: Any = None
+        self._login_timer: Any = None
+        self._message_timer: Any = None
         self._close_timer: Any = None
+        #: Messages (and control frames outside a message) received in full.
+        self._completed = 0
         #: The message arriving now is over ``refuse_above``: its data is dropped.
         self._refused = False
         self._refused_size = 0
@@ -124,13 +140,25 @@ class GuardedServerProtocol(WebSocketServerProtocol):
 
     # lifecycle
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._handshake_timer = self._later(self.limits.handshake_timeout,
+                                            self._handshake_overdue)
+
     def onOpen(self) -> None:
+        self._handshake_timer = _cancel(self._handshake_timer)
         self.transport.registerProducer(_SendGate(self), True)
         self._tokens = self.limits.burst
         self._refilled = self.factory.clock.seconds()
+        self._login_timer = self._later(self.limits.login_timeout, self._login_overdue)
+
+    def authenticated(self) -> None:
+        """The client has identified itself: the login timeout no longer applies."""
+        self._login_timer = _cancel(self._login_timer)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._close_timer = _cancel(self._close_timer)
+        for name in ("_handshake_timer", "_login_timer", "_message_timer", "_close_timer"):
+            setattr(self, name, _cancel(getattr(self, name)))
         super().connectionLost(reason)
 
     # timers
@@ -138,12 +166,56 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     def _later(self, delay: float, function: Any) -> Any:
         return self.factory.clock.callLater(delay, function) if delay > 0 else None
 
+    def _handshake_overdue(self) -> None:
+        self._handshake_timer = None
+        if self.state == _CONNECTING:
+            self.logger.info("dropping {kind} connection of {peer}: no handshake within "
+                             "{timeout:g} s", kind=self.kind, peer=self.describe_peer(),
+                             timeout=self.limits.handshake_timeout)
+            self.transport.abortConnection()
+
+    def _login_overdue(self) -> None:
+        self._login_timer = None
+        self.close_connection(f"no login within {self.limits.login_timeout:g} s",
+                              warn=False)
+
+    def _message_overdue(self) -> None:
+        self._message_timer = None
+        # The peer's answer to our close frame would be read as the rest of
+        # the unfinished message: no handshake, the TCP connection ends too.
+        self.close_connection(
+            f"a message took longer than {self.limits.message_timeout:g} s to arrive",
+            then_drop=True)
+
     # incoming data
 
     def dataReceived(self, data: bytes) -> None:
         """Autobahn's ``dataReceived`` without its debug line (formatted on
-        every read even when debug logging is off)."""
+        every read even when debug logging is off), then the message timer."""
+        completed = self._completed
         self._dataReceived(data)
+        self._watch_partial_message(completed)
+
+    def _watch_partial_message(self, completed_before: int) -> None:
+        """Time the message whose first bytes have arrived but not its last.
+
+        Its clock starts with the read that brought its first byte: the read
+        that ended the previous message, or the first read after a quiet spell.
+        """
+        partial = self.state == _OPEN and (
+            bool(self.data) or self.current_frame is not None or self.inside_message)
+        if not partial:
+            self._message_timer = _cancel(self._message_timer)
+        elif self._message_timer is None or self._completed != completed_before:
+            _cancel(self._message_timer)
+            self._message_timer = self._later(self.limits.message_timeout,
+                                              self._message_overdue)
+
+    def onFrameEnd(self) -> Any:
+        result = super().onFrameEnd()
+        if not self.inside_message:
+            self._completed += 1
+        return result
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
@@ -221,14 +293,20 @@ class GuardedServerProtocol(WebSocketServerProtocol):
 
     # closing
 
-    def close_connection(self, reason: str, code: int = CLOSE_POLICY) -> None:
-        """Close with ``code`` (sendClose only takes 1000 and 3000-4999) and a log line."""
+    def close_connection(self, reason: str, code: int = CLOSE_POLICY, warn: bool = True,
+                         then_drop: bool = False) -> None:
+        """Close with ``code`` (sendClose only takes 1000 and 3000-4999) and a
+        log line; with ``then_drop``, end the TCP connection once the close
+        frame is sent instead of waiting for the peer's answer."""
         if self.state != _OPEN:
             return
-        self.logger.warn("closing {kind} connection of {peer}: {reason}", kind=self.kind,
-                         peer=self.describe_peer(), reason=reason)
+        log = self.logger.warn if warn else self.logger.info
+        log("closing {kind} connection of {peer}: {reason}", kind=self.kind,
+            peer=self.describe_peer(), reason=reason)
         self.onClosing()
         self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123])
+        if then_drop:
+            self.transport.loseConnection()
 
     def onClosing(self) -> None:
         """The server is closing the connection: stop handling its requests."""

@@ -12,16 +12,28 @@ import struct
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from gtserver.core import Core
+from gtserver.core.accounts import Lifetimes
 from gtserver.core.friends import Friends
-from gtserver.store import StoreUnavailable
+from gtserver.core.passwords import PasswordHasher
+from gtserver.registry import wire_protocols
+from gtserver.service import GtserverService, ListenerService
+from gtserver.store import StoreUnavailable, open_store
+from gtserver.tap import config_from_options
+from tests.support import LOOPBACK, parse_options, sqlite_url
 from tests.test_uttt import (
+    Closed,
     UtttTestMixin,
     challenge,
     connect,
     login,
     move_frame,
+    settle_websocket_timers,
     sleep,
     until,
 )
@@ -405,3 +417,174 @@ class SizeAndRateTests(UtttTestMixin, unittest.TestCase):
         await close_code(slow)
         other.send("friend_request", {"user": "slow"})
         self.assertTrue((await other.expect("friend_request_response"))["success"])
+
+
+class RawClient(Protocol):
+    def __init__(self) -> None:
+        self.lost: Deferred = Deferred()
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)
+
+
+class TimeoutTests(unittest.TestCase):
+    """The limits' timers run on the core's clock: here a task.Clock."""
+
+    async def serve(self, *arguments: str) -> None:
+        self.addCleanup(settle_websocket_timers)
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        config = config_from_options(parse_options("--port", "uttt=off", *arguments))
+        store = open_store(sqlite_url(self), reactor)
+        self.core = Core(store, self.clock, config, PasswordHasher(log2_n=4), Lifetimes())
+        self.factory = wire_protocols()["uttt"].build_factory(self.core, config)
+        listener = ListenerService("uttt", "uttt", LOOPBACK, self.factory, reactor)
+        service = GtserverService(store, self.core, [listener])
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.started
+        self.port = listener.port.getHost().port
+
+    async def opened(self, count: int) -> list:
+        """The server's connections, once there are ``count``."""
+        await until(lambda: len(self.factory.connections) == count)
+        return list(self.factory.connections)
+
+    async def test_connection_that_never_logs_in_is_closed(self):
+        await self.serve()
+        idle = await connect(self, self.port)
+        member, _ = await login(self, self.port, "member")
+        [first, second] = sorted(await self.opened(2), key=lambda c: c.user is not None)
+        self.clock.advance(29.9)
+        self.assertEqual(first.state, WebSocketProtocol.STATE_OPEN)
+        self.clock.advance(0.1)
+        self.assertEqual(await close_code(idle), 1008)
+        self.assertIn("no login within 30 s", idle.remoteCloseReason)
+        self.clock.advance(3600)
+        self.assertEqual(second.state, WebSocketProtocol.STATE_OPEN)
+        member.send("match_states_request")
+        await member.nothing_more()
+        self.assertEqual(second.state, WebSocketProtocol.STATE_OPEN)
+
+    async def test_login_timeout_option(self):
+        await self.serve("--uttt-login-timeout", "5")
+        idle = await connect(self, self.port)
+        await self.opened(1)
+        self.clock.advance(5)
+        self.assertEqual(await close_code(idle), 1008)
+
+    async def test_zero_turns_the_timeouts_off(self):
+        await self.serve("--uttt-login-timeout", "0", "--uttt-frame-timeout", "0")
+        idle = await connect(self, self.port)
+        raw = client_frame(request("login", {"name": "alice", "pw": "pw"}))
+        idle.transport.write(raw[:9])
+        [connection] = await self.opened(1)
+        await until(lambda: connection.current_frame is not None)
+        self.assertEqual([call for call in self.clock.getDelayedCalls()
+                          if getattr(call.func, "__self__", None) is connection], [])
+        self.clock.advance(10 * 86400)
+        self.assertEqual(connection.state, WebSocketProtocol.STATE_OPEN)
+        idle.transport.write(raw[9:])
+        self.assertTrue((await idle.expect("login_response"))["success"])
+
+    def test_limits_must_be_in_range(self):
+        from twisted.python.usage import UsageError
+        for option, value in (("--uttt-login-timeout", "-1"), ("--uttt-frame-timeout", "x"),
+                              ("--uttt-handshake-timeout", "-0.5"), ("--uttt-max-rate", "0"),
+                              ("--uttt-max-frame", "0"), ("--uttt-send-buffer", "-5")):
+            with self.assertRaises(UsageError, msg=option):
+                parse_options(option, value)
+        config = config_from_options(parse_options())
+        self.assertEqual((config["uttt_login_timeout"], config["uttt_frame_timeout"],
+                          config["uttt_handshake_timeout"], config["uttt_max_rate"]),
+                         (30.0, 10.0, 10.0, 100.0))
+
+    async def test_a_failed_reconnect_does_not_stop_the_login_timer(self):
+        await self.serve()
+        client = await connect(self, self.port)
+        client.send("reconnect", {"id": "made-up"})
+        await client.expect("reconnect_response")
+        self.clock.advance(30)
+        self.assertEqual(await close_code(client), 1008)
+
+    async def test_a_frame_trickling_in_is_closed(self):
+        await self.serve()
+        client, _ = await login(self, self.port, "alice")
+        [connection] = await self.opened(1)
+        raw = client_frame(request("match_states_request", {}))
+        client.transport.write(raw[:5])
+        await until(lambda: connection.data or connection.current_frame is not None)
+        self.clock.advance(9)
+        client.transport.write(raw[5:7])
+        await until(lambda: connection.current_frame is not None)
+        self.clock.advance(1)
+        self.assertEqual(await close_code(client), 1008)
+        self.assertIn("longer than 10 s", client.remoteCloseReason)
+
+    async def test_frames_that_each_arrive_in_time_are_fine(self):
+        await self.serve("--uttt-frame-timeout", "6")
+        client, _ = await login(self, self.port, "alice")
+        [connection] = await self.opened(1)
+        first = client_frame(request("friend_request", {"user": "alice"}))
+        second = client_frame(request("unfriend_request", {"user": "alice"}))
+        third = client_frame(request("friend_request", {"user": "nobody"}))
+        # every read ends inside a frame, but no frame takes 6 s
+        client.transport.write(first[:10])
+        await until(lambda: connection.current_frame is not None)
+        self.clock.advance(4)
+        client.transport.write(first[10:] + second[:10])
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+        self.clock.advance(4)
+        client.transport.write(second[10:] + third[:3])
+        self.assertFalse((await client.expect("unfriend_request_response"))["success"])
+        self.clock.advance(4)
+        self.assertEqual(connection.state, WebSocketProtocol.STATE_OPEN)
+        client.transport.write(third[3:])
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+        self.clock.advance(60)
+        self.assertEqual(connection.state, WebSocketProtocol.STATE_OPEN)
+        # a fragmented message is timed as a whole
+        client.transport.write(client_frame(b'{"type":', fin=False))
+        await until(lambda: connection.inside_message)
+        self.clock.advance(5)
+        client.transport.write(client_frame(b'"x",', opcode=0, fin=False))
+        self.clock.advance(1)
+        self.assertEqual(await close_code(client), 1008)
+
+    async def test_slow_opening_handshake_is_dropped(self):
+        await self.serve("--uttt-handshake-timeout", "3")
+        factory = Factory.forProtocol(RawClient)
+        raw = await TCP4ClientEndpoint(reactor, "127.0.0.1", self.port).connect(factory)
+        raw.transport.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        [connection] = await self.opened(1)
+        self.clock.advance(2.9)
+        self.assertEqual(connection.state, WebSocketProtocol.STATE_CONNECTING)
+        self.clock.advance(0.1)
+        await raw.lost.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(raw.received, b"")
+
+
+class WallClockTimeoutTests(UtttTestMixin, unittest.TestCase):
+    """The same timeouts on the real reactor, with short limits."""
+
+    async def test_trickle_and_silence_are_closed(self):
+        await self.serve("--uttt-frame-timeout", "0.5", "--uttt-login-timeout", "2")
+        silent = await connect(self, self.port)
+        trickler = await connect(self, self.port)
+        raw = client_frame(request("login", {"name": "trickler", "pw": "pw"}))
+        for byte in range(len(raw)):
+            if trickler.closed.called:
+                break
+            trickler.transport.write(raw[byte:byte + 1])
+            await sleep(0.1)
+        self.assertEqual(await close_code(trickler), 1008)
+        self.assertIn("longer than 0.5 s", trickler.remoteCloseReason)
+        self.assertEqual(await close_code(silent), 1008)
+        self.assertIn("no login", silent.remoteCloseReason)
+        with self.assertRaises(Closed):
+            await silent.receive()
+        await settle_websocket_timers()

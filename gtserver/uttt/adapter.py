@@ -4,7 +4,7 @@ Every frame is ``{"type": T, "data": {...}}``. This module only parses frames,
 calls the core (accounts, :class:`UltimateMatches`, ratings, friends) and
 renders replies; it keeps per-connection state only. Frames of one connection
 are handled strictly in order, one at a time. Connection limits (frame size,
-rate, slow readers) are :mod:`gtserver.wslimits`.
+rate, slow readers, login and frame timeouts) are :mod:`gtserver.wslimits`.
 """
 
 from __future__ import annotations
@@ -378,6 +378,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         if self._closed:
             return
         self.user, self.session = user, session
+        self.authenticated()
         self._last_touch = self.factory.core.clock.seconds()
         matches = service.connect(user, self)
         self.standing_changed(await self.factory.ratings.standing(user.id))
@@ -487,7 +488,10 @@ def limits_from(config: Any) -> Limits:
         max_message=max_message,
         refuse_above=min(MAX_FRAME, max_message),
         max_rate=float(option("uttt_max_rate", 100.0)),
-        send_buffer=int(option("uttt_send_buffer", 1 << 20)))
+        send_buffer=int(option("uttt_send_buffer", 1 << 20)),
+        handshake_timeout=float(option("uttt_handshake_timeout", 10.0)),
+        login_timeout=float(option("uttt_login_timeout", 30.0)),
+        message_timeout=float(option("uttt_frame_timeout", 10.0)))
 
 
 class UtttServerFactory(WebSocketServerFactory):

@@ -6,13 +6,20 @@ from zope.interface import implementer
 from gtserver.interfaces import IWireProtocol
 
 
-def _ranged(kind, low, high, what):
+def _ranged(kind, low, high, what, low_allowed=False):
     def coerce(text):
         value = kind(text)
-        if not low < value <= high:
-            raise ValueError(f"{what} must be above {low} and at most {high}")
+        if not (low <= value if low_allowed else low < value) or not value <= high:
+            raise ValueError(f"{what} must be {'at least' if low_allowed else 'above'} {low}"
+                             f" and at most {high}")
         return value
-    coerce.coerceDoc = f"{what}: above {low}, at most {high}."
+    coerce.coerceDoc = f"{what}: {'at least' if low_allowed else 'above'} {low}, at most {high}."
+    return coerce
+
+
+def _timeout(what):
+    coerce = _ranged(float, 0, 1e9, what, low_allowed=True)
+    coerce.coerceDoc = f"{what}: seconds, 0 for no limit."
     return coerce
 
 
@@ -38,6 +45,15 @@ class UltimateTicTacToeListener:
         ("uttt-send-buffer", 1048576,
          "Bytes that may wait for a client that does not read; more closes (1008).",
          _ranged(int, 0, 1 << 34, "uttt-send-buffer")),
+        ("uttt-login-timeout", 30.0,
+         "Seconds a connection may stay open without logging in (then 1008).",
+         _timeout("uttt-login-timeout")),
+        ("uttt-frame-timeout", 10.0,
+         "Seconds one frame may take from its first byte to its last (then 1008).",
+         _timeout("uttt-frame-timeout")),
+        ("uttt-handshake-timeout", 10.0,
+         "Seconds the WebSocket opening handshake may take (then the TCP connection drops).",
+         _timeout("uttt-handshake-timeout")),
     ]
     flags = []
 
