@@ -3,18 +3,20 @@
 Every frame is ``{"type": T, "data": {...}}``. This module only parses frames,
 calls the core (accounts, :class:`UltimateMatches`, ratings, friends) and
 renders replies; it keeps per-connection state only. Frames of one connection
-are handled strictly in order, one at a time.
+are handled strictly in order, one at a time. Connection limits (frame size,
+rate, slow readers, login and frame timeouts) are :mod:`gtserver.wslimits`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
@@ -33,11 +35,15 @@ from gtserver.uttt.matchmaking import (
     seat_to_move,
     winner,
 )
+from gtserver.wslimits import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
-#: Largest frame answered with an error reply; larger ones close the connection.
+#: Frames larger than this get an error reply (and are never buffered).
 MAX_FRAME = 64 * 1024
+#: Default for frames that close the connection (1009): ``--uttt-max-frame``.
 HARD_MAX_FRAME = 1024 * 1024
+#: Frames waiting behind the one being handled; more closes the connection (1008).
+MAX_BACKLOG = 256
 #: A connection's session is marked used at most this often (seconds), which
 #: keeps a busy temporary session from expiring while it plays.
 SESSION_TOUCH_INTERVAL = 300.0
@@ -85,11 +91,30 @@ class BadFrame(ValueError):
     """A frame that is not ``{"type": str, "data": object}``."""
 
 
+def _refuse_constant(name: str) -> None:
+    raise BadFrame(f"numbers must be finite ({name} is not JSON)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadFrame(f"numbers must be finite ({text[:32]} is too large)")
+    return value
+
+
+# JSON as RFC 8259 has it: NaN and Infinity are not numbers, nor is 1e400.
+_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
+
+
 def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        message = json.loads(payload.decode("utf-8"))
+        message = _decode(payload.decode("utf-8"))
+    except BadFrame:
+        raise
     except (UnicodeDecodeError, ValueError):
         raise BadFrame("the frame is not valid JSON") from None
+    except RecursionError:
+        raise BadFrame("the frame is nested too deeply") from None
     if not isinstance(message, dict):
         raise BadFrame("the frame must be a JSON object")
     kind, data = message.get("type"), message.get("data", {})
@@ -102,10 +127,25 @@ def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
     return kind, data
 
 
-class UtttServerProtocol(WebSocketServerProtocol):
-    # Not named ``log``: that would replace Autobahn's own logger, whose debug
-    # calls (several per frame) are no-ops, with one that emits every one.
+def encodable(text: str) -> bool:
+    """True unless ``text`` holds a lone UTF-16 surrogate (legal in JSON, not in UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(text: str) -> bool:
+    """True for text every store can keep: UTF-8 encodable and without NUL
+    (PostgreSQL refuses NUL in text). Nothing stored is anything else, so a
+    name or id that is not storable names nothing."""
+    return "\x00" not in text and encodable(text)
+
+
+class UtttServerProtocol(GuardedServerProtocol):
     logger = Logger()
+    kind = "uttt"
     factory: UtttServerFactory
 
     def __init__(self) -> None:
@@ -120,6 +160,18 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     # connection events
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
+
+    def describe_peer(self) -> str:
+        """Who the connection is, for log lines."""
+        return f"{self.user.name if self.user else 'nobody'} at {self.address}"
+
     def onConnect(self, request: Any) -> None:
         # Small frames go out at once. (Autobahn tries this itself before its
         # options are copied onto the protocol, so its attempt has no effect.)
@@ -131,13 +183,27 @@ class UtttServerProtocol(WebSocketServerProtocol):
         peer = self.transport.getPeer()
         self.address = getattr(peer, "host", None) or str(peer)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
         if self._closed:
+            return
+        if len(self._inbox) >= MAX_BACKLOG:
+            self.close_connection(f"more than {MAX_BACKLOG} frames waiting to be handled")
             return
         self._inbox.append(payload)
         if not self._busy:
             self._busy = True
             ensureDeferred(self._drain())
+
+    def onRefusedMessage(self, size: int) -> None:
+        self.onMessage(None, False)   # answered in turn, after the frames before it
+
+    def onOversizedMessage(self, size: int) -> None:
+        self.error(f"frame too large (at most {self.limits.max_message} bytes)")
+
+    def onClosing(self) -> None:
+        # Frames already received are not handled: the connection is going.
+        self._closed = True
+        self._inbox.clear()
 
     def onClose(self, wasClean: bool, code: int, reason: str) -> None:
         self._closed = True
@@ -149,7 +215,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     def match_changed(self, match: Match) -> None:
         if not self._closed:
-            self.sendMessage(self.factory.match_frame(match))
+            self.send_bytes(self.factory.match_frame(match))
 
     def standing_changed(self, standing: Standing) -> None:
         self.send("elo_update", render_standing(standing))
@@ -160,8 +226,10 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # frames
 
     def send(self, kind: str, data: Any) -> None:
+        """Send a frame; nothing happens once the connection is closing: the
+        client's close frame may arrive while its request is being handled."""
         if not self._closed:
-            self.sendMessage(frame(kind, data))
+            self.send_bytes(frame(kind, data))
 
     def error(self, message: str, kind: str | None = None) -> None:
         data = {"msg": message}
@@ -186,9 +254,9 @@ class UtttServerProtocol(WebSocketServerProtocol):
         finally:
             self._busy = False
 
-    async def _handle(self, payload: bytes) -> None:
-        if len(payload) > self.factory.max_frame:
-            self.error(f"frame too large (at most {self.factory.max_frame} bytes)")
+    async def _handle(self, payload: bytes | None) -> None:
+        if payload is None or len(payload) > self.limits.refuse_above:
+            self.error(f"frame too large (at most {self.limits.refuse_above} bytes)")
             return
         try:
             kind, data = parse(payload)
@@ -203,8 +271,12 @@ class UtttServerProtocol(WebSocketServerProtocol):
         if handler is not None:
             await handler(self, data)
         elif kind in IDENTITY_TYPES:
-            response = "reconnect_response" if kind == "reconnect" else "login_response"
-            self.send(response, {"success": False, "msg": "already logged in"})
+            response = {"success": False, "id": None, "registered": False,
+                        "msg": f"already logged in as {self.user.name}"}
+            if kind == "reconnect":
+                self.send("reconnect_response", {**response, "user": None})
+            else:
+                self.send("login_response", response)
         # other types after login are ignored, as the protocol asks
 
     # identity
@@ -237,6 +309,9 @@ class UtttServerProtocol(WebSocketServerProtocol):
         if not isinstance(password, str):
             self._refuse_login("the password must be a string")
             return
+        if not encodable(password):
+            self._refuse_login("the password must be valid Unicode text")
+            return
         name = name.lower()
         accounts, throttle = self.factory.core.accounts, self.factory.throttle
         keys = (("name", name), ("address", self.address))
@@ -256,21 +331,40 @@ class UtttServerProtocol(WebSocketServerProtocol):
         except NameTaken:
             self._refuse_login(f"the name {name} is taken")
             return
+        except StoreError as problem:
+            self._refuse_login(self._store_down("login", problem))
+            return
         throttle.success(keys[0])
-        session = await accounts.open_session(user)
+        try:
+            session = await accounts.open_session(user)
+        except StoreError as problem:
+            self._refuse_login(self._store_down("login", problem))
+            return
         self.send("login_response", {"success": True, "id": session,
                                      "registered": not user.temporary, "msg": "logged in"})
         await self._start_session(user, session)
 
+    def _store_down(self, request: str, problem: Exception) -> str:
+        """Log an unreachable database; the message for the client."""
+        self.logger.warn("uttt: {request} of {peer} failed: {problem}", request=request,
+                         peer=self.describe_peer(), problem=problem)
+        return "the server cannot reach its database, try again later"
+
     async def _reconnect(self, data: dict[str, Any]) -> None:
         token = data.get("id")
+        # The connection stays open after a failed reconnect, so the client
+        # can log in on it instead.
+        refusal = {"success": False, "id": None, "user": None, "registered": False}
         try:
+            if isinstance(token, str) and not storable(token):
+                raise UnknownSession(token)
             user = await self.factory.core.accounts.resume(token)
         except UnknownSession:
-            # The connection stays open so the client can log in on it instead.
-            self.send("reconnect_response", {"success": False, "id": None, "user": None,
-                                             "registered": False,
-                                             "msg": "unknown or expired session"})
+            self.send("reconnect_response", {**refusal, "msg": "unknown or expired session"})
+            return
+        except StoreError as problem:
+            self.send("reconnect_response", {**refusal,
+                                             "msg": self._store_down("reconnect", problem)})
             return
         self.send("reconnect_response", {"success": True, "id": token, "user": user.name,
                                          "registered": not user.temporary,
@@ -284,6 +378,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
         if self._closed:
             return
         self.user, self.session = user, session
+        self.authenticated()
         self._last_touch = self.factory.core.clock.seconds()
         matches = service.connect(user, self)
         self.standing_changed(await self.factory.ratings.standing(user.id))
@@ -310,7 +405,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
                 message = "match started" if match else "waiting for an opponent"
             elif isinstance(opponent_name, str):
                 opponent_name = opponent_name.lower()
-                opponent = await self.factory.core.accounts.user(opponent_name)
+                opponent = (await self.factory.core.accounts.user(opponent_name)
+                            if storable(opponent_name) else None)
                 await service.challenge(self.user, opponent, opponent_name)
                 message = "match started"
             else:
@@ -320,10 +416,18 @@ class UtttServerProtocol(WebSocketServerProtocol):
             return
         self.send("match_request_response", {"success": True, "msg": message})
 
+    @staticmethod
+    def _match_id(data: dict[str, Any]) -> Any:
+        """The request's match id; UnknownMatch for text no match id can be."""
+        match_id = data.get("id")
+        if isinstance(match_id, str) and not storable(match_id):
+            raise UnknownMatch("there is no match with that id")
+        return match_id
+
     async def _move(self, data: dict[str, Any]) -> None:
         arguments = {field: data.get(field) for field in MOVE_FIELDS}
         try:
-            await self.factory.service.move(self.user, data.get("id"), arguments,
+            await self.factory.service.move(self.user, self._match_id(data), arguments,
                                             address=self.address)
         except MoveRefused as refusal:
             self.match_changed(refusal.match)
@@ -332,7 +436,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
 
     async def _end_match(self, data: dict[str, Any]) -> None:
         try:
-            await self.factory.service.abort(self.user, data.get("id"))
+            await self.factory.service.abort(self.user, self._match_id(data))
         except MoveRefused as refusal:
             self.match_changed(refusal.match)
         except (UnknownMatch, NotYourMatch) as refusal:
@@ -354,6 +458,8 @@ class UtttServerProtocol(WebSocketServerProtocol):
         try:
             if not isinstance(name, str) or not name:
                 raise FriendRefused("'user' must be a name")
+            if not storable(name):
+                raise FriendRefused("there is no registered user with that name")
             await change(friends, self.user, name.lower())
         except FriendRefused as refusal:
             self.send(response, {"success": False, "msg": str(refusal)})
@@ -371,6 +477,23 @@ class UtttServerProtocol(WebSocketServerProtocol):
     }
 
 
+def limits_from(config: Any) -> Limits:
+    """The connection limits of the ``--uttt-...`` options."""
+    def option(name: str, default: float) -> float:
+        value = config.get(name)
+        return default if value is None else value
+
+    max_message = int(option("uttt_max_frame", HARD_MAX_FRAME))
+    return Limits(
+        max_message=max_message,
+        refuse_above=min(MAX_FRAME, max_message),
+        max_rate=float(option("uttt_max_rate", 100.0)),
+        send_buffer=int(option("uttt_send_buffer", 1 << 20)),
+        handshake_timeout=float(option("uttt_handshake_timeout", 10.0)),
+        login_timeout=float(option("uttt_login_timeout", 30.0)),
+        message_timeout=float(option("uttt_frame_timeout", 10.0)))
+
+
 class UtttServerFactory(WebSocketServerFactory):
     protocol = UtttServerProtocol
 
@@ -382,13 +505,12 @@ class UtttServerFactory(WebSocketServerFactory):
         self.friends = core.component(Friends)
         self.throttle = Throttle(core.clock, limit=int(config.get("uttt_login_failures", 5)),
                                  window=float(config.get("uttt_login_window", 300.0)))
-        self.max_frame = MAX_FRAME
         self._last_match_frame: tuple[tuple, bytes] | None = None
+        self.connections: set[UtttServerProtocol] = set()
+        guard_factory(self, limits_from(config), core.clock)
         # UTF-8 is checked by the parser, so that bad text gets an error reply
         # instead of Autobahn failing the connection.
-        self.setProtocolOptions(maxFramePayloadSize=HARD_MAX_FRAME,
-                                maxMessagePayloadSize=HARD_MAX_FRAME,
-                                utf8validateIncoming=False)
+        self.setProtocolOptions(utf8validateIncoming=False)
 
     def match_frame(self, match: Match) -> bytes:
         """The ``match_update`` frame of ``match`` as it is now.

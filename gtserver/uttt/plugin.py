@@ -6,6 +6,23 @@ from zope.interface import implementer
 from gtserver.interfaces import IWireProtocol
 
 
+def _ranged(kind, low, high, what, low_allowed=False):
+    def coerce(text):
+        value = kind(text)
+        if not (low <= value if low_allowed else low < value) or not value <= high:
+            raise ValueError(f"{what} must be {'at least' if low_allowed else 'above'} {low}"
+                             f" and at most {high}")
+        return value
+    coerce.coerceDoc = f"{what}: {'at least' if low_allowed else 'above'} {low}, at most {high}."
+    return coerce
+
+
+def _timeout(what):
+    coerce = _ranged(float, 0, 1e9, what, low_allowed=True)
+    coerce.coerceDoc = f"{what}: seconds, 0 for no limit."
+    return coerce
+
+
 @implementer(IPlugin, IWireProtocol)
 class UltimateTicTacToeListener:
     name = "uttt"
@@ -20,6 +37,23 @@ class UltimateTicTacToeListener:
          "Failed logins per name or per address before logins are throttled.", int),
         ("uttt-login-window", 300.0,
          "Seconds a failed login counts against its name and address.", float),
+        ("uttt-max-frame", 1048576,
+         "Largest incoming frame in bytes; a larger one gets an error and a close (1009).",
+         _ranged(int, 0, 64 * 1024 * 1024, "uttt-max-frame")),
+        ("uttt-max-rate", 100.0, "Most frames a second per connection; more closes (1008).",
+         _ranged(float, 0, 1e9, "uttt-max-rate")),
+        ("uttt-send-buffer", 1048576,
+         "Bytes that may wait for a client that does not read; more closes (1008).",
+         _ranged(int, 0, 1 << 34, "uttt-send-buffer")),
+        ("uttt-login-timeout", 30.0,
+         "Seconds a connection may stay open without logging in (then 1008).",
+         _timeout("uttt-login-timeout")),
+        ("uttt-frame-timeout", 10.0,
+         "Seconds one frame may take from its first byte to its last (then 1008).",
+         _timeout("uttt-frame-timeout")),
+        ("uttt-handshake-timeout", 10.0,
+         "Seconds the WebSocket opening handshake may take (then the TCP connection drops).",
+         _timeout("uttt-handshake-timeout")),
     ]
     flags = []
 
