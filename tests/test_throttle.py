@@ -56,4 +56,4 @@ class ThrottleTests(unittest.TestCase):
             throttle.failure(number)
         self.clock.advance(61)
         throttle.failure("fresh")
-        self.assertEqual(list(throttle._failures), ["fresh"])
+        self.assertEqual(list(throttle._attempts), ["fresh"])
