@@ -26,6 +26,10 @@ from typing import Any
 
 from gtserver.core.errors import Throttled
 
+#: Time stamps kept per key at least; a caller's larger limit counts as the larger
+#: of this and the throttle's own.
+MAX_STAMPS = 1024
+
 
 class LoginThrottled(Throttled):
     """Too many attempts; ``retry_after`` seconds until the next one is allowed."""
@@ -76,9 +80,7 @@ class Throttle:
         for key in keys:
             times = self._attempts.get(key)
             if times is None:
-                times = self._attempts[key] = deque()
-            else:
-                self._forget_old(times, now)
+                times = self._attempts[key] = deque(maxlen=max(self.limit, MAX_STAMPS))
             times.append(now)
         return now
 
@@ -112,13 +114,8 @@ class Throttle:
             del self._attempts[key]
 
     def _budget(self, limit: int | None, window: float | None) -> tuple[int, float]:
-        limit = self.limit if limit is None else max(1, limit)
+        limit = self.limit if limit is None else max(1, min(limit, max(self.limit, MAX_STAMPS)))
         window = self.window if window is None else window
         if window > self._horizon:
             self._horizon = window
         return limit, window
-
-    def _forget_old(self, times: deque[float], now: float) -> None:
-        horizon = now - self._horizon
-        while times and times[0] <= horizon:
-            times.popleft()
