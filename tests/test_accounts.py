@@ -8,7 +8,7 @@ reactor's threads and sockets.
 from __future__ import annotations
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from gtserver.core import Core
@@ -191,3 +191,47 @@ class PasswordHasherTests(unittest.TestCase):
         self.assertFalse(await hasher.verify("password", encoded))
         for broken in (None, "", "md5$x", "scrypt$4$8$1$!!$!!", hasher.dummy_hash):
             self.assertFalse(await hasher.verify("pässword", broken))
+        hasher.stop()
+
+    async def test_hashes_run_in_a_small_pool_of_their_own(self):
+        import threading
+        import time
+
+        running, seen, names = [], [], set()
+        real_derive = PasswordHasher._derive
+
+        def derive(*arguments):
+            running.append(threading.current_thread().name)
+            names.add(running[-1])
+            seen.append(len(running))
+            time.sleep(0.01)            # let the others pile up, in their threads
+            running.pop()
+            return real_derive(*arguments)
+        self.patch(PasswordHasher, "_derive", staticmethod(derive))
+        for threads in (1, 2):
+            hasher = PasswordHasher(log2_n=4, threads=threads)
+            seen.clear()
+            await gatherResults([hasher.hash(str(number)) for number in range(6)])
+            self.assertEqual(max(seen), threads)
+            hasher.stop()
+        self.assertTrue(names)
+        self.assertTrue(all("gtserver-passwords" in name for name in names), names)
+
+    def test_hash_sized_blocks_go_back_to_the_system(self):
+        from gtserver.core import memory
+        if memory._mallopt is None:
+            raise unittest.SkipTest("not glibc")
+        calls = []
+        self.patch(memory, "_mallopt", lambda *arguments: calls.append(arguments) or 1)
+        self.patch(memory, "_threshold", None)
+        small = PasswordHasher(log2_n=10)          # 1 MiB blocks: left to glibc
+        small.verify("x", None).addBoth(lambda _: None)
+        hasher = PasswordHasher(log2_n=14)
+        self.assertEqual(calls, [])             # nothing changes until a hash runs
+        hasher.verify("x", None).addBoth(lambda _: None)
+        self.assertEqual(calls, [(memory.M_MMAP_THRESHOLD, 8 << 20)])
+        larger = PasswordHasher(log2_n=16)
+        larger.verify("x", None).addBoth(lambda _: None)   # 8 MiB blocks still included
+        self.assertEqual(len(calls), 1)
+        for each in (small, hasher, larger):
+            each.stop()
