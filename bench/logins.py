@@ -5,7 +5,9 @@ bursts of BURST logins at once from Autobahn WebSocket clients: first BURST
 new names (registrations: one hash each), then the same names again (logins:
 one verification each). Reported per hashing set-up and burst size: the
 server's RSS when idle, after each burst (once its replies are all in and
-again a second later), and logins per second.
+again a second later), logins per second, and the round trip of a
+bystander: a VR connection on the same daemon that pings every 10 ms during
+the bursts (p50 / p99 / max).
 
 Set-ups compared in the same run:
 
@@ -36,7 +38,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 
-def serve(port: int, db: str, hash_cost: int, setup: str) -> None:
+def serve(port: int, vr_port: int, db: str, hash_cost: int, setup: str) -> None:
     """The daemon (child process), its password hasher set up as ``setup``."""
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
@@ -48,7 +50,8 @@ def serve(port: int, db: str, hash_cost: int, setup: str) -> None:
                  "--registrations-per-address", "100000"]
     for name in Options.protocols:
         arguments += ["--port", f"{name}=off"]
-    arguments += ["--port", f"uttt=tcp:{port}:interface=127.0.0.1"]
+    arguments += ["--port", f"uttt=tcp:{port}:interface=127.0.0.1",
+                  "--port", f"vr=tcp:{vr_port}:interface=127.0.0.1"]
     options = Options()
     options.parseOptions(arguments)
     service = build_service(options, reactor, freeze_heap=True)
@@ -119,6 +122,61 @@ async def burst(port: int, names: list[str]) -> float:
     return elapsed
 
 
+class Bystander:
+    """A VR connection that pings every ``interval`` seconds and keeps the round trips."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.round_trips: list[float] = []
+        self.protocol = None
+
+    async def connect(self, port: int) -> None:
+        from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.task import LoopingCall
+
+        bystander = self
+
+        class Pinger(WebSocketClientProtocol):
+            sent: float | None = None
+
+            def onOpen(self) -> None:
+                self.factory.opened.callback(self)
+
+            def ping(self) -> None:
+                if self.sent is None:
+                    self.sent = time.perf_counter()
+                    self.sendMessage(b'{"system":"ping"}')
+
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                if self.sent is not None and bystander.measuring:
+                    bystander.round_trips.append(time.perf_counter() - self.sent)
+                self.sent = None
+
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
+        factory.protocol = Pinger
+        factory.opened = Deferred()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        self.protocol = await factory.opened
+        self.measuring = False
+        self.loop = LoopingCall(self.protocol.ping)
+        self.loop.start(self.interval)
+
+    def figures(self) -> str:
+        trips = sorted(self.round_trips)
+        if not trips:
+            return "no pings"
+        def at(share):
+            return trips[min(len(trips) - 1, int(share * len(trips)))] * 1000
+        return f"{at(0.5):.1f} / {at(0.99):.1f} / {trips[-1] * 1000:.1f} ms"
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.protocol.transport.loseConnection()
+
+
 async def sleep(seconds: float) -> None:
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
@@ -126,11 +184,12 @@ async def sleep(seconds: float) -> None:
 
 
 async def measure(setup: str, size: int, hash_cost: int) -> dict:
-    port = free_port()
+    port, vr_port = free_port(), free_port()
     directory = tempfile.mkdtemp(prefix="gtserver-bench-")
     db = "sqlite:" + os.path.join(directory, "bench.sqlite")
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), db, str(hash_cost), setup],
+        [sys.executable, __file__, "--serve", str(port), str(vr_port), db, str(hash_cost),
+         setup],
         stdout=subprocess.PIPE, text=True)
     try:
         if child.stdout.readline().strip() != "ready":
@@ -138,12 +197,18 @@ async def measure(setup: str, size: int, hash_cost: int) -> dict:
         await sleep(1.0)
         row = {"setup": setup, "burst": size, "idle": rss_kib(child.pid)}
         names = [f"user{number:05d}" for number in range(size)]
+        bystander = Bystander()
+        await bystander.connect(vr_port)
         for phase in ("register", "login"):
+            bystander.measuring = True
             elapsed = await burst(port, names)
+            bystander.measuring = False
             row[f"{phase}_rss"] = rss_kib(child.pid)
             await sleep(1.0)
             row[f"{phase}_rss_1s"] = rss_kib(child.pid)
             row[f"{phase}_rate"] = size / elapsed
+        row["bystander"] = bystander.figures()
+        bystander.stop()
         return row
     finally:
         child.terminate()
@@ -164,13 +229,14 @@ def print_row(row: dict) -> None:
           f"registrations {row['register_rate']:5.1f}/s, RSS {row['register_rss'] / mib:6.1f}"
           f" ({row['register_rss_1s'] / mib:6.1f} 1 s later) | "
           f"logins {row['login_rate']:5.1f}/s, RSS {row['login_rss'] / mib:6.1f}"
-          f" ({row['login_rss_1s'] / mib:6.1f} 1 s later) MiB", flush=True)
+          f" ({row['login_rss_1s'] / mib:6.1f} 1 s later) MiB | bystander ping "
+          f"{row['bystander']}", flush=True)
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        port, db, hash_cost, setup = sys.argv[2:6]
-        serve(int(port), db, int(hash_cost), setup)
+        port, vr_port, db, hash_cost, setup = sys.argv[2:7]
+        serve(int(port), int(vr_port), db, int(hash_cost), setup)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bursts", type=int, nargs="+", default=[10, 50])

@@ -28,9 +28,9 @@ class UltimateTicTacToeListener:
         ("uttt-expiry-interval", 3600.0, "Seconds between idle-match checks.", float),
         ("uttt-login-failures", None,
          "Wrong passwords for one account (counted over every listener) after which uttt "
-         "refuses its logins; default --login-failures-per-account.", _positive(int)),
+         "refuses its logins; default --login-failures-per-account", _positive(int)),
         ("uttt-login-window", None,
-         "Seconds those wrong passwords count for uttt; default --login-window.",
+         "Seconds those wrong passwords count for uttt; default --login-window",
          _positive(float)),
     ]
     flags = []

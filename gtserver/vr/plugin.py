@@ -49,10 +49,10 @@ class VRRooms:
          _at_least(float, 0, "vr-pose-log-rate")),
         ("vr-login-failures", None,
          "Wrong passwords for one account (counted over every listener) after which VR "
-         "refuses its logins; default --login-failures-per-account.",
+         "refuses its logins; default --login-failures-per-account",
          _at_least(int, 1, "vr-login-failures")),
         ("vr-login-window", None,
-         "Seconds those wrong passwords count for VR; default --login-window.",
+         "Seconds those wrong passwords count for VR; default --login-window",
          _ranged(float, 0, 1e9, "vr-login-window")),
         ("vr-csv-log", None,
          "Also append events to this file as timestamp;ip;nick;room;action;message.", None),
