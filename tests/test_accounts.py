@@ -173,6 +173,47 @@ class AccountTestsMixin:
         self.assertEqual((await self.accounts.authenticate("alice", "pw")).id, alice.id)
 
 
+    async def test_login_with_a_peer_and_a_name_rule(self):
+        from gtserver.core.errors import InvalidName, Throttled
+        from gtserver.core.login import LoginPolicy
+        from gtserver.core.peers import Peer
+        from gtserver.store import StoreUnavailable
+
+        def lower_case(name):
+            if not name.isalnum():
+                raise InvalidName("letters and digits only")
+            return name.lower()
+        policy, lab = LoginPolicy(lower_case), Peer("10.0.0.1", 4000)
+        await self.start_core()
+        with self.assertRaises(InvalidName):
+            await self.accounts.login("a b", "pw", lab, policy)
+        user, registered = await self.accounts.login("Alice", "pw", lab, policy)
+        self.assertEqual((user.name, registered), ("alice", True))
+        for _ in range(5):
+            with self.assertRaises(BadCredentials):
+                await self.accounts.login("ALICE", "wrong", lab, policy)
+        with self.assertRaises(Throttled):
+            await self.accounts.login("alice", "pw", Peer("10.0.0.2", 1), policy)
+        # The same address logs other people in, and registers new ones.
+        self.assertTrue((await self.accounts.login("bob", "pw", lab, policy))[1])
+        self.assertFalse((await self.accounts.login("bob", "pw", lab, policy))[1])
+        self.clock.advance(300)
+        self.assertEqual((await self.accounts.login("alice", "pw", lab, policy))[0].id, user.id)
+
+        # A check the database could not finish is not a guess.
+        with self.assertRaises(BadCredentials):
+            await self.accounts.login("alice", "wrong", lab, policy)
+
+        def unavailable(password, encoded):
+            raise StoreUnavailable("database down")
+        self.patch(self.accounts.hasher, "verify", unavailable)
+        for _ in range(10):
+            with self.assertRaises(StoreUnavailable):
+                await self.accounts.login("alice", "pw", lab, policy)
+        self.assertEqual(self.accounts.guard.accounts.count("alice"), 1)
+        self.assertEqual(self.accounts.guard.addresses.count("10.0.0.1"), 1)
+
+
 class SQLiteAccountTests(AccountTestsMixin, unittest.TestCase):
     def make_url(self) -> str:
         return sqlite_url(self)

@@ -2,8 +2,8 @@
 
 :class:`Peer` is a client's host and port. Its :attr:`~Peer.address` is what
 the research log records (``host:port``, ``[v6 host]:port``; ``unix`` for a
-Unix socket) and its :attr:`~Peer.host` is what the login throttle counts
-per address.
+Unix socket) and its :attr:`~Peer.throttle_key` (the host) is what the login
+throttle counts per address.
 
 Behind a reverse proxy every TCP peer is the proxy. :class:`TrustedProxies`
 lists the proxies whose ``X-Forwarded-For`` header is believed: for a
