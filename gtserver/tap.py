@@ -14,6 +14,7 @@ from twisted.python import usage
 from gtserver import __version__
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
+from gtserver.core.login import LoginOptions
 from gtserver.core.passwords import PasswordHasher
 from gtserver.registry import wire_protocols
 from gtserver.service import (
@@ -27,7 +28,7 @@ from gtserver.store import BadDatabaseURL, open_store, validate_url
 OFF = "off"
 
 
-class BaseOptions(usage.Options):
+class BaseOptions(LoginOptions):
     synopsis = "[--port NAME=ENDPOINT ...] [--db URL] [options]"
     longdesc = (
         "Runs the gtserver game server: every installed wire protocol on its "
@@ -151,7 +152,8 @@ def build_service(options: usage.Options, reactor: Any = None,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],
                           check_interval=config["expiry_interval"])
-    core = Core(store, reactor, config, PasswordHasher(log2_n=config["hash_cost"]), lifetimes)
+    hasher = PasswordHasher(log2_n=config["hash_cost"], threads=config["hash_threads"])
+    core = Core(store, reactor, config, hasher, lifetimes)
     listeners = []
     protocols = options.protocols
     for name, endpoint_strings in sorted(options["listeners"].items()):

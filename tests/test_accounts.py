@@ -8,7 +8,7 @@ reactor's threads and sockets.
 from __future__ import annotations
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from gtserver.core import Core
@@ -173,6 +173,47 @@ class AccountTestsMixin:
         self.assertEqual((await self.accounts.authenticate("alice", "pw")).id, alice.id)
 
 
+    async def test_login_with_a_peer_and_a_name_rule(self):
+        from gtserver.core.errors import InvalidName, Throttled
+        from gtserver.core.login import LoginPolicy
+        from gtserver.core.peers import Peer
+        from gtserver.store import StoreUnavailable
+
+        def lower_case(name):
+            if not name.isalnum():
+                raise InvalidName("letters and digits only")
+            return name.lower()
+        policy, lab = LoginPolicy(lower_case), Peer("10.0.0.1", 4000)
+        await self.start_core()
+        with self.assertRaises(InvalidName):
+            await self.accounts.login("a b", "pw", lab, policy)
+        user, registered = await self.accounts.login("Alice", "pw", lab, policy)
+        self.assertEqual((user.name, registered), ("alice", True))
+        for _ in range(5):
+            with self.assertRaises(BadCredentials):
+                await self.accounts.login("ALICE", "wrong", lab, policy)
+        with self.assertRaises(Throttled):
+            await self.accounts.login("alice", "pw", Peer("10.0.0.2", 1), policy)
+        # The same address logs other people in, and registers new ones.
+        self.assertTrue((await self.accounts.login("bob", "pw", lab, policy))[1])
+        self.assertFalse((await self.accounts.login("bob", "pw", lab, policy))[1])
+        self.clock.advance(300)
+        self.assertEqual((await self.accounts.login("alice", "pw", lab, policy))[0].id, user.id)
+
+        # A check the database could not finish is not a guess.
+        with self.assertRaises(BadCredentials):
+            await self.accounts.login("alice", "wrong", lab, policy)
+
+        def unavailable(password, encoded):
+            raise StoreUnavailable("database down")
+        self.patch(self.accounts.hasher, "verify", unavailable)
+        for _ in range(10):
+            with self.assertRaises(StoreUnavailable):
+                await self.accounts.login("alice", "pw", lab, policy)
+        self.assertEqual(self.accounts.guard.accounts.count("alice"), 1)
+        self.assertEqual(self.accounts.guard.addresses.count("10.0.0.1"), 1)
+
+
 class SQLiteAccountTests(AccountTestsMixin, unittest.TestCase):
     def make_url(self) -> str:
         return sqlite_url(self)
@@ -191,3 +232,47 @@ class PasswordHasherTests(unittest.TestCase):
         self.assertFalse(await hasher.verify("password", encoded))
         for broken in (None, "", "md5$x", "scrypt$4$8$1$!!$!!", hasher.dummy_hash):
             self.assertFalse(await hasher.verify("pässword", broken))
+        hasher.stop()
+
+    async def test_hashes_run_in_a_small_pool_of_their_own(self):
+        import threading
+        import time
+
+        running, seen, names = [], [], set()
+        real_derive = PasswordHasher._derive
+
+        def derive(*arguments):
+            running.append(threading.current_thread().name)
+            names.add(running[-1])
+            seen.append(len(running))
+            time.sleep(0.01)            # let the others pile up, in their threads
+            running.pop()
+            return real_derive(*arguments)
+        self.patch(PasswordHasher, "_derive", staticmethod(derive))
+        for threads in (1, 2):
+            hasher = PasswordHasher(log2_n=4, threads=threads)
+            seen.clear()
+            await gatherResults([hasher.hash(str(number)) for number in range(6)])
+            self.assertEqual(max(seen), threads)
+            hasher.stop()
+        self.assertTrue(names)
+        self.assertTrue(all("gtserver-passwords" in name for name in names), names)
+
+    def test_hash_sized_blocks_go_back_to_the_system(self):
+        from gtserver.core import memory
+        if memory._mallopt is None:
+            raise unittest.SkipTest("not glibc")
+        calls = []
+        self.patch(memory, "_mallopt", lambda *arguments: calls.append(arguments) or 1)
+        self.patch(memory, "_threshold", None)
+        small = PasswordHasher(log2_n=10)          # 1 MiB blocks: left to glibc
+        small.verify("x", None).addBoth(lambda _: None)
+        hasher = PasswordHasher(log2_n=14)
+        self.assertEqual(calls, [])             # nothing changes until a hash runs
+        hasher.verify("x", None).addBoth(lambda _: None)
+        self.assertEqual(calls, [(memory.M_MMAP_THRESHOLD, 8 << 20)])
+        larger = PasswordHasher(log2_n=16)
+        larger.verify("x", None).addBoth(lambda _: None)   # 8 MiB blocks still included
+        self.assertEqual(len(calls), 1)
+        for each in (small, hasher, larger):
+            each.stop()

@@ -6,6 +6,7 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests.support import start_server
@@ -204,7 +205,9 @@ class AuthenticationTests(VRTestCase):
         return await client.code()
 
     async def test_repeated_failures_on_one_name_are_throttled(self):
-        await self.start("--vr-login-failures", "3", "--vr-login-window", "1")
+        await self.start("--vr-login-failures", "3", "--vr-login-window", "60")
+        clock = Clock()
+        self.server.core.accounts.guard.use_clock(clock)
         await self.client("alice", "right", source="127.0.0.2")
         for _ in range(3):
             self.assertEqual(await self.login_code("alice", "wrong"), 403)
@@ -212,19 +215,30 @@ class AuthenticationTests(VRTestCase):
         self.assertEqual(await self.login_code("alice", "right", source="127.0.0.3"), 403)
         # Other names from another address are not affected.
         self.assertEqual(await self.login_code("bob", "pw", source="127.0.0.3"), 202)
-        await sleep(1.1)  # the failures leave the window
+        clock.advance(60)  # the failures leave the window
         self.assertEqual(await self.login_code("alice", "right", source="127.0.0.3"), 202)
 
-    async def test_repeated_failures_from_one_address_are_throttled(self):
-        await self.start("--vr-login-failures", "3", "--vr-login-window", "60")
-        for name in ("alice", "bob", "carol"):
+    async def test_failures_from_one_address_do_not_lock_out_other_accounts(self):
+        # Changed by issue 13: failures from one address used to refuse every
+        # login from it. Now an address has its own, larger budget, and once
+        # it is spent only guesses at accounts new to that address are refused.
+        await self.start("--login-failures-per-address", "3")
+        clock = Clock()
+        self.server.core.accounts.guard.use_clock(clock)
+        for name in ("alice", "bob"):
             await self.client(name, "right", source="127.0.0.2")
-        for name in ("alice", "bob", "carol"):  # one failure each, all from one address
+        await self.client("carol", "right", source="127.0.0.4")
+        for name in ("alice", "bob", "alice"):  # three failures from one address
             self.assertEqual(await self.login_code(name, "wrong", source="127.0.0.4"), 403)
-        self.assertEqual(await self.login_code("dave", "new", source="127.0.0.4"), 403)
-        self.assertIsNone(await self.server.core.accounts.user("dave"))
-        # The names themselves are not blocked (one failure each).
-        self.assertEqual(await self.login_code("alice", "right", source="127.0.0.5"), 202)
+        # New accounts and accounts known from this address still get in.
+        self.assertEqual(await self.login_code("dave", "new", source="127.0.0.4"), 202)
+        self.assertEqual(await self.login_code("carol", "right", source="127.0.0.4"), 202)
+        # Guesses at the others from there are refused, right password or not...
+        self.assertEqual(await self.login_code("bob", "right", source="127.0.0.4"), 403)
+        # ...but not from anywhere else (one failure on bob is far from his budget).
+        self.assertEqual(await self.login_code("bob", "right", source="127.0.0.5"), 202)
+        clock.advance(300)
+        self.assertEqual(await self.login_code("bob", "right", source="127.0.0.4"), 202)
 
     async def test_a_good_login_clears_the_names_failures(self):
         await self.start("--vr-login-failures", "3", "--vr-login-window", "60")
@@ -531,7 +545,7 @@ class WireFormatTests(VRTestCase):
         accounts = self.server.core.accounts
         working_login = accounts.login
 
-        async def broken_login(name, password):
+        async def broken_login(*arguments):
             raise StoreUnavailable("database down")
         accounts.login = broken_login
         client.send({"system": "login", "options": {"user": "Tibi", "pass": "x"}})

@@ -19,6 +19,7 @@ from twisted.application.service import IService, MultiService
 
 from gtserver.core.accounts import Accounts, Lifetimes
 from gtserver.core.events import EventLog
+from gtserver.core.login import LoginLimits
 from gtserver.core.passwords import PasswordHasher
 from gtserver.store import Store
 
@@ -28,13 +29,16 @@ T = TypeVar("T")
 class Core(MultiService):
     def __init__(self, store: Store, clock: Any, config: Mapping[str, Any] | None = None,
                  hasher: PasswordHasher | None = None,
-                 lifetimes: Lifetimes | None = None) -> None:
+                 lifetimes: Lifetimes | None = None,
+                 login_limits: LoginLimits | None = None) -> None:
         super().__init__()
         self.setName("core")
         self.store = store
         self.clock = clock
         self.config: Mapping[str, Any] = dict(config or {})
-        self.accounts = Accounts(store, clock, hasher, lifetimes or Lifetimes())
+        if login_limits is None:
+            login_limits = LoginLimits.from_config(self.config)
+        self.accounts = Accounts(store, clock, hasher, lifetimes or Lifetimes(), login_limits)
         self.accounts.setServiceParent(self)
         self.events = EventLog(store, clock)
         self.events.setServiceParent(self)

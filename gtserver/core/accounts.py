@@ -14,7 +14,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gtserver.core.errors import BadCredentials, NameTaken, UnknownSession
+from gtserver.core.login import DEFAULT_POLICY, LoginGuard, LoginLimits, LoginPolicy
 from gtserver.core.passwords import PasswordHasher
+from gtserver.core.peers import Peer
 from gtserver.store import Conflict, Store
 from gtserver.store import accounts as queries
 
@@ -46,16 +48,24 @@ class Lifetimes:
 
 
 class Accounts(Service):
-    """Register, log in, temporary users, session tokens, expiry on a timer."""
+    """Register, log in, temporary users, session tokens, expiry on a timer.
+
+    Logins, registrations and temporary users of every listener come here
+    with the client's :class:`~gtserver.core.peers.Peer` and the listener's
+    :class:`~gtserver.core.login.LoginPolicy`; one :class:`LoginGuard` counts
+    the guessing and registration budgets for all of them.
+    """
 
     log = Logger()
 
     def __init__(self, store: Store, clock: Any, hasher: PasswordHasher | None = None,
-                 lifetimes: Lifetimes = Lifetimes()) -> None:
+                 lifetimes: Lifetimes = Lifetimes(),
+                 limits: LoginLimits = LoginLimits()) -> None:
         self.store = store
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
         self.lifetimes = lifetimes
+        self.guard = LoginGuard(clock, limits)
         self._expiry: LoopingCall | None = None
         #: The latest expiry run (fires when it is done), for tests and shutdown.
         self.expiry_run: Deferred | None = None
@@ -76,6 +86,7 @@ class Accounts(Service):
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         super().stopService()
+        self.hasher.stop()
         # Let a running expiry finish before the store closes under it.
         if self.expiry_run is not None and not self.expiry_run.called:
             return self.expiry_run
@@ -87,8 +98,14 @@ class Accounts(Service):
         row = await self.store.run(queries.user_by_name, name)
         return User.from_row(row) if row else None
 
-    async def register(self, name: str, password: str) -> User:
-        """Create a registered account; NameTaken if the name is in use."""
+    async def register(self, name: str, password: str, peer: Peer | None = None,
+                       policy: LoginPolicy = DEFAULT_POLICY) -> User:
+        """Create a registered account; NameTaken if the name is in use.
+
+        With a ``peer``, counts against its registration budget (LoginThrottled).
+        """
+        name = policy.name_rule(name)
+        self.guard.start_registration(name, peer)
         encoded = await self.hasher.hash(password)
         await self.store.run(queries.replace_temporary_user, name, self.clock.seconds())
         try:
@@ -96,30 +113,57 @@ class Accounts(Service):
                                        self.clock.seconds())
         except Conflict:
             raise NameTaken(name) from None
+        self.guard.registered(name, peer)
         return User.from_row(row)
 
-    async def authenticate(self, name: str, password: str) -> User:
-        """The registered user with this name and password, else BadCredentials."""
-        row = await self.store.run(queries.user_by_name, name)
-        encoded = row[2] if row else None
-        # Verify even for unknown names, so timing does not reveal which exist.
-        matches = await self.hasher.verify(password, encoded or self.hasher.dummy_hash)
-        if not row or not encoded or not matches:
-            raise BadCredentials(name)
-        await self.store.run(queries.touch_user, row[0], self.clock.seconds())
+    async def authenticate(self, name: str, password: str, peer: Peer | None = None,
+                           policy: LoginPolicy = DEFAULT_POLICY) -> User:
+        """The registered user with this name and password, else BadCredentials.
+
+        The guess is counted before the password is checked; LoginThrottled if
+        the account (or, for an account new to it, ``peer``) is over budget.
+        """
+        name = policy.name_rule(name)
+        guess = self.guard.start_guess(name, peer, policy)
+        try:
+            row = await self.store.run(queries.user_by_name, name)
+            encoded = row[2] if row else None
+            # Verify even for unknown names, so timing does not reveal which exist.
+            matches = await self.hasher.verify(password, encoded or self.hasher.dummy_hash)
+            if not row or not encoded or not matches:
+                guess.failed(peer.address if peer is not None else None)
+                raise BadCredentials(name)
+            await self.store.run(queries.touch_user, row[0], self.clock.seconds())
+        except BadCredentials:
+            raise
+        except BaseException:
+            guess.abandoned()
+            raise
+        guess.succeeded()
         return User.from_row(row)
 
-    async def login(self, name: str, password: str) -> tuple[User, bool]:
-        """Log in, registering unknown names; returns (user, newly registered)."""
+    async def login(self, name: str, password: str, peer: Peer | None = None,
+                    policy: LoginPolicy = DEFAULT_POLICY) -> tuple[User, bool]:
+        """Log in, registering unknown names; returns (user, newly registered).
+
+        ``name`` must pass the listener's name rule (InvalidName); the
+        throttle may refuse with LoginThrottled.
+        """
+        name = policy.name_rule(name)
         if await self.user(name) is None:
             try:
-                return await self.register(name, password), True
+                return await self.register(name, password, peer, policy), True
             except NameTaken:
                 pass  # registered concurrently: fall through to a normal login
-        return await self.authenticate(name, password), False
+        return await self.authenticate(name, password, peer, policy), False
 
-    async def create_temporary(self, name: str) -> User:
-        """A password-less user that expires when idle; NameTaken if in use."""
+    async def create_temporary(self, name: str, peer: Peer | None = None,
+                               policy: LoginPolicy = DEFAULT_POLICY) -> User:
+        """A password-less user that expires when idle; NameTaken if in use.
+
+        Temporary users cost no hash and are not throttled.
+        """
+        name = policy.name_rule(name)
         now = self.clock.seconds()
         await self.store.run(queries.replace_temporary_user, name, now)
         try:

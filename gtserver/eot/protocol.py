@@ -15,6 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from gtserver.core.peers import Peer
 from gtserver.eot.lobby import Joined, SessionError, SessionService, View
 from gtserver.games import IllegalMove
 
@@ -319,7 +320,6 @@ class EOTFactory(Factory):
         return EOTProtocol(self)
 
     @staticmethod
-    def address_of(transport: Any) -> str | None:
-        peer = transport.getPeer()
-        host = getattr(peer, "host", None)
-        return host if host is not None else None
+    def address_of(transport: Any) -> str:
+        """The client's ``host:port``, as every listener records it."""
+        return Peer.of(transport).address

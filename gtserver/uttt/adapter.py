@@ -20,11 +20,18 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
-from gtserver.core.errors import BadCredentials, NameTaken, Throttled, UnknownSession
+from gtserver.core.errors import (
+    BadCredentials,
+    InvalidName,
+    NameTaken,
+    Throttled,
+    UnknownSession,
+)
 from gtserver.core.friends import FriendList, FriendRefused, Friends
+from gtserver.core.login import LoginPolicy
 from gtserver.core.matches import Match
+from gtserver.core.peers import Peer, TrustedProxies
 from gtserver.core.ratings import Ratings, Standing
-from gtserver.core.throttle import Throttle
 from gtserver.store import StoreError
 from gtserver.uttt.matchmaking import (
     MatchRefused,
@@ -152,6 +159,8 @@ class UtttServerProtocol(GuardedServerProtocol):
         super().__init__()
         self.user: Any = None
         self.session: str | None = None
+        #: The client (behind a trusted proxy, the one it names).
+        self.peer: Peer | None = None
         self.address: str | None = None
         self._inbox: deque[bytes] = deque()
         self._busy = False
@@ -180,8 +189,9 @@ class UtttServerProtocol(GuardedServerProtocol):
                 self.transport.setTcpNoDelay(True)
             except OSError:
                 pass   # not a TCP socket
-        peer = self.transport.getPeer()
-        self.address = getattr(peer, "host", None) or str(peer)
+        self.peer = self.factory.trusted_proxies.client(
+            Peer.of(self.transport), request.headers.get("x-forwarded-for"))
+        self.address = self.peer.address
 
     def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
         if self._closed:
@@ -301,9 +311,6 @@ class UtttServerProtocol(GuardedServerProtocol):
         self._inbox.clear()
 
     async def _login(self, name: Any, password: Any) -> None:
-        if not isinstance(name, str) or not NAME.fullmatch(name.lower()):
-            self._refuse_login("names are 3 to 16 letters, digits, '_' or '-'")
-            return
         if password is None:
             password = ""
         if not isinstance(password, str):
@@ -312,20 +319,17 @@ class UtttServerProtocol(GuardedServerProtocol):
         if not encodable(password):
             self._refuse_login("the password must be valid Unicode text")
             return
-        name = name.lower()
-        accounts, throttle = self.factory.core.accounts, self.factory.throttle
-        keys = (("name", name), ("address", self.address))
+        accounts, policy = self.factory.core.accounts, self.factory.login_policy
         try:
-            throttle.check(*keys)
+            name = uttt_name(name)
             if password:
-                user, _registered_now = await accounts.login(name, password)
+                user, _registered_now = await accounts.login(name, password, self.peer, policy)
             else:
-                user = await accounts.create_temporary(name)
-        except Throttled as refusal:
+                user = await accounts.create_temporary(name, self.peer, policy)
+        except (InvalidName, Throttled) as refusal:
             self._refuse_login(str(refusal))
             return
         except BadCredentials:
-            throttle.failure(*keys)
             self._refuse_login("wrong name or password")
             return
         except NameTaken:
@@ -334,7 +338,6 @@ class UtttServerProtocol(GuardedServerProtocol):
         except StoreError as problem:
             self._refuse_login(self._store_down("login", problem))
             return
-        throttle.success(keys[0])
         try:
             session = await accounts.open_session(user)
         except StoreError as problem:
@@ -494,6 +497,13 @@ def limits_from(config: Any) -> Limits:
         message_timeout=float(option("uttt_frame_timeout", 10.0)))
 
 
+def uttt_name(name: Any) -> str:
+    """The uttt name rule: lower-cased, 3 to 16 of ``a-z 0-9 _ -``."""
+    if not isinstance(name, str) or not NAME.fullmatch(name.lower()):
+        raise InvalidName("names are 3 to 16 letters, digits, '_' or '-'")
+    return name.lower()
+
+
 class UtttServerFactory(WebSocketServerFactory):
     protocol = UtttServerProtocol
 
@@ -503,8 +513,10 @@ class UtttServerFactory(WebSocketServerFactory):
         self.service = core.component(UltimateMatches)
         self.ratings = core.component(Ratings)
         self.friends = core.component(Friends)
-        self.throttle = Throttle(core.clock, limit=int(config.get("uttt_login_failures", 5)),
-                                 window=float(config.get("uttt_login_window", 300.0)))
+        self.login_policy = LoginPolicy(
+            uttt_name, failures_per_account=config.get("uttt_login_failures"),
+            window=config.get("uttt_login_window"))
+        self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
         self._last_match_frame: tuple[tuple, bytes] | None = None
         self.connections: set[UtttServerProtocol] = set()
         guard_factory(self, limits_from(config), core.clock)

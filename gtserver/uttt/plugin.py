@@ -23,6 +23,16 @@ def _timeout(what):
     return coerce
 
 
+def _positive(kind):
+    def coerce(text):
+        value = kind(text)
+        if not value > 0:
+            raise ValueError("must be above 0")
+        return value
+    coerce.coerceDoc = "Above 0."
+    return coerce
+
+
 @implementer(IPlugin, IWireProtocol)
 class UltimateTicTacToeListener:
     name = "uttt"
@@ -33,10 +43,12 @@ class UltimateTicTacToeListener:
          "Days without a move after which a match is lost by the player to move.", float),
         ("uttt-max-open-matches", 5, "Open matches a user may have at once.", int),
         ("uttt-expiry-interval", 3600.0, "Seconds between idle-match checks.", float),
-        ("uttt-login-failures", 5,
-         "Failed logins per name or per address before logins are throttled.", int),
-        ("uttt-login-window", 300.0,
-         "Seconds a failed login counts against its name and address.", float),
+        ("uttt-login-failures", None,
+         "Wrong passwords for one account (counted over every listener) after which uttt "
+         "refuses its logins; default --login-failures-per-account", _positive(int)),
+        ("uttt-login-window", None,
+         "Seconds those wrong passwords count for uttt; default --login-window",
+         _positive(float)),
         ("uttt-max-frame", 1048576,
          "Largest incoming frame in bytes; a larger one gets an error and a close (1009).",
          _ranged(int, 0, 64 * 1024 * 1024, "uttt-max-frame")),

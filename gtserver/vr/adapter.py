@@ -34,8 +34,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gtserver.core.errors import BadCredentials, CoreError
-from gtserver.core.throttle import Throttle
+from gtserver.core.errors import CoreError, InvalidName
+from gtserver.core.login import LoginPolicy
+from gtserver.core.peers import Peer, TrustedProxies
 from gtserver.store import StoreError
 from gtserver.vr import wire
 from gtserver.vr.memory import HeapTrimmer
@@ -88,9 +89,9 @@ class VRServerProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.user: str | None = None
+        #: The client (behind a trusted proxy, the one it names).
+        self.peer: Peer | None = None
         self.address: str | None = None
-        #: The client's host without the port: the throttle's address key.
-        self.host: str | None = None
         self.congested = False
         self.queued_while_congested = 0
         self._backlog: deque[bytes | None] = deque()
@@ -104,13 +105,9 @@ class VRServerProtocol(WebSocketServerProtocol):
     # connection lifecycle
 
     def onConnect(self, request: Any) -> None:
-        peer = self.transport.getPeer()
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        self.host = host
-        if host is None:
-            self.address = getattr(peer, "type", "unknown").lower()
-        else:
-            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.peer = self.factory.trusted_proxies.client(
+            Peer.of(self.transport), request.headers.get("x-forwarded-for"))
+        self.address = self.peer.address
         return None
 
     def onOpen(self) -> None:
@@ -263,23 +260,16 @@ class VRServerProtocol(WebSocketServerProtocol):
     async def _authenticate(self, name: str, password: str) -> None:
         factory = self.factory
         if not factory.any_password:
-            throttle = factory.throttle
-            keys = (("name", name), ("address", self.host or self.address))
             try:
-                throttle.check(*keys)
-                await factory.core.accounts.login(name, password)
-            except BadCredentials:
-                throttle.failure(*keys)
-                self._reply(wire.ACCESS_DENIED)
-                return
-            except CoreError:  # throttled, invalid name and the like
+                await factory.core.accounts.login(name, password, self.peer,
+                                                  factory.login_policy)
+            except CoreError:  # wrong password, throttled and the like
                 self._reply(wire.ACCESS_DENIED)
                 return
             except StoreError as error:
                 self.logger.warn("VR login of {name} failed: {error}", name=name, error=error)
                 self._reply(wire.INTERNAL_ERROR)
                 return
-            throttle.success(keys[0])
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
@@ -388,11 +378,20 @@ def _credentials(options: Any) -> tuple[str, str] | None:
     name, password = options.get("user"), options.get("pass")
     if isinstance(password, (int, float)) and not isinstance(password, bool):
         password = str(password)  # the original accepted numeric passwords
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+    try:
+        vr_name(name)
+    except InvalidName:
         return None
     if not isinstance(password, str):
         return None
     return name, password
+
+
+def vr_name(name: Any) -> str:
+    """The VR name rule: 1 to ``MAX_NAME`` characters, not all blank, as given."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise InvalidName(f"a name is 1 to {MAX_NAME} characters, not all blank")
+    return name
 
 
 class VRServerFactory(WebSocketServerFactory):
@@ -410,8 +409,10 @@ class VRServerFactory(WebSocketServerFactory):
         # Coalesced room events go out at the end of this reactor's turn.
         self.rooms.call_soon = lambda function: self.reactor.callLater(0, function)
         self.any_password = bool(config.get("vr_any_password", False))
-        self.throttle = Throttle(self.clock, limit=int(config.get("vr_login_failures") or 5),
-                                 window=float(config.get("vr_login_window") or 300.0))
+        self.login_policy = LoginPolicy(
+            vr_name, failures_per_account=config.get("vr_login_failures"),
+            window=config.get("vr_login_window"))
+        self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
         self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
         self.max_rate = float(config.get("vr_max_rate") or 300.0)
         self.burst = max(2.0 * self.max_rate, 10.0)

@@ -12,25 +12,11 @@ for a moment. On other C libraries it does nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from typing import Any
 
 from twisted.logger import Logger
 
-
-def _find_malloc_trim() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_malloc_trim = _find_malloc_trim()
+from gtserver.core.memory import malloc_trim as _malloc_trim
 
 
 class HeapTrimmer:
