@@ -51,6 +51,20 @@ class BaseOptions(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["port"] = []
+        self._refused = False
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._refused = True  # twistd prints getUsage() before the reason
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """The full help, or after a refused command line a one-line hint."""
+        if self._refused:
+            return "Run 'twistd gtserver --help' for the options."
+        return super().getUsage(width)
 
     def opt_port(self, value: str) -> None:
         """NAME=ENDPOINT: serve protocol NAME on ENDPOINT (repeatable). Naming a protocol replaces its default endpoint, naming it again adds one, NAME=off disables it."""  # noqa: E501

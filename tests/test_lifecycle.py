@@ -177,6 +177,16 @@ class TwistdTests(unittest.TestCase):
         self.assertNotIn("store:", output)
         self.assertEqual(os.listdir(self.directory), [])
 
+    async def test_usage_error_gives_the_reason_and_a_hint_not_the_help(self):
+        for bad in (["--port", "nosuch=tcp:0"], ["--hash-cost", "many"], ["--no-such-option"]):
+            output, status = await self.run_twistd("--nodaemon", "--pidfile=", "gtserver", *bad)
+            self.assertEqual(status, 1, output)
+            lines = output.strip().splitlines()
+            self.assertLessEqual(len(lines), 3, output)
+            self.assertRegex(lines[-1], r"^twistd .*: .*(nosuch|many|no-such-option)")
+            self.assertIn("Run 'twistd gtserver --help' for the options.", lines)
+            self.assertNotIn("--account-idle-days", output)
+
     async def test_plugin_discovery_and_help(self):
         output, status = await self.run_twistd("--help")
         self.assertEqual(status, 0)
