@@ -187,6 +187,16 @@ class TwistdTests(unittest.TestCase):
             self.assertIn("Run 'twistd gtserver --help' for the options.", lines)
             self.assertNotIn("--account-idle-days", output)
 
+    async def test_malformed_database_url_is_one_line_not_a_traceback(self):
+        output, status = await self.run_twistd("--nodaemon", "--pidfile=", "gtserver",
+                                               "--db", "postgresql://u@h:notaport/db")
+        self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertTrue(output.strip().splitlines()[-1].endswith(
+            "bad PostgreSQL URL postgresql://u@h:notaport/db: Port could not be cast to "
+            "integer value as 'notaport'; use postgresql://user:password@host:port/database"),
+            output)
+
     async def test_plugin_discovery_and_help(self):
         output, status = await self.run_twistd("--help")
         self.assertEqual(status, 0)

@@ -80,6 +80,15 @@ class OtherOptionTests(unittest.TestCase):
         for url in ("sqlite:", "mysql://x/y", "gtserver.sqlite"):
             self.assertRaises(usage.UsageError, parse, "--db", url)
 
+    def test_malformed_postgresql_urls_are_refused_without_their_password(self):
+        for url, reason in (("postgresql://u:pw@h:notaport/db", "Port could not be cast"),
+                            ("postgresql://u:pw@h:70000/db", "Port out of range"),
+                            ("postgres://u:pw@[::1/db", "Invalid IPv6 URL")):
+            error = self.assertRaises(usage.UsageError, parse, "--db", url)
+            self.assertIn("bad PostgreSQL URL", str(error))
+            self.assertIn(reason, str(error))
+            self.assertNotIn("pw", str(error))
+
     def test_lifetimes_and_hash_cost(self):
         options = parse("--account-idle-days", "10", "--session-idle-days", "2.5",
                         "--temporary-idle", "60", "--expiry-interval", "30", "--hash-cost", "12")
