@@ -15,6 +15,7 @@ from gtserver import __version__
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
+from gtserver.option_types import positive
 from gtserver.registry import wire_protocols
 from gtserver.service import (
     GtserverService,
@@ -40,11 +41,15 @@ class BaseOptions(usage.Options):
         ["db", None, "sqlite:gtserver.sqlite",
          "Database URL: sqlite:PATH, sqlite::memory: or "
          "postgresql://user:password@host:port/database."],
-        ["account-idle-days", None, 45.0, "Delete accounts idle this many days.", float],
-        ["session-idle-days", None, 20.0, "Expire sessions idle this many days.", float],
+        ["account-idle-days", None, 45.0, "Delete accounts idle this many days.",
+         positive(float, "account-idle-days")],
+        ["session-idle-days", None, 20.0, "Expire sessions idle this many days.",
+         positive(float, "session-idle-days")],
         ["temporary-idle", None, 3600.0,
-         "Expire temporary users and sessions idle this many seconds.", float],
-        ["expiry-interval", None, 3600.0, "Seconds between expiry checks.", float],
+         "Expire temporary users and sessions idle this many seconds.",
+         positive(float, "temporary-idle")],
+        ["expiry-interval", None, 3600.0, "Seconds between expiry checks.",
+         positive(float, "expiry-interval")],
         ["hash-cost", None, 14, "scrypt password hash cost, as log2(n).", int],
     ]
 

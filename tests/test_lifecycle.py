@@ -197,6 +197,15 @@ class TwistdTests(unittest.TestCase):
             "integer value as 'notaport'; use postgresql://user:password@host:port/database"),
             output)
 
+    async def test_negative_lifetime_is_refused_before_anything_starts(self):
+        database = os.path.join(self.directory, "gt.sqlite")
+        output, status = await self.run_twistd("--nodaemon", "--pidfile=", "gtserver",
+                                               "--db", f"sqlite:{database}",
+                                               "--account-idle-days", "-1")
+        self.assertEqual(status, 1, output)
+        self.assertIn("--account-idle-days must be a number above 0, got '-1'", output)
+        self.assertFalse(os.path.exists(database))
+
     async def test_plugin_discovery_and_help(self):
         output, status = await self.run_twistd("--help")
         self.assertEqual(status, 0)

@@ -98,6 +98,23 @@ class OtherOptionTests(unittest.TestCase):
         self.assertRaises(usage.UsageError, parse, "--hash-cost", "30")
         self.assertRaises(usage.UsageError, parse, "--temporary-idle", "soon")
 
+    def test_lifetimes_intervals_and_timeouts_must_be_above_zero(self):
+        names = ["account-idle-days", "session-idle-days", "temporary-idle", "expiry-interval"]
+        installed = {"uttt": ["uttt-match-idle-days", "uttt-expiry-interval",
+                              "uttt-max-open-matches", "uttt-login-failures",
+                              "uttt-login-window"],
+                     "eot": ["eot-request-size-max", "eot-connection-timeout",
+                             "eot-join-timeout", "eot-game-timeout", "pd-rounds"],
+                     "vr": ["fps", "vr-login-window"]}
+        for protocol, options in installed.items():
+            if protocol in Options.protocols:
+                names += options
+        for name in names:
+            for value in ("-1", "0", "-0.5", "nan", "inf", "-inf"):
+                error = self.assertRaises(usage.UsageError, parse_options, f"--{name}", value)
+                self.assertIn(name, str(error))
+            parse_options(f"--{name}", "2")
+
     def test_protocol_options_and_flags(self):
         options = parse("--testline-greeting", "hi", "--testline-quiet")
         self.assertEqual((options["testline-greeting"], options["testline-quiet"]), ("hi", 1))

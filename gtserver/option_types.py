@@ -1,0 +1,28 @@
+"""Value checks for option tables (``coerce`` functions of ``twistd gtserver``
+options), shared by the daemon and the protocol plugins.
+
+Each raises ValueError naming the option, which the command line reports as a
+usage error before anything starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+
+def positive(kind: type, option: str) -> Callable[[str], float]:
+    """A finite number above 0 (lifetimes, intervals, timeouts, counts)."""
+
+    def coerce(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            number = "a whole number" if kind is int else "a number"
+            raise ValueError(f"--{option} must be {number} above 0, got {text!r}")
+        return value
+
+    coerce.coerceDoc = "Above 0."  # type: ignore[attr-defined]
+    return coerce
