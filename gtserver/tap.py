@@ -135,19 +135,49 @@ def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOpti
         protocols = wire_protocols()
     parameters = list(BaseOptions.optParameters)
     flags: list[list[Any]] = []
+    aliases: dict[str, Any] = {}
     for name in sorted(protocols):
         plugin = protocols[name]
-        for long_name, default, help_text, coerce in getattr(plugin, "options", ()):
+        for long_name, default, help_text, coerce, *old_names in getattr(plugin, "options", ()):
             parameters.append([long_name, None, default, f"[{name}] {help_text}", coerce])
-        for long_name, help_text in getattr(plugin, "flags", ()):
+            for alias in old_names[0] if old_names else ():
+                aliases[alias] = parameter_alias(long_name, coerce)
+        for long_name, help_text, *old_names in getattr(plugin, "flags", ()):
             flags.append([long_name, None, f"[{name}] {help_text}"])
+            for alias in old_names[0] if old_names else ():
+                aliases[alias] = flag_alias(long_name)
+    taken = {entry[0] for entry in parameters + flags} | {"port", "p", "version", "help"}
+    clashes = sorted(set(aliases) & taken)
+    if clashes:
+        raise ValueError(f"option aliases clash with options: {', '.join(clashes)}")
     listing = "; ".join(
         f"{name} ({protocols[name].description}, default "
         f"{' '.join(protocols[name].default_endpoints) or 'off'})"
         for name in sorted(protocols))
+    handlers = {"opt_" + alias.replace("-", "_"): handler for alias, handler in aliases.items()}
     return type("Options", (BaseOptions,), {
         "optParameters": parameters, "optFlags": flags, "protocols": protocols,
-        "longdesc": BaseOptions.longdesc + " Listeners: " + listing + "."})
+        "longdesc": BaseOptions.longdesc + " Listeners: " + listing + ".", **handlers})
+
+
+def parameter_alias(long_name: str, coerce: Any) -> Any:
+    """An ``opt_`` method: another name of parameter ``long_name``."""
+
+    def handler(self: usage.Options, value: str) -> None:
+        usage.CoerceParameter(self, coerce or str).dispatch(long_name, value)
+
+    handler.__doc__ = f"Old name of --{long_name}."
+    return handler
+
+
+def flag_alias(long_name: str) -> Any:
+    """An ``opt_`` method: another name of flag ``long_name``."""
+
+    def handler(self: usage.Options) -> None:
+        self[long_name] = 1
+
+    handler.__doc__ = f"Old name of --{long_name}."
+    return handler
 
 
 Options = make_options_class()

@@ -26,6 +26,17 @@ class SecondPlugin:
         raise AssertionError("not built in option tests")
 
 
+@implementer(IWireProtocol)
+class RenamedPlugin(SecondPlugin):
+    """Options renamed after release, their old names kept as aliases."""
+
+    name = "renamed"
+    options = [("renamed-rate", 1.5, "A rate.", float, ("rate", "old-rate")),
+               ("renamed-label", "x", "A label.", None, ("label",)),
+               ("renamed-plain", 3, "No aliases.", int)]
+    flags = [("renamed-loud", "A flag.", ("loud",)), ("renamed-soft", "No aliases.")]
+
+
 PROTOCOLS = {"testline": line_plugin, "second": SecondPlugin()}
 
 
@@ -72,6 +83,53 @@ class ListenerOptionTests(unittest.TestCase):
         self.assertEqual(make_options_class({}).protocols, {})
 
 
+class AliasTests(unittest.TestCase):
+    protocols = {"renamed": RenamedPlugin()}
+
+    def parse(self, *arguments: str):
+        return parse_options(*arguments, protocols=self.protocols)
+
+    def test_both_spellings_set_the_same_option(self):
+        for spelling in ("--renamed-rate", "--rate", "--old-rate"):
+            options = self.parse(spelling, "2.5")
+            self.assertEqual(options["renamed-rate"], 2.5)
+            self.assertNotIn("rate", options)
+        self.assertEqual(self.parse("--label", "y")["renamed-label"], "y")
+        self.assertEqual(self.parse("--loud")["renamed-loud"], 1)
+        self.assertEqual(self.parse()["renamed-loud"], 0)
+        self.assertEqual(self.parse()["renamed-rate"], 1.5)
+        self.assertEqual(self.parse("--rate", "4", "--renamed-rate", "5")["renamed-rate"], 5.0)
+
+    def test_an_alias_checks_its_value_as_the_option_does(self):
+        error = self.assertRaises(usage.UsageError, self.parse, "--rate", "fast")
+        self.assertIn("Parameter type enforcement failed", str(error))
+        self.assertRaises(usage.UsageError, self.parse, "--rate")
+
+    def test_help_names_the_aliases(self):
+        text = " ".join(make_options_class(self.protocols)().getUsage().split())
+        self.assertIn("--rate= Old name of --renamed-rate.", text)
+        self.assertIn("--loud Old name of --renamed-loud.", text)
+
+    def test_an_alias_may_not_shadow_an_option(self):
+        clashing = RenamedPlugin()
+        clashing.options = [("renamed-rate", 1.0, "A rate.", float, ("db",))]
+        self.assertRaises(ValueError, make_options_class, {"renamed": clashing})
+
+    def test_the_builtin_renames(self):
+        renamed = {"vr": [("--vr-fps", "--fps", "2.5", "vr-fps", 2.5)],
+                   "eot": [("--eot-pd-rounds", "--pd-rounds", "7", "eot-pd-rounds", 7),
+                           ("--eot-pd-payoffs", "--pd-payoffs", "6,4,2,1", "eot-pd-payoffs",
+                            "6,4,2,1")]}
+        for protocol, entries in renamed.items():
+            if protocol not in Options.protocols:
+                continue
+            for new, old, text, key, value in entries:
+                self.assertEqual(parse_options(new, text)[key], value)
+                self.assertEqual(parse_options(old, text)[key], value)
+        if "eot" in Options.protocols:
+            self.assertRaises(usage.UsageError, parse_options, "--pd-payoffs", "1,2")
+
+
 class OtherOptionTests(unittest.TestCase):
     def test_database_urls(self):
         for url in ("sqlite:data/gt.sqlite", "sqlite::memory:",
@@ -104,8 +162,9 @@ class OtherOptionTests(unittest.TestCase):
                               "uttt-max-open-matches", "uttt-login-failures",
                               "uttt-login-window"],
                      "eot": ["eot-request-size-max", "eot-connection-timeout",
-                             "eot-join-timeout", "eot-game-timeout", "pd-rounds"],
-                     "vr": ["fps", "vr-login-window"]}
+                             "eot-join-timeout", "eot-game-timeout", "eot-pd-rounds",
+                             "pd-rounds"],
+                     "vr": ["vr-fps", "fps", "vr-login-window"]}
         for protocol, options in installed.items():
             if protocol in Options.protocols:
                 names += options

@@ -8,14 +8,14 @@ from gtserver.option_types import positive
 
 
 def payoffs(text: str) -> str:
-    """Check ``--pd-payoffs``: four numbers T,R,P,S."""
+    """Check ``--eot-pd-payoffs``: four numbers T,R,P,S."""
     parts = text.split(",")
     try:
         [float(part) for part in parts]
     except ValueError:
         parts = []
     if len(parts) != 4:
-        raise ValueError(f"--pd-payoffs wants four numbers T,R,P,S, got {text!r}")
+        raise ValueError(f"--eot-pd-payoffs wants four numbers T,R,P,S, got {text!r}")
     return text
 
 
@@ -36,9 +36,10 @@ class EOTGameAPI:
         ("eot-game-timeout", 3600.0,
          "Seconds without requests after which a session ends.",
          positive(float, "eot-game-timeout")),
-        ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.",
-         positive(int, "pd-rounds")),
-        ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs),
+        ("eot-pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.",
+         positive(int, "eot-pd-rounds"), ("pd-rounds",)),
+        ("eot-pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs,
+         ("pd-payoffs",)),
     ]
     flags: list = []
 
