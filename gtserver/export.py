@@ -108,6 +108,14 @@ def check_database(url: str) -> str | None:
     return None
 
 
+def discard_standard_output() -> None:
+    """Point standard output at /dev/null, so that what is still buffered for
+    a reader that has gone does not fail again when the process exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
@@ -120,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run(reactor: Any) -> None:
         if options.output == "-":
-            await export(reactor, options, sys.stdout)
+            try:
+                await export(reactor, options, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                discard_standard_output()  # the reader (head, less) has quit
             return
         with open(options.output, "w", encoding="utf-8", newline="") as output:
             count = await export(reactor, options, output)
