@@ -45,9 +45,10 @@ class ListenerService(Service):
         endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
         self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
-        self.log.info("listener {name} ({description}) on {where}",
+        scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
+        self.log.info("listener {name} ({description}) on {where}{scope}",
                       name=self.protocol_name, description=self.description,
-                      where=self.where())
+                      where=self.where(), scope=scope)
         return self.port
 
     def where(self) -> str:
@@ -67,6 +68,11 @@ class ListenerService(Service):
         if port is not None:
             return maybeDeferred(port.stopListening)
         return None
+
+
+def binds_every_interface(address: Any) -> bool:
+    """Whether a listening address is the wildcard (reachable from every network)."""
+    return getattr(address, "host", None) in ("0.0.0.0", "::")
 
 
 def describe_address(address: Any, tls: bool = False) -> str:

@@ -144,6 +144,20 @@ class TwistdTests(unittest.TestCase):
             self.assertEqual(stored.execute("SELECT name FROM users").fetchall(), [("alice",)])
             self.assertEqual(stored.execute("SELECT COUNT(*) FROM sessions").fetchone(), (1,))
 
+    async def test_startup_log_says_when_a_listener_binds_every_interface(self):
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1",
+                            "--port", "testline=tcp:0", "--port", "testline=tcp6:0")
+        await daemon.wait_for(re.compile(r"gtserver ready"))
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        lines = [line.split("] ", 1)[1] for line in daemon.output.splitlines()
+                 if "] listener testline " in line]
+        self.assertRegex(lines[0], r"on tcp:127\.0\.0\.1:\d+$")
+        self.assertRegex(lines[1], r"on tcp:0\.0\.0\.0:\d+ \(every interface\)$")
+        self.assertRegex(lines[2], r"on tcp:\[::\]:\d+ \(every interface\)$")
+
     async def test_startup_log_hides_the_database_password(self):
         url = postgres_url(self).replace("postgresql://postgres@",
                                          "postgresql://postgres:s3cret@")
