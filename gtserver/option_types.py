@@ -26,3 +26,18 @@ def positive(kind: type, option: str) -> Callable[[str], float]:
 
     coerce.coerceDoc = "Above 0."  # type: ignore[attr-defined]
     return coerce
+
+
+def read_database_url(path: str) -> str:
+    """The database URL held in the file at ``path`` (``--db-file``): its text
+    without surrounding white space. ValueError if it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as source:
+            url = source.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read --db-file {path}: {error}") from None
+    if not url:
+        raise ValueError(f"--db-file {path} is empty: it should hold a database URL")
+    if "\n" in url:
+        raise ValueError(f"--db-file {path} should hold one line, a database URL")
+    return url

@@ -15,7 +15,7 @@ from gtserver import __version__
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
-from gtserver.option_types import positive
+from gtserver.option_types import positive, read_database_url
 from gtserver.registry import wire_protocols
 from gtserver.service import (
     GtserverService,
@@ -26,6 +26,7 @@ from gtserver.service import (
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 
 OFF = "off"
+DEFAULT_DB = "sqlite:gtserver.sqlite"
 
 
 class BaseOptions(usage.Options):
@@ -38,9 +39,12 @@ class BaseOptions(usage.Options):
         "systemd:domain=INET:index=N.")
 
     optParameters: list[list[Any]] = [
-        ["db", None, "sqlite:gtserver.sqlite",
-         "Database URL: sqlite:PATH, sqlite::memory: or "
-         "postgresql://user:password@host:port/database."],
+        ["db", None, None,
+         f"Database URL: sqlite:PATH, sqlite::memory: or "
+         f"postgresql://user:password@host:port/database [default: {DEFAULT_DB}]."],
+        ["db-file", None, None,
+         "File holding the database URL instead of --db, so that a password is not "
+         "on the command line (where ps shows it)."],
         ["account-idle-days", None, 45.0, "Delete accounts idle this many days.",
          positive(float, "account-idle-days")],
         ["session-idle-days", None, 20.0, "Expire sessions idle this many days.",
@@ -86,6 +90,15 @@ class BaseOptions(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
+        if self["db-file"] is not None:
+            if self["db"] is not None:
+                raise usage.UsageError("give --db or --db-file, not both")
+            try:
+                self["db"] = read_database_url(self["db-file"])
+            except ValueError as error:
+                raise usage.UsageError(str(error)) from None
+        elif self["db"] is None:
+            self["db"] = DEFAULT_DB
         try:
             validate_url(self["db"])
         except BadDatabaseURL as error:

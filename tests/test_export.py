@@ -106,6 +106,24 @@ class ExportTests(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn(b"no database", err)
 
+    async def test_database_url_from_a_file(self):
+        db = await self.session()
+        url_file = self.mktemp()
+        with open(url_file, "w", encoding="utf-8") as file:
+            file.write(db + "\n")
+        env = dict(os.environ, PYTHONPATH=CHECKOUT)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.export", "--db-file", url_file, "--room", "r1"],
+            env=env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(out.splitlines()), 4)  # header, join, button, leave
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.export", "--db-file", url_file + ".missing"],
+            env=env)
+        self.assertEqual(code, 2)
+        self.assertIn(b"cannot read --db-file", err)
+        self.assertNotIn(b"Traceback", err)
+
     async def test_a_reader_that_quits_early_ends_the_export_quietly(self):
         db = sqlite_url(self)
         server = await start_server(self, db=db)

@@ -170,6 +170,42 @@ class TwistdTests(unittest.TestCase):
         self.assertIn("store: postgresql at postgresql://postgres:***@127.0.0.1:", store_line)
         self.assertNotIn("s3cret", daemon.output)
 
+    async def check_database_url_from_a_file(self, url: str, secret: str | None) -> str:
+        url_file = os.path.join(self.directory, "db.url")
+        with open(url_file, "w", encoding="utf-8") as file:
+            file.write(url + "\n")
+        os.chmod(url_file, 0o600)
+        daemon = self.spawn("--db-file", url_file, *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1")
+        match = await daemon.wait_for(LISTENING)
+        with open(f"/proc/{daemon.transport.pid}/cmdline", "rb") as cmdline:
+            arguments = cmdline.read().split(b"\0")
+        self.assertIn(url_file.encode(), arguments)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1))))
+        self.assertTrue((await client.command("login alice secret")).startswith("ok "))
+        client.transport.loseConnection()
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        if secret is not None:
+            self.assertNotIn(secret.encode(), b" ".join(arguments))
+            self.assertNotIn(secret, daemon.output)
+        [store_line] = [line for line in daemon.output.splitlines() if "] store: " in line]
+        return store_line
+
+    async def test_sqlite_url_from_a_file(self):
+        database = os.path.join(self.directory, "from-file.sqlite")
+        store_line = await self.check_database_url_from_a_file(f"sqlite:{database}", None)
+        self.assertIn(f"store: sqlite at sqlite:{database}", store_line)
+        with closing(sqlite3.connect(database)) as stored:
+            self.assertEqual(stored.execute("SELECT name FROM users").fetchall(), [("alice",)])
+
+    async def test_postgresql_url_with_password_from_a_file(self):
+        url = postgres_url(self).replace("postgresql://postgres@",
+                                         "postgresql://postgres:f1lesecret@")
+        store_line = await self.check_database_url_from_a_file(url, "f1lesecret")
+        self.assertIn("store: postgresql at postgresql://postgres:***@127.0.0.1:", store_line)
+
     async def test_unreachable_database_exits_non_zero_with_one_line(self):
         daemon = self.spawn("--db", "postgresql://game:s3cret@127.0.0.1:1/gt",
                             *all_builtin_listeners_off(),

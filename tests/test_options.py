@@ -138,6 +138,31 @@ class OtherOptionTests(unittest.TestCase):
         for url in ("sqlite:", "mysql://x/y", "gtserver.sqlite"):
             self.assertRaises(usage.UsageError, parse, "--db", url)
 
+    def url_file(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        return path
+
+    def test_database_url_from_a_file(self):
+        for url in ("sqlite:data/gt.sqlite", "postgresql://game:pw@db.example:5432/gt"):
+            options = parse("--db-file", self.url_file(f"  {url}\n"))
+            self.assertEqual(options["db"], url)
+
+    def test_bad_database_url_files(self):
+        missing = self.mktemp()
+        for path, reason in ((missing, f"cannot read --db-file {missing}: [Errno 2]"),
+                             (self.url_file(" \n"), "is empty"),
+                             (self.url_file("sqlite:a\nsqlite:b\n"), "one line"),
+                             (self.url_file("mysql://x/y"), "unsupported database URL"),
+                             (self.url_file("postgresql://u:pw@h:x/d"), "bad PostgreSQL URL")):
+            error = self.assertRaises(usage.UsageError, parse, "--db-file", path)
+            self.assertIn(reason, str(error))
+            self.assertNotIn("pw", str(error))
+        error = self.assertRaises(usage.UsageError, parse, "--db", "sqlite:x",
+                                  "--db-file", self.url_file("sqlite:y"))
+        self.assertIn("give --db or --db-file, not both", str(error))
+
     def test_malformed_postgresql_urls_are_refused_without_their_password(self):
         for url, reason in (("postgresql://u:pw@h:notaport/db", "Port could not be cast"),
                             ("postgresql://u:pw@h:70000/db", "Port out of range"),
