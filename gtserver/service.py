@@ -18,9 +18,11 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from gtserver.core import Core
+from gtserver.logs import DaemonLog
 from gtserver.store import Store
 
 
@@ -103,10 +105,32 @@ class GtserverService(MultiService):
         self.core = core
         self.listeners = listeners
         self.on_fatal = on_fatal
+        #: The log twistd writes through this service's observer, if any
+        #: (set by makeService; see gtserver.logs).
+        self.daemon_log: DaemonLog | None = None
         self.started: Deferred | None = None
         core.setServiceParent(self)
         for listener in listeners:
             listener.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts logging after the service joins its application, with
+        # the application's ILogObserver if it has one.
+        if (self.daemon_log is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver, None) is None):
+            parent.setComponent(ILogObserver, self.daemon_log.observer)
+        super().setServiceParent(parent)
+
+    def reload(self) -> None:
+        """What SIGHUP does: reopen the log file. Nothing else is reloaded."""
+        if self.daemon_log is None:
+            self.log.info("received SIGHUP: the log is twistd's own (--logger, --syslog "
+                          "or a .tac file), nothing reopened")
+        elif self.daemon_log.reopen():
+            self.log.info("received SIGHUP: log file {path} reopened",
+                          path=self.daemon_log.path)
+        else:
+            self.log.info("received SIGHUP: logging to standard output, nothing to reopen")
 
     def startService(self) -> None:
         Service.startService(self)
@@ -223,3 +247,13 @@ def exit_zero_on_sigterm(reactor: Any) -> None:
         reactor.callFromThread(stop)
 
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, on_sigterm)
+
+
+def reload_on_sighup(reactor: Any, service: GtserverService) -> None:
+    """Make SIGHUP (``systemctl reload``) reopen the log instead of killing
+    the daemon, which is what it does to a process that does not handle it."""
+
+    def on_sighup(number: int, frame: Any) -> None:
+        reactor.callFromThread(service.reload)
+
+    signal.signal(signal.SIGHUP, on_sighup)

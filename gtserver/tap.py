@@ -15,6 +15,7 @@ from gtserver import __version__
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
+from gtserver.logs import FORMATS, DaemonLog
 from gtserver.option_types import positive, read_database_url
 from gtserver.registry import wire_protocols
 from gtserver.service import (
@@ -22,11 +23,18 @@ from gtserver.service import (
     ListenerService,
     exit_after_shutdown,
     exit_zero_on_sigterm,
+    reload_on_sighup,
 )
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 
 OFF = "off"
 DEFAULT_DB = "sqlite:gtserver.sqlite"
+
+
+def log_format(text: str) -> str:
+    if text not in FORMATS:
+        raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, got {text!r}")
+    return text
 
 
 class BaseOptions(usage.Options):
@@ -55,6 +63,9 @@ class BaseOptions(usage.Options):
         ["expiry-interval", None, 3600.0, "Seconds between expiry checks.",
          positive(float, "expiry-interval")],
         ["hash-cost", None, 14, "scrypt password hash cost, as log2(n).", int],
+        ["log-format", None, "text",
+         "text, or json: one JSON object a line (time, level, namespace, message, "
+         "fields), written where twistd's --logfile says.", log_format],
     ]
 
     def __init__(self) -> None:
@@ -103,6 +114,11 @@ class BaseOptions(usage.Options):
             validate_url(self["db"])
         except BadDatabaseURL as error:
             raise usage.UsageError(str(error)) from None
+        twistd = self.parent
+        if self["log-format"] != "text" and twistd is not None and (
+                twistd.get("logger") or twistd.get("syslog")):
+            raise usage.UsageError("--log-format applies to twistd's --logfile, "
+                                   "not to --logger or --syslog")
         if not 4 <= self["hash-cost"] <= 20:
             raise usage.UsageError("--hash-cost must be between 4 and 20")
         self["listeners"] = resolve_listeners(self["port"], self.protocols)
@@ -230,5 +246,9 @@ def makeService(options: usage.Options) -> GtserverService:
     """Entry point of the twistd plugin."""
     from twisted.internet import reactor
     exit_zero_on_sigterm(reactor)
-    return build_service(options, reactor, on_fatal=exit_after_shutdown(reactor),
-                         freeze_heap=True)
+    service = build_service(options, reactor, on_fatal=exit_after_shutdown(reactor),
+                            freeze_heap=True)
+    # twistd's own options (--logfile, --nodaemon), absent when run from a .tac file
+    service.daemon_log = DaemonLog.from_twistd_options(options.parent, options["log-format"])
+    reload_on_sighup(reactor, service)
+    return service

@@ -8,6 +8,7 @@ the tests' line protocol registers as a third-party listener would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import time
 from contextlib import closing
 
 from twisted.internet import reactor
@@ -23,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -84,17 +87,37 @@ class Daemon(ProcessProtocol):
         return waiter
 
 
+async def file_matching(path: str, pattern: re.Pattern, daemon: Daemon,
+                        timeout: float = 30.0) -> re.Match:
+    """Wait until the file at ``path`` matches ``pattern`` (the daemon writes it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except FileNotFoundError:
+            text = ""
+        match = pattern.search(text)
+        if match:
+            return match
+        if daemon.ended.called or time.monotonic() > deadline:
+            raise AssertionError(f"{pattern.pattern!r} not in {path}:\n{text}\n"
+                                 f"output:\n{daemon.output}")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
 class TwistdTests(unittest.TestCase):
     def setUp(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="gtserver-run-")
         self.addCleanup(shutil.rmtree, self.directory, True)
 
-    def spawn(self, *arguments: str, inherit_socket: int | None = None) -> Daemon:
+    def spawn(self, *arguments: str, inherit_socket: int | None = None,
+              twistd_options: tuple[str, ...] = ()) -> Daemon:
         """Start the daemon; ``inherit_socket`` is passed as systemd would pass
         an activated socket (file descriptor 3, LISTEN_FDS, LISTEN_PID)."""
         daemon = Daemon()
-        command = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "gtserver",
-                   *arguments]
+        command = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", *twistd_options,
+                   "gtserver", *arguments]
         child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
         if inherit_socket is not None:
             child_fds[3] = inherit_socket
@@ -143,6 +166,76 @@ class TwistdTests(unittest.TestCase):
         with closing(sqlite3.connect(database)) as stored:
             self.assertEqual(stored.execute("SELECT name FROM users").fetchall(), [("alice",)])
             self.assertEqual(stored.execute("SELECT COUNT(*) FROM sessions").fetchone(), (1,))
+
+    async def test_sighup_reopens_the_log_file_and_keeps_serving(self):
+        log = os.path.join(self.directory, "gtserver.log")
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1",
+                            twistd_options=("--logfile", log))
+        match = await file_matching(log, LISTENING, daemon)
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1))))
+        self.assertTrue((await client.command("login alice secret")).startswith("ok "))
+
+        os.rename(log, log + ".1")  # as logrotate does
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await file_matching(log, re.compile(f"received SIGHUP: log file {log} reopened"),
+                            daemon)
+        self.assertFalse(daemon.ended.called)
+        self.assertEqual(await client.command("login alice wrong"), "error BadCredentials")
+        await file_matching(log, re.compile("login refused for alice"), daemon)
+        self.assertTrue((await client.command("login alice secret")).startswith("ok "))
+        client.transport.loseConnection()
+
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        with open(log, encoding="utf-8") as file:
+            after = file.read()
+        with open(log + ".1", encoding="utf-8") as file:
+            before = file.read()
+        self.assertIn("gtserver ready", before)
+        self.assertNotIn("SIGHUP", before)
+        self.assertNotIn("login refused", before)
+        self.assertIn("gtserver stopped", after)
+        self.assertNotIn("gtserver ready", after)
+        self.assertNotIn("Traceback", before + after)
+
+    async def test_json_log_lines(self):
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite", "--log-format", "json",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1")
+        match = await daemon.wait_for(re.compile(
+            r'"message": "listener testline \(test line protocol\) on '
+            r'tcp:127\.0\.0\.1:(\d+)"'))
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1))))
+        self.assertTrue((await client.command("login alice secret")).startswith("ok "))
+        self.assertEqual(await client.command("login alice wrong"), "error BadCredentials")
+        await daemon.wait_for(re.compile("login refused for alice"))
+        client.transport.loseConnection()
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await daemon.wait_for(re.compile("received SIGHUP"))
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+
+        records = [json.loads(line) for line in daemon.output.splitlines()]
+        self.assertTrue(records)
+        for record in records:
+            self.assertEqual(set(record) - {"traceback"},
+                             {"time", "timestamp", "level", "namespace", "message", "fields"})
+        [refused] = [record for record in records if "login refused" in record["message"]]
+        self.assertEqual((refused["level"], refused["namespace"], refused["fields"]),
+                         ("info", "gtserver.core.accounts.Accounts", {"user": "alice"}))
+        self.assertEqual(refused["message"], "login refused for alice: wrong name or password")
+        [listener] = [record for record in records
+                      if record["message"].startswith("listener testline")]
+        self.assertEqual(listener["fields"]["name"], "testline")
+        self.assertEqual(listener["namespace"], "gtserver.service.ListenerService")
+        [sighup] = [record for record in records if "SIGHUP" in record["message"]]
+        self.assertEqual(sighup["message"],
+                         "received SIGHUP: logging to standard output, nothing to reopen")
+        self.assertIn("gtserver stopped", [record["message"] for record in records])
 
     async def test_startup_log_says_when_a_listener_binds_every_interface(self):
         daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
@@ -236,6 +329,26 @@ class TwistdTests(unittest.TestCase):
             self.assertRegex(lines[-1], r"^twistd .*: .*(nosuch|many|no-such-option)")
             self.assertIn("Run 'twistd gtserver --help' for the options.", lines)
             self.assertNotIn("--account-idle-days", output)
+
+    async def test_json_log_format_is_for_twistds_log_file_only(self):
+        for twistd_option in ("--syslog", "--logger=gtserver.logs.json_observer"):
+            output, status = await self.run_twistd("--nodaemon", "--pidfile=", twistd_option,
+                                                   "gtserver", "--log-format", "json")
+            self.assertEqual(status, 1, output)
+            self.assertIn("--log-format applies to twistd's --logfile, not to --logger or "
+                          "--syslog", output)
+
+    async def test_twistd_logger_option_gives_json_lines(self):
+        daemon = self.spawn("--db", "sqlite::memory:", *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1",
+                            twistd_options=("--logger=gtserver.logs.json_observer",))
+        await daemon.wait_for(re.compile(r'"message": "gtserver ready'))
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await daemon.wait_for(re.compile(r"received SIGHUP: the log is twistd's own"))
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        messages = [json.loads(line)["message"] for line in daemon.output.splitlines()]
+        self.assertIn("gtserver stopped", messages)
 
     async def test_malformed_database_url_is_one_line_not_a_traceback(self):
         output, status = await self.run_twistd("--nodaemon", "--pidfile=", "gtserver",

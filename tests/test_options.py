@@ -199,6 +199,12 @@ class OtherOptionTests(unittest.TestCase):
                 self.assertIn(name, str(error))
             parse_options(f"--{name}", "2")
 
+    def test_log_format(self):
+        self.assertEqual(parse()["log-format"], "text")
+        self.assertEqual(parse("--log-format", "json")["log-format"], "json")
+        error = self.assertRaises(usage.UsageError, parse, "--log-format", "xml")
+        self.assertIn("--log-format must be one of text, json", str(error))
+
     def test_protocol_options_and_flags(self):
         options = parse("--testline-greeting", "hi", "--testline-quiet")
         self.assertEqual((options["testline-greeting"], options["testline-quiet"]), ("hi", 1))

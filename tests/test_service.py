@@ -4,18 +4,21 @@ start-up log, stopping, start failures, restart without loss."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import tempfile
+from datetime import datetime
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from gtserver.logs import event_as_json_line
 from gtserver.store import StoreUnavailable
 from tests.lineprotocol import connect_line_client, line_plugin
 from tests.pgcluster import postgres_url, private_cluster
@@ -176,3 +179,46 @@ class DatabaseLostTests(unittest.TestCase):
         self.assertEqual(await client.command(f"resume {token}"), "ok alice")
         self.assertTrue((await client.command("login bob pw")).startswith("ok "))
         client.transport.loseConnection()
+
+
+class JSONLogLineTests(unittest.TestCase):
+    """The JSON form of log events (--log-format json), in memory."""
+
+    def record(self, emit) -> dict:
+        events: list[dict] = []
+        emit(Logger(namespace="gtserver.test", observer=events.append))
+        [event] = events
+        line = event_as_json_line(event)
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        line.encode("ascii")  # valid in any encoding of the log file
+        return json.loads(line)
+
+    def test_level_namespace_message_fields(self):
+        record = self.record(lambda log: log.warn(
+            "throttled {user} from {address}", user="bob", address="10.0.0.1", count=3))
+        self.assertEqual((record["level"], record["namespace"], record["message"]),
+                         ("warn", "gtserver.test", "throttled bob from 10.0.0.1"))
+        self.assertEqual(record["fields"], {"user": "bob", "address": "10.0.0.1", "count": 3})
+        self.assertAlmostEqual(datetime.fromisoformat(record["timestamp"]).timestamp(),
+                               record["time"], places=5)
+        self.assertTrue(record["timestamp"].endswith("+00:00"))
+
+    def test_values_that_are_not_json_become_text(self):
+        record = self.record(lambda log: log.info(
+            "odd {name}", name="\ud800x", ratio=float("nan"), thing=ValueError("no"),
+            pair=(1, {2: b"x"})))
+        self.assertEqual(record["fields"], {"name": "\ud800x", "ratio": "nan",
+                                            "thing": "no", "pair": [1, {"2": "b'x'"}]})
+        self.assertEqual(record["message"], "odd \ud800x")
+
+    def test_a_failure_carries_its_traceback(self):
+        def emit(log):
+            try:
+                raise ZeroDivisionError("division by zero")
+            except ZeroDivisionError:
+                log.failure("dividing {what}", what="by zero")
+        record = self.record(emit)
+        self.assertEqual((record["level"], record["message"]), ("critical", "dividing by zero"))
+        self.assertIn("ZeroDivisionError", record["traceback"])
+        self.assertEqual(record["fields"], {"what": "by zero"})

@@ -105,6 +105,7 @@ class Accounts(Service):
         # Verify even for unknown names, so timing does not reveal which exist.
         matches = await self.hasher.verify(password, encoded or self.hasher.dummy_hash)
         if not row or not encoded or not matches:
+            self.log.info("login refused for {user}: wrong name or password", user=name)
             raise BadCredentials(name)
         await self.store.run(queries.touch_user, row[0], self.clock.seconds())
         return User.from_row(row)
