@@ -106,13 +106,28 @@ async def file_matching(path: str, pattern: re.Pattern, daemon: Daemon,
         await deferLater(reactor, 0.05, lambda: None)
 
 
+def make_read_only(tree: str) -> None:
+    for directory, _names, files in os.walk(tree):
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o444)
+        os.chmod(directory, 0o555)
+
+
+def make_writable(tree: str) -> None:
+    for directory, _names, files in os.walk(tree):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+
+
 class TwistdTests(unittest.TestCase):
     def setUp(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="gtserver-run-")
         self.addCleanup(shutil.rmtree, self.directory, True)
 
     def spawn(self, *arguments: str, inherit_socket: int | None = None,
-              twistd_options: tuple[str, ...] = ()) -> Daemon:
+              twistd_options: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> Daemon:
         """Start the daemon; ``inherit_socket`` is passed as systemd would pass
         an activated socket (file descriptor 3, LISTEN_FDS, LISTEN_PID)."""
         daemon = Daemon()
@@ -124,7 +139,7 @@ class TwistdTests(unittest.TestCase):
             # LISTEN_PID must be the daemon's own pid: a shell exports its own, then execs.
             activation = 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=gtserver.socket'
             command = ["/bin/sh", "-c", activation + ' exec "$0" "$@"', *command]
-        process = reactor.spawnProcess(daemon, command[0], command, env=environment(),
+        process = reactor.spawnProcess(daemon, command[0], command, env=env or environment(),
                                        path=self.directory, childFDs=child_fds)
 
         def kill_if_running() -> Deferred | None:
@@ -368,6 +383,56 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(status, 1, output)
         self.assertIn("--account-idle-days must be a number above 0, got '-1'", output)
         self.assertFalse(os.path.exists(database))
+
+    def install_copy(self) -> tuple[str, dict[str, str]]:
+        """A copy of the checkout's packages as an installation; its environment."""
+        installed = os.path.join(self.directory, "site")
+        ignore = shutil.ignore_patterns("__pycache__", "dropin.cache")
+        for package in ("gtserver", "twisted"):
+            shutil.copytree(os.path.join(CHECKOUT, package), os.path.join(installed, package),
+                            ignore=ignore)
+        return installed, {**os.environ, "PYTHONPATH": installed,
+                           "PYTHONDONTWRITEBYTECODE": "1"}
+
+    async def build_plugin_cache(self, env: dict[str, str]) -> tuple[str, str, int]:
+        out, err, status = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.admin", "build-plugin-cache"], env=env,
+            path=self.directory)
+        return out.decode(), err.decode(), status
+
+    async def test_build_plugin_cache_names_a_plugin_that_does_not_import(self):
+        installed, env = self.install_copy()
+        with open(os.path.join(installed, "gtserver", "plugins", "broken.py"), "w") as module:
+            module.write("import no_such_module_anywhere\n")
+        out, err, status = await self.build_plugin_cache(env)
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("gtserver-admin: " + os.path.join(installed, "gtserver", "plugins",
+                                                          "dropin.cache")
+                      + ": broken.py is missing (does it import?)", err)
+
+    async def test_read_only_installation_with_built_plugin_cache_writes_nothing(self):
+        """What ProtectSystem=strict does to an installation, after the install
+        step ``gtserver-admin build-plugin-cache``."""
+        installed, env = self.install_copy()
+        out, err, status = await self.build_plugin_cache(env)
+        self.assertEqual(status, 0, err)
+        caches = re.findall(r"^plugin cache up to date: (.+)$", out, re.M)
+        own_cache = os.path.join(installed, "gtserver", "plugins", "dropin.cache")
+        self.assertIn(own_cache, caches)
+        self.assertTrue(any(path.endswith(os.path.join("twisted", "plugins", "dropin.cache"))
+                            for path in caches), caches)
+        written = {path: os.stat(path).st_mtime_ns for path in caches}
+
+        make_read_only(installed)
+        self.addCleanup(make_writable, installed)
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
+                            *all_builtin_listeners_off(),
+                            "--port", "eot=tcp:0:interface=127.0.0.1", env=env)
+        await daemon.wait_for(re.compile("gtserver ready: 1 listeners"))
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        self.assertNotIn("plugin cache", daemon.output)
+        self.assertEqual({path: os.stat(path).st_mtime_ns for path in caches}, written)
 
     async def test_plugin_discovery_and_help(self):
         output, status = await self.run_twistd("--help")
