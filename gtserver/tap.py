@@ -48,7 +48,7 @@ class BaseOptions(usage.Options):
 
     optParameters: list[list[Any]] = [
         ["db", None, None,
-         f"Database URL: sqlite:PATH, sqlite::memory: or "
+         "Database URL: sqlite:PATH, sqlite::memory: or "
          f"postgresql://user:password@host:port/database [default: {DEFAULT_DB}]."],
         ["db-file", None, None,
          "File holding the database URL instead of --db, so that a password is not "
@@ -165,16 +165,22 @@ def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOpti
     parameters = list(BaseOptions.optParameters)
     flags: list[list[Any]] = []
     aliases: dict[str, Any] = {}
+
+    def add_alias(alias: str, handler: Any) -> None:
+        if alias in aliases:
+            raise ValueError(f"option alias {alias!r} is given twice")
+        aliases[alias] = handler
+
     for name in sorted(protocols):
         plugin = protocols[name]
         for long_name, default, help_text, coerce, *old_names in getattr(plugin, "options", ()):
             parameters.append([long_name, None, default, f"[{name}] {help_text}", coerce])
             for alias in old_names[0] if old_names else ():
-                aliases[alias] = parameter_alias(long_name, coerce)
+                add_alias(alias, parameter_alias(long_name, coerce))
         for long_name, help_text, *old_names in getattr(plugin, "flags", ()):
             flags.append([long_name, None, f"[{name}] {help_text}"])
             for alias in old_names[0] if old_names else ():
-                aliases[alias] = flag_alias(long_name)
+                add_alias(alias, flag_alias(long_name))
     taken = {entry[0] for entry in parameters + flags} | {"port", "p", "version", "help"}
     clashes = sorted(set(aliases) & taken)
     if clashes:

@@ -114,6 +114,12 @@ class AliasTests(unittest.TestCase):
         clashing = RenamedPlugin()
         clashing.options = [("renamed-rate", 1.0, "A rate.", float, ("db",))]
         self.assertRaises(ValueError, make_options_class, {"renamed": clashing})
+        other = RenamedPlugin()
+        other.name = "other"
+        other.options = [("other-rate", 1.0, "A rate.", float, ("rate",))]
+        error = self.assertRaises(ValueError, make_options_class,
+                                  {"renamed": RenamedPlugin(), "other": other})
+        self.assertIn("'rate' is given twice", str(error))
 
     def test_the_builtin_renames(self):
         renamed = {"vr": [("--vr-fps", "--fps", "2.5", "vr-fps", 2.5)],
