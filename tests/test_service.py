@@ -222,3 +222,44 @@ class JSONLogLineTests(unittest.TestCase):
         self.assertEqual((record["level"], record["message"]), ("critical", "dividing by zero"))
         self.assertIn("ZeroDivisionError", record["traceback"])
         self.assertEqual(record["fields"], {"what": "by zero"})
+
+
+class PasswordOutsideTheURLTests(unittest.TestCase):
+    """A --db URL without a password: the PostgreSQL client library takes it
+    from PGPASSWORD or a password file, as the README says."""
+
+    def connect(self, environment: dict[str, str]):
+        import psycopg2
+
+        from gtserver.store.postgres import dsn_from_url
+
+        url = postgres_url(self)
+        self.assertNotIn(":", url.split("://", 1)[1].split("@", 1)[0])  # no password
+        saved = {name: os.environ.get(name) for name in ("PGPASSWORD", "PGPASSFILE")}
+        self.addCleanup(restore_environment, saved)
+        for name in saved:
+            os.environ.pop(name, None)
+        os.environ.update(environment)
+        connection = psycopg2.connect(dsn_from_url(url))
+        self.addCleanup(connection.close)
+        return connection
+
+    def test_password_from_pgpassword(self):
+        connection = self.connect({"PGPASSWORD": "from-the-environment"})
+        self.assertEqual(connection.info.password, "from-the-environment")
+
+    def test_password_from_a_password_file(self):
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("127.0.0.1:*:*:postgres:from-the-file\n")
+        os.chmod(path, 0o600)
+        connection = self.connect({"PGPASSFILE": path})
+        self.assertEqual(connection.info.password, "from-the-file")
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
