@@ -40,11 +40,21 @@ class ListenerService(Service):
         self.factory = factory
         self.reactor = reactor
         self.port: Any = None
+        #: The TLS settings of an ``ssl:`` listener, replaced by reload_tls().
+        self.tls: ReloadableTLS | None = None
+
+    @property
+    def is_tls(self) -> bool:
+        return self.endpoint.split(":", 1)[0].lower() == "ssl"
 
     async def listen(self) -> Any:
         """Start listening; fires with the listening port."""
         Service.startService(self)
-        endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
+        reactor = self.reactor
+        if self.is_tls:
+            self.tls = ReloadableTLS()
+            reactor = _ReloadableTLSReactor(self.reactor, self.tls)
+        endpoint = endpoints.serverFromString(reactor, self.endpoint)
         self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
         scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
@@ -57,8 +67,26 @@ class ListenerService(Service):
         """Where the listener is bound, e.g. ``tls:127.0.0.1:5556``."""
         if self.port is None:
             return "not listening"
-        kind = self.endpoint.split(":", 1)[0].lower()
-        return describe_address(self.port.getHost(), tls=kind in ("ssl", "tls"))
+        return describe_address(self.port.getHost(), tls=self.is_tls)
+
+    def reload_tls(self) -> bool:
+        """Read the key and certificate files of an ``ssl:`` endpoint again;
+        new connections get them, open ones keep theirs. Files that do not
+        load (half written, a key that does not match) leave the previous ones
+        in use. Returns whether anything was replaced."""
+        if self.tls is None or self.port is None:
+            return False
+        try:
+            replacement = read_tls_settings(self.endpoint)
+        except Exception as error:  # whatever the key, certificate or parser raise
+            self.log.warn("listener {name} on {where}: TLS files not reloaded, the previous "
+                          "ones stay in use: {error}", name=self.protocol_name,
+                          where=self.where(), error=error)
+            return False
+        self.tls.current = replacement
+        self.log.info("listener {name} on {where}: TLS key and certificate reloaded",
+                      name=self.protocol_name, where=self.where())
+        return True
 
     def startService(self) -> None:
         # Started by GtserverService.listen() once the store is ready.
@@ -70,6 +98,56 @@ class ListenerService(Service):
         if port is not None:
             return maybeDeferred(port.stopListening)
         return None
+
+
+class ReloadableTLS:
+    """The TLS settings (an old-style context factory) of one ``ssl:``
+    listener, asked for a context at every connection, so that replacing
+    ``current`` applies to the connections that follow."""
+
+    def __init__(self, current: Any = None) -> None:
+        self.current = current
+
+    def getContext(self) -> Any:
+        return self.current.getContext()
+
+
+class _ReloadableTLSReactor:
+    """The reactor, except that ``listenSSL`` serves a ReloadableTLS holding
+    the context factory the endpoint parser built."""
+
+    def __init__(self, reactor: Any, tls: ReloadableTLS) -> None:
+        self._reactor = reactor
+        self._tls = tls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
+                  interface: str = "") -> Any:
+        self._tls.current = contextFactory
+        return self._reactor.listenSSL(port, factory, self._tls, backlog=backlog,
+                                       interface=interface)
+
+
+class _CaptureTLS:
+    """Stands in for the reactor to get the context factory an ``ssl:``
+    endpoint string describes, without listening."""
+
+    def __init__(self) -> None:
+        self.context_factory: Any = None
+
+    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
+                  interface: str = "") -> None:
+        self.context_factory = contextFactory
+
+
+def read_tls_settings(description: str) -> Any:
+    """A fresh, checked context factory for an ``ssl:`` endpoint string."""
+    capture = _CaptureTLS()
+    endpoints.serverFromString(capture, description).listen(None)
+    capture.context_factory.getContext()  # a key that does not match fails here
+    return capture.context_factory
 
 
 def binds_every_interface(address: Any) -> bool:
@@ -122,7 +200,8 @@ class GtserverService(MultiService):
         super().setServiceParent(parent)
 
     def reload(self) -> None:
-        """What SIGHUP does: reopen the log file. Nothing else is reloaded."""
+        """What SIGHUP does: reopen the log file and reload the key and
+        certificate files of ``ssl:`` listeners. Nothing else is reloaded."""
         if self.daemon_log is None:
             self.log.info("received SIGHUP: the log is twistd's own (--logger, --syslog "
                           "or a .tac file), nothing reopened")
@@ -131,6 +210,8 @@ class GtserverService(MultiService):
                           path=self.daemon_log.path)
         else:
             self.log.info("received SIGHUP: logging to standard output, nothing to reopen")
+        for listener in self.listeners:
+            listener.reload_tls()
 
     def startService(self) -> None:
         Service.startService(self)

@@ -22,16 +22,19 @@ from contextlib import closing
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial import unittest
 
 from gtserver.tap import Options
 from tests.lineprotocol import connect_line_client
 from tests.pgcluster import postgres_url
+from tests.tls import write_self_signed_certificate
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = ("import sys; from twisted.scripts.twistd import run; "
@@ -118,6 +121,33 @@ def make_writable(tree: str) -> None:
         os.chmod(directory, 0o755)
         for name in files:
             os.chmod(os.path.join(directory, name), 0o644)
+
+
+class GreetedTLSClient(LineOnlyReceiver):
+    """Fires ``greeted`` with the server's certificate once its first line arrives."""
+
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.greeted: Deferred = Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.greeted.called:
+            self.greeted.callback(self.transport.getPeerCertificate())
+
+
+async def presented_certificate(port: int) -> str:
+    """The digest of the certificate a TLS listener presents (not verified)."""
+    client = await connectProtocol(
+        wrapClientTLS(CertificateOptions(), TCP4ClientEndpoint(reactor, "127.0.0.1", port)),
+        GreetedTLSClient())
+    peer = await client.greeted
+    client.transport.loseConnection()
+    return Certificate(peer).digest()
+
+
+def digest(pem: bytes) -> str:
+    return Certificate.loadPEM(pem).digest()
 
 
 class TwistdTests(unittest.TestCase):
@@ -215,6 +245,45 @@ class TwistdTests(unittest.TestCase):
         self.assertIn("gtserver stopped", after)
         self.assertNotIn("gtserver ready", after)
         self.assertNotIn("Traceback", before + after)
+
+    async def test_sighup_reloads_the_tls_files_of_ssl_listeners(self):
+        live = os.path.join(self.directory, "live")
+        os.mkdir(live)
+        first = write_self_signed_certificate(live)
+        daemon = self.spawn(
+            "--db", f"sqlite:{self.directory}/gt.sqlite", *all_builtin_listeners_off(),
+            "--port", f"testline=ssl:0:interface=127.0.0.1:privateKey={first.key_path}"
+                      f":certKey={first.certificate_path}")
+        port = int((await daemon.wait_for(re.compile(
+            r"listener testline \(test line protocol\) on tls:127\.0\.0\.1:(\d+)"))).group(1))
+        self.assertEqual(await presented_certificate(port), digest(first.pem))
+        trusting_first = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(first.pem))
+        open_before = await connect_line_client(
+            wrapClientTLS(trusting_first, TCP4ClientEndpoint(reactor, "127.0.0.1", port)))
+
+        renewed = os.path.join(self.directory, "renewed")
+        os.mkdir(renewed)
+        second = write_self_signed_certificate(renewed)
+        os.replace(second.key_path, first.key_path)
+        os.replace(second.certificate_path, first.certificate_path)
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await daemon.wait_for(re.compile(
+            rf"listener testline on tls:127\.0\.0\.1:{port}: TLS key and certificate reloaded"))
+        self.assertEqual(await presented_certificate(port), digest(second.pem))
+        self.assertEqual(await open_before.command("echo still here"), "still here")
+
+        # half renewed: the new certificate does not match the key in place
+        with open(first.certificate_path, "wb") as certificate:
+            certificate.write(first.pem)
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await daemon.wait_for(re.compile(
+            "TLS files not reloaded, the previous ones stay in use: .+"))
+        self.assertEqual(await presented_certificate(port), digest(second.pem))
+        open_before.transport.loseConnection()
+
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        self.assertNotIn("Traceback", daemon.output)
 
     async def test_json_log_lines(self):
         daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite", "--log-format", "json",
