@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -202,6 +203,7 @@ class GtserverService(MultiService):
     def reload(self) -> None:
         """What SIGHUP does: reopen the log file and reload the key and
         certificate files of ``ssl:`` listeners. Nothing else is reloaded."""
+        notify_systemd(b"RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic_ns() // 1000))
         if self.daemon_log is None:
             self.log.info("received SIGHUP: the log is twistd's own (--logger, --syslog "
                           "or a .tac file), nothing reopened")
@@ -212,6 +214,7 @@ class GtserverService(MultiService):
             self.log.info("received SIGHUP: logging to standard output, nothing to reopen")
         for listener in self.listeners:
             listener.reload_tls()
+        notify_systemd(b"READY=1")
 
     def startService(self) -> None:
         Service.startService(self)

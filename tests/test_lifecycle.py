@@ -24,7 +24,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
@@ -148,6 +148,29 @@ async def presented_certificate(port: int) -> str:
 
 def digest(pem: bytes) -> str:
     return Certificate.loadPEM(pem).digest()
+
+
+class NotificationReceiver(DatagramProtocol):
+    """The systemd side of NOTIFY_SOCKET: collects the daemon's datagrams."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self._waiting: list[tuple[int, Deferred]] = []
+
+    def datagramReceived(self, datagram: bytes, address: object = None) -> None:
+        self.received.append(datagram)
+        for waiter in [item for item in self._waiting if item[0] <= len(self.received)]:
+            self._waiting.remove(waiter)
+            waiter[1].callback(None)
+
+    def wait_for(self, count: int) -> Deferred:
+        """Fires once ``count`` datagrams have arrived."""
+        waiter: Deferred = Deferred()
+        if len(self.received) >= count:
+            waiter.callback(None)
+        else:
+            self._waiting.append((count, waiter))
+        return waiter
 
 
 class TwistdTests(unittest.TestCase):
@@ -284,6 +307,28 @@ class TwistdTests(unittest.TestCase):
         os.kill(daemon.transport.pid, signal.SIGTERM)
         self.assertEqual(await daemon.ended, 0, daemon.output)
         self.assertNotIn("Traceback", daemon.output)
+
+    async def test_systemd_is_told_of_readiness_reloads_and_stopping(self):
+        notifications = NotificationReceiver()
+        address = os.path.join(self.directory, "notify")
+        listening = reactor.listenUNIXDatagram(address, notifications)
+        self.addCleanup(listening.stopListening)
+        daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite",
+                            *all_builtin_listeners_off(),
+                            "--port", "testline=tcp:0:interface=127.0.0.1",
+                            env={**environment(), "NOTIFY_SOCKET": address})
+        await daemon.wait_for(re.compile("gtserver ready"))
+        await notifications.wait_for(1)
+        os.kill(daemon.transport.pid, signal.SIGHUP)
+        await notifications.wait_for(3)
+        os.kill(daemon.transport.pid, signal.SIGTERM)
+        self.assertEqual(await daemon.ended, 0, daemon.output)
+        await notifications.wait_for(4)
+        self.assertEqual(notifications.received[0], b"READY=1")
+        reloading = notifications.received[1].split(b"\n")
+        self.assertEqual(reloading[0], b"RELOADING=1")
+        self.assertRegex(reloading[1], rb"^MONOTONIC_USEC=\d+$")
+        self.assertEqual(notifications.received[2:], [b"READY=1", b"STOPPING=1"])
 
     async def test_json_log_lines(self):
         daemon = self.spawn("--db", f"sqlite:{self.directory}/gt.sqlite", "--log-format", "json",
