@@ -8,7 +8,10 @@ usage error before anything starts.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 
 def positive(kind: type, option: str) -> Callable[[str], float]:
@@ -30,14 +33,26 @@ def positive(kind: type, option: str) -> Callable[[str], float]:
 
 def read_database_url(path: str) -> str:
     """The database URL held in the file at ``path`` (``--db-file``): its text
-    without surrounding white space. ValueError if it cannot be read or is empty."""
+    without surrounding white space. ValueError if it cannot be read or is
+    empty, or if it holds a password and every user may read it."""
     try:
         with open(path, encoding="utf-8") as source:
             url = source.read().strip()
+            mode = os.fstat(source.fileno()).st_mode
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read --db-file {path}: {error}") from None
     if not url:
         raise ValueError(f"--db-file {path} is empty: it should hold a database URL")
     if "\n" in url:
         raise ValueError(f"--db-file {path} should hold one line, a database URL")
+    if mode & stat.S_IROTH and has_password(url):
+        raise ValueError(f"--db-file {path} holds a password but every user may read it "
+                         f"(mode {stat.S_IMODE(mode):04o}): chmod o-r {path}")
     return url
+
+
+def has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return ":" in url.partition("://")[2].rpartition("@")[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.python import usage
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -144,11 +146,22 @@ class OtherOptionTests(unittest.TestCase):
         for url in ("sqlite:", "mysql://x/y", "gtserver.sqlite"):
             self.assertRaises(usage.UsageError, parse, "--db", url)
 
-    def url_file(self, text: str) -> str:
+    def url_file(self, text: str, mode: int = 0o600) -> str:
         path = self.mktemp()
         with open(path, "w", encoding="utf-8") as file:
             file.write(text)
+        os.chmod(path, mode)
         return path
+
+    def test_a_password_file_every_user_may_read_is_refused(self):
+        readable = self.url_file("postgresql://game:pw@db.example/gt", 0o644)
+        error = self.assertRaises(usage.UsageError, parse, "--db-file", readable)
+        self.assertEqual(str(error), f"--db-file {readable} holds a password but every user "
+                                     f"may read it (mode 0644): chmod o-r {readable}")
+        for url, mode in (("postgresql://game:pw@db.example/gt", 0o640),
+                          ("postgresql://game@db.example/gt", 0o644),
+                          ("sqlite:data/gt.sqlite", 0o644)):
+            self.assertEqual(parse("--db-file", self.url_file(url, mode))["db"], url)
 
     def test_database_url_from_a_file(self):
         for url in ("sqlite:data/gt.sqlite", "postgresql://game:pw@db.example:5432/gt"):
