@@ -34,8 +34,8 @@ from twisted.python.logfile import LogFile
 
 FORMATS = ("text", "json")
 #: What events of twisted.python.log carry besides their fields, already in
-#: the record's time, level and message.
-LEGACY_KEYS = frozenset({"message", "time", "isError", "format"})
+#: the record's time, level, message and traceback.
+LEGACY_KEYS = frozenset({"message", "time", "isError", "format", "failure"})
 
 
 def event_as_json_line(event: dict[str, Any]) -> str:
