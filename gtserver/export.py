@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from gtserver.option_types import read_database_url
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 from gtserver.store import events as queries
 
@@ -52,8 +53,12 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="gtserver-export",
         description="Write gtserver's research event log as CSV (header row, one event "
                     "per row, times as ISO 8601 UTC and epoch seconds, data as JSON).")
-    parser.add_argument("--db", default="sqlite:gtserver.sqlite",
-                        help="database URL, as for the daemon (default: %(default)s)")
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument("--db", default="sqlite:gtserver.sqlite",
+                          help="database URL, as for the daemon (default: %(default)s)")
+    database.add_argument("--db-file", metavar="PATH",
+                          help="file holding the database URL, as for the daemon "
+                               "(keeps a password out of the command line)")
     parser.add_argument("--source", action="append", default=[],
                         help="only events of this source: vr, uttt, eot (repeatable)")
     parser.add_argument("--room", action="append", default=[],
@@ -108,19 +113,37 @@ def check_database(url: str) -> str | None:
     return None
 
 
+def discard_standard_output() -> None:
+    """Point standard output at /dev/null, so that what is still buffered for
+    a reader that has gone does not fail again when the process exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
     options = argument_parser().parse_args(argv)
-    problem = check_database(options.db)
+    problem = None
+    if options.db_file is not None:
+        try:
+            options.db = read_database_url(options.db_file)
+        except ValueError as error:
+            problem = str(error)
+    problem = problem or check_database(options.db)
     if problem:
         print(f"gtserver-export: {problem}", file=sys.stderr)
         raise SystemExit(2)
 
     async def run(reactor: Any) -> None:
         if options.output == "-":
-            await export(reactor, options, sys.stdout)
+            try:
+                await export(reactor, options, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                discard_standard_output()  # the reader (head, less) has quit
             return
         with open(options.output, "w", encoding="utf-8", newline="") as output:
             count = await export(reactor, options, output)

@@ -20,9 +20,11 @@ class IWireProtocol(Interface):
         "Endpoint strings served when --port does not name this protocol.")
     options = Attribute(
         "Extra command-line parameters: a list of (long name, default, help, "
-        "coerce) tuples. Values reach build_factory in its config mapping, keyed "
-        "by long name with dashes turned into underscores.")
-    flags = Attribute("Extra command-line flags: a list of (long name, help) tuples.")
+        "coerce) tuples, optionally with a fifth item, a tuple of other (old) "
+        "names accepted for the same option. Values reach build_factory in its "
+        "config mapping, keyed by long name with dashes turned into underscores.")
+    flags = Attribute("Extra command-line flags: a list of (long name, help) tuples, "
+                      "optionally with a third item, a tuple of other names.")
 
     def build_factory(core, config):
         """Return the IProtocolFactory served on every endpoint of this listener.

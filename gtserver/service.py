@@ -12,15 +12,18 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from gtserver.core import Core
+from gtserver.logs import DaemonLog
 from gtserver.store import Store
 
 
@@ -38,24 +41,53 @@ class ListenerService(Service):
         self.factory = factory
         self.reactor = reactor
         self.port: Any = None
+        #: The TLS settings of an ``ssl:`` listener, replaced by reload_tls().
+        self.tls: ReloadableTLS | None = None
+
+    @property
+    def is_tls(self) -> bool:
+        return self.endpoint.split(":", 1)[0].lower() == "ssl"
 
     async def listen(self) -> Any:
         """Start listening; fires with the listening port."""
         Service.startService(self)
-        endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
+        reactor = self.reactor
+        if self.is_tls:
+            self.tls = ReloadableTLS()
+            reactor = _ReloadableTLSReactor(self.reactor, self.tls)
+        endpoint = endpoints.serverFromString(reactor, self.endpoint)
         self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
-        self.log.info("listener {name} ({description}) on {where}",
+        scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
+        self.log.info("listener {name} ({description}) on {where}{scope}",
                       name=self.protocol_name, description=self.description,
-                      where=self.where())
+                      where=self.where(), scope=scope)
         return self.port
 
     def where(self) -> str:
         """Where the listener is bound, e.g. ``tls:127.0.0.1:5556``."""
         if self.port is None:
             return "not listening"
-        kind = self.endpoint.split(":", 1)[0].lower()
-        return describe_address(self.port.getHost(), tls=kind in ("ssl", "tls"))
+        return describe_address(self.port.getHost(), tls=self.is_tls)
+
+    def reload_tls(self) -> bool:
+        """Read the key and certificate files of an ``ssl:`` endpoint again;
+        new connections get them, open ones keep theirs. Files that do not
+        load (half written, a key that does not match) leave the previous ones
+        in use. Returns whether anything was replaced."""
+        if self.tls is None or self.port is None:
+            return False
+        try:
+            replacement = read_tls_settings(self.endpoint)
+        except Exception as error:  # whatever the key, certificate or parser raise
+            self.log.warn("listener {name} on {where}: TLS files not reloaded, the previous "
+                          "ones stay in use: {error}", name=self.protocol_name,
+                          where=self.where(), error=error)
+            return False
+        self.tls.current = replacement
+        self.log.info("listener {name} on {where}: TLS key and certificate reloaded",
+                      name=self.protocol_name, where=self.where())
+        return True
 
     def startService(self) -> None:
         # Started by GtserverService.listen() once the store is ready.
@@ -67,6 +99,61 @@ class ListenerService(Service):
         if port is not None:
             return maybeDeferred(port.stopListening)
         return None
+
+
+class ReloadableTLS:
+    """The TLS settings (an old-style context factory) of one ``ssl:``
+    listener, asked for a context at every connection, so that replacing
+    ``current`` applies to the connections that follow."""
+
+    def __init__(self, current: Any = None) -> None:
+        self.current = current
+
+    def getContext(self) -> Any:
+        return self.current.getContext()
+
+
+class _ReloadableTLSReactor:
+    """The reactor, except that ``listenSSL`` serves a ReloadableTLS holding
+    the context factory the endpoint parser built."""
+
+    def __init__(self, reactor: Any, tls: ReloadableTLS) -> None:
+        self._reactor = reactor
+        self._tls = tls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
+                  interface: str = "") -> Any:
+        self._tls.current = contextFactory
+        return self._reactor.listenSSL(port, factory, self._tls, backlog=backlog,
+                                       interface=interface)
+
+
+class _CaptureTLS:
+    """Stands in for the reactor to get the context factory an ``ssl:``
+    endpoint string describes, without listening."""
+
+    def __init__(self) -> None:
+        self.context_factory: Any = None
+
+    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
+                  interface: str = "") -> None:
+        self.context_factory = contextFactory
+
+
+def read_tls_settings(description: str) -> Any:
+    """A fresh, checked context factory for an ``ssl:`` endpoint string."""
+    capture = _CaptureTLS()
+    endpoints.serverFromString(capture, description).listen(None)
+    capture.context_factory.getContext()  # a key that does not match fails here
+    return capture.context_factory
+
+
+def binds_every_interface(address: Any) -> bool:
+    """Whether a listening address is the wildcard (reachable from every network)."""
+    return getattr(address, "host", None) in ("0.0.0.0", "::")
 
 
 def describe_address(address: Any, tls: bool = False) -> str:
@@ -97,10 +184,37 @@ class GtserverService(MultiService):
         self.core = core
         self.listeners = listeners
         self.on_fatal = on_fatal
+        #: The log twistd writes through this service's observer, if any
+        #: (set by makeService; see gtserver.logs).
+        self.daemon_log: DaemonLog | None = None
         self.started: Deferred | None = None
         core.setServiceParent(self)
         for listener in listeners:
             listener.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts logging after the service joins its application, with
+        # the application's ILogObserver if it has one.
+        if (self.daemon_log is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver, None) is None):
+            parent.setComponent(ILogObserver, self.daemon_log.observer)
+        super().setServiceParent(parent)
+
+    def reload(self) -> None:
+        """What SIGHUP does: reopen the log file and reload the key and
+        certificate files of ``ssl:`` listeners. Nothing else is reloaded."""
+        notify_systemd(b"RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic_ns() // 1000))
+        if self.daemon_log is None:
+            self.log.info("received SIGHUP: the log is twistd's own (--logger, --syslog "
+                          "or a .tac file), nothing reopened")
+        elif self.daemon_log.reopen():
+            self.log.info("received SIGHUP: log file {path} reopened",
+                          path=self.daemon_log.path)
+        else:
+            self.log.info("received SIGHUP: logging to standard output, nothing to reopen")
+        for listener in self.listeners:
+            listener.reload_tls()
+        notify_systemd(b"READY=1")
 
     def startService(self) -> None:
         Service.startService(self)
@@ -217,3 +331,13 @@ def exit_zero_on_sigterm(reactor: Any) -> None:
         reactor.callFromThread(stop)
 
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, on_sigterm)
+
+
+def reload_on_sighup(reactor: Any, service: GtserverService) -> None:
+    """Make SIGHUP (``systemctl reload``) reopen the log instead of killing
+    the daemon, which is what it does to a process that does not handle it."""
+
+    def on_sighup(number: int, frame: Any) -> None:
+        reactor.callFromThread(service.reload)
+
+    signal.signal(signal.SIGHUP, on_sighup)

@@ -16,16 +16,26 @@ from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.login import LoginOptions
 from gtserver.core.passwords import PasswordHasher
+from gtserver.logs import FORMATS, DaemonLog
+from gtserver.option_types import positive, read_database_url
 from gtserver.registry import wire_protocols
 from gtserver.service import (
     GtserverService,
     ListenerService,
     exit_after_shutdown,
     exit_zero_on_sigterm,
+    reload_on_sighup,
 )
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 
 OFF = "off"
+DEFAULT_DB = "sqlite:gtserver.sqlite"
+
+
+def log_format(text: str) -> str:
+    if text not in FORMATS:
+        raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, got {text!r}")
+    return text
 
 
 class BaseOptions(LoginOptions):
@@ -38,20 +48,44 @@ class BaseOptions(LoginOptions):
         "systemd:domain=INET:index=N.")
 
     optParameters: list[list[Any]] = [
-        ["db", None, "sqlite:gtserver.sqlite",
+        ["db", None, None,
          "Database URL: sqlite:PATH, sqlite::memory: or "
-         "postgresql://user:password@host:port/database."],
-        ["account-idle-days", None, 45.0, "Delete accounts idle this many days.", float],
-        ["session-idle-days", None, 20.0, "Expire sessions idle this many days.", float],
+         f"postgresql://user:password@host:port/database [default: {DEFAULT_DB}]."],
+        ["db-file", None, None,
+         "File holding the database URL instead of --db, so that a password is not "
+         "on the command line (where ps shows it)."],
+        ["account-idle-days", None, 45.0, "Delete accounts idle this many days.",
+         positive(float, "account-idle-days")],
+        ["session-idle-days", None, 20.0, "Expire sessions idle this many days.",
+         positive(float, "session-idle-days")],
         ["temporary-idle", None, 3600.0,
-         "Expire temporary users and sessions idle this many seconds.", float],
-        ["expiry-interval", None, 3600.0, "Seconds between expiry checks.", float],
+         "Expire temporary users and sessions idle this many seconds.",
+         positive(float, "temporary-idle")],
+        ["expiry-interval", None, 3600.0, "Seconds between expiry checks.",
+         positive(float, "expiry-interval")],
         ["hash-cost", None, 14, "scrypt password hash cost, as log2(n).", int],
+        ["log-format", None, "text",
+         "text, or json: one JSON object a line (time, level, namespace, message, "
+         "fields), written where twistd's --logfile says.", log_format],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["port"] = []
+        self._refused = False
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._refused = True  # twistd prints getUsage() before the reason
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """The full help, or after a refused command line a one-line hint."""
+        if self._refused:
+            return "Run 'twistd gtserver --help' for the options."
+        return super().getUsage(width)
 
     def opt_port(self, value: str) -> None:
         """NAME=ENDPOINT: serve protocol NAME on ENDPOINT (repeatable). Naming a protocol replaces its default endpoint, naming it again adds one, NAME=off disables it."""  # noqa: E501
@@ -68,10 +102,24 @@ class BaseOptions(LoginOptions):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
+        if self["db-file"] is not None:
+            if self["db"] is not None:
+                raise usage.UsageError("give --db or --db-file, not both")
+            try:
+                self["db"] = read_database_url(self["db-file"])
+            except ValueError as error:
+                raise usage.UsageError(str(error)) from None
+        elif self["db"] is None:
+            self["db"] = DEFAULT_DB
         try:
             validate_url(self["db"])
         except BadDatabaseURL as error:
             raise usage.UsageError(str(error)) from None
+        twistd = self.parent
+        if self["log-format"] != "text" and twistd is not None and (
+                twistd.get("logger") or twistd.get("syslog")):
+            raise usage.UsageError("--log-format applies to twistd's --logfile, "
+                                   "not to --logger or --syslog")
         if not 4 <= self["hash-cost"] <= 20:
             raise usage.UsageError("--hash-cost must be between 4 and 20")
         self["listeners"] = resolve_listeners(self["port"], self.protocols)
@@ -117,19 +165,55 @@ def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOpti
         protocols = wire_protocols()
     parameters = list(BaseOptions.optParameters)
     flags: list[list[Any]] = []
+    aliases: dict[str, Any] = {}
+
+    def add_alias(alias: str, handler: Any) -> None:
+        if alias in aliases:
+            raise ValueError(f"option alias {alias!r} is given twice")
+        aliases[alias] = handler
+
     for name in sorted(protocols):
         plugin = protocols[name]
-        for long_name, default, help_text, coerce in getattr(plugin, "options", ()):
+        for long_name, default, help_text, coerce, *old_names in getattr(plugin, "options", ()):
             parameters.append([long_name, None, default, f"[{name}] {help_text}", coerce])
-        for long_name, help_text in getattr(plugin, "flags", ()):
+            for alias in old_names[0] if old_names else ():
+                add_alias(alias, parameter_alias(long_name, coerce))
+        for long_name, help_text, *old_names in getattr(plugin, "flags", ()):
             flags.append([long_name, None, f"[{name}] {help_text}"])
+            for alias in old_names[0] if old_names else ():
+                add_alias(alias, flag_alias(long_name))
+    taken = {entry[0] for entry in parameters + flags} | {"port", "p", "version", "help"}
+    clashes = sorted(set(aliases) & taken)
+    if clashes:
+        raise ValueError(f"option aliases clash with options: {', '.join(clashes)}")
     listing = "; ".join(
         f"{name} ({protocols[name].description}, default "
         f"{' '.join(protocols[name].default_endpoints) or 'off'})"
         for name in sorted(protocols))
+    handlers = {"opt_" + alias.replace("-", "_"): handler for alias, handler in aliases.items()}
     return type("Options", (BaseOptions,), {
         "optParameters": parameters, "optFlags": flags, "protocols": protocols,
-        "longdesc": BaseOptions.longdesc + " Listeners: " + listing + "."})
+        "longdesc": BaseOptions.longdesc + " Listeners: " + listing + ".", **handlers})
+
+
+def parameter_alias(long_name: str, coerce: Any) -> Any:
+    """An ``opt_`` method: another name of parameter ``long_name``."""
+
+    def handler(self: usage.Options, value: str) -> None:
+        usage.CoerceParameter(self, coerce or str).dispatch(long_name, value)
+
+    handler.__doc__ = f"Old name of --{long_name}."
+    return handler
+
+
+def flag_alias(long_name: str) -> Any:
+    """An ``opt_`` method: another name of flag ``long_name``."""
+
+    def handler(self: usage.Options) -> None:
+        self[long_name] = 1
+
+    handler.__doc__ = f"Old name of --{long_name}."
+    return handler
 
 
 Options = make_options_class()
@@ -170,5 +254,9 @@ def makeService(options: usage.Options) -> GtserverService:
     """Entry point of the twistd plugin."""
     from twisted.internet import reactor
     exit_zero_on_sigterm(reactor)
-    return build_service(options, reactor, on_fatal=exit_after_shutdown(reactor),
-                         freeze_heap=True)
+    service = build_service(options, reactor, on_fatal=exit_after_shutdown(reactor),
+                            freeze_heap=True)
+    # twistd's own options (--logfile, --nodaemon), absent when run from a .tac file
+    service.daemon_log = DaemonLog.from_twistd_options(options.parent, options["log-format"])
+    reload_on_sighup(reactor, service)
+    return service

@@ -20,6 +20,7 @@ from twisted.plugin import IPlugin
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
+from gtserver.core.peers import Peer
 from gtserver.interfaces import IWireProtocol
 
 
@@ -41,7 +42,7 @@ class LineCommands(LineOnlyReceiver):
         accounts = self.core.accounts
         try:
             if command == "login":
-                user, _registered = await accounts.login(*arguments)
+                user, _registered = await accounts.login(*arguments, Peer.of(self.transport))
                 return "ok " + await accounts.open_session(user)
             if command == "resume":
                 return "ok " + (await accounts.resume(arguments[0])).name

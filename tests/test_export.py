@@ -16,6 +16,8 @@ from gtserver.export import argument_parser, export, iso, parse_time
 from tests.support import sqlite_url, start_server
 from tests.test_vr_client import connect
 
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class ExportTests(unittest.TestCase):
     async def session(self) -> str:
@@ -103,3 +105,37 @@ class ExportTests(unittest.TestCase):
             env=env)
         self.assertEqual(code, 2)
         self.assertIn(b"no database", err)
+
+    async def test_database_url_from_a_file(self):
+        db = await self.session()
+        url_file = self.mktemp()
+        with open(url_file, "w", encoding="utf-8") as file:
+            file.write(db + "\n")
+        env = dict(os.environ, PYTHONPATH=CHECKOUT)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.export", "--db-file", url_file, "--room", "r1"],
+            env=env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(out.splitlines()), 4)  # header, join, button, leave
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.export", "--db-file", url_file + ".missing"],
+            env=env)
+        self.assertEqual(code, 2)
+        self.assertIn(b"cannot read --db-file", err)
+        self.assertNotIn(b"Traceback", err)
+
+    async def test_a_reader_that_quits_early_ends_the_export_quietly(self):
+        db = sqlite_url(self)
+        server = await start_server(self, db=db)
+        for number in range(3000):
+            server.core.events.record("eot", "move", user=f"player{number}", match="m1",
+                                      data={"cell": number, "note": "x" * 40})
+        await server.stop()
+        env = dict(os.environ, PYTHONPATH=CHECKOUT)
+        # pipefail: the status is the exporter's, not head's
+        script = 'set -o pipefail; "$0" -m gtserver.export --db "$1" | head -n 2'
+        out, err, code = await getProcessOutputAndValue(
+            "/bin/bash", ["-c", script, sys.executable, db], env=env)
+        self.assertEqual(out.decode().splitlines()[0].split(",")[:3], ["id", "time", "epoch"])
+        self.assertEqual(len(out.splitlines()), 2)
+        self.assertEqual((code, err), (0, b""))

@@ -4,18 +4,21 @@ start-up log, stopping, start failures, restart without loss."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import tempfile
+from datetime import datetime
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from gtserver.logs import event_as_json_line
 from gtserver.store import StoreUnavailable
 from tests.lineprotocol import connect_line_client, line_plugin
 from tests.pgcluster import postgres_url, private_cluster
@@ -176,3 +179,87 @@ class DatabaseLostTests(unittest.TestCase):
         self.assertEqual(await client.command(f"resume {token}"), "ok alice")
         self.assertTrue((await client.command("login bob pw")).startswith("ok "))
         client.transport.loseConnection()
+
+
+class JSONLogLineTests(unittest.TestCase):
+    """The JSON form of log events (--log-format json), in memory."""
+
+    def record(self, emit) -> dict:
+        events: list[dict] = []
+        emit(Logger(namespace="gtserver.test", observer=events.append))
+        [event] = events
+        line = event_as_json_line(event)
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        line.encode("ascii")  # valid in any encoding of the log file
+        return json.loads(line)
+
+    def test_level_namespace_message_fields(self):
+        record = self.record(lambda log: log.warn(
+            "throttled {user} from {address}", user="bob", address="10.0.0.1", count=3))
+        self.assertEqual((record["level"], record["namespace"], record["message"]),
+                         ("warn", "gtserver.test", "throttled bob from 10.0.0.1"))
+        self.assertEqual(record["fields"], {"user": "bob", "address": "10.0.0.1", "count": 3})
+        self.assertAlmostEqual(datetime.fromisoformat(record["timestamp"]).timestamp(),
+                               record["time"], places=5)
+        self.assertTrue(record["timestamp"].endswith("+00:00"))
+
+    def test_values_that_are_not_json_become_text(self):
+        record = self.record(lambda log: log.info(
+            "odd {name}", name="\ud800x", ratio=float("nan"), thing=ValueError("no"),
+            pair=(1, {2: b"x"})))
+        self.assertEqual(record["fields"], {"name": "\ud800x", "ratio": "nan",
+                                            "thing": "no", "pair": [1, {"2": "b'x'"}]})
+        self.assertEqual(record["message"], "odd \ud800x")
+
+    def test_a_failure_carries_its_traceback(self):
+        def emit(log):
+            try:
+                raise ZeroDivisionError("division by zero")
+            except ZeroDivisionError:
+                log.failure("dividing {what}", what="by zero")
+        record = self.record(emit)
+        self.assertEqual((record["level"], record["message"]), ("critical", "dividing by zero"))
+        self.assertIn("ZeroDivisionError", record["traceback"])
+        self.assertEqual(record["fields"], {"what": "by zero"})
+
+
+class PasswordOutsideTheURLTests(unittest.TestCase):
+    """A --db URL without a password: the PostgreSQL client library takes it
+    from PGPASSWORD or a password file, as the README says."""
+
+    def connect(self, environment: dict[str, str]):
+        import psycopg2
+
+        from gtserver.store.postgres import dsn_from_url
+
+        url = postgres_url(self)
+        self.assertNotIn(":", url.split("://", 1)[1].split("@", 1)[0])  # no password
+        saved = {name: os.environ.get(name) for name in ("PGPASSWORD", "PGPASSFILE")}
+        self.addCleanup(restore_environment, saved)
+        for name in saved:
+            os.environ.pop(name, None)
+        os.environ.update(environment)
+        connection = psycopg2.connect(dsn_from_url(url))
+        self.addCleanup(connection.close)
+        return connection
+
+    def test_password_from_pgpassword(self):
+        connection = self.connect({"PGPASSWORD": "from-the-environment"})
+        self.assertEqual(connection.info.password, "from-the-environment")
+
+    def test_password_from_a_password_file(self):
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("127.0.0.1:*:*:postgres:from-the-file\n")
+        os.chmod(path, 0o600)
+        connection = self.connect({"PGPASSFILE": path})
+        self.assertEqual(connection.info.password, "from-the-file")
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -29,7 +29,7 @@ class TickTestCase(unittest.TestCase):
     async def start(self, **config):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        settings = {"fps": 1.0, "vr_any_password": True, **config}
+        settings = {"vr_fps": 1.0, "vr_any_password": True, **config}
         self.store = open_store(sqlite_url(self), reactor)
         await self.store.start()
         self.addCleanup(self.store.close)
@@ -103,7 +103,7 @@ class FullTickTests(TickTestCase):
                       "rot": {"x": 0.0, "y": 0.0, "z": 0.0}}})
 
     async def test_fractional_and_high_rates(self):
-        await self.start(fps=0.5)
+        await self.start(vr_fps=0.5)
         alice = await self.member("alice")
         self.clock.advance(1.0)
         await self.quiet(alice)
@@ -111,7 +111,7 @@ class FullTickTests(TickTestCase):
         await alice.next()
 
     async def test_sixty_ticks_a_second(self):
-        await self.start(fps=60.0)
+        await self.start(vr_fps=60.0)
         alice = await self.member("alice")
         for _ in range(60):
             self.clock.advance(1.0 / 60)
@@ -146,7 +146,7 @@ class FullTickTests(TickTestCase):
         self.assertTrue(rows[0][7].startswith("127.0.0.1:"))
 
     async def test_pose_log_rate_below_fps(self):
-        await self.start(fps=10.0, vr_pose_log_rate=2.0)
+        await self.start(vr_fps=10.0, vr_pose_log_rate=2.0)
         alice = await self.member("alice")
         alice.say("lobby", "transform", pose(1.0))
         await self.settle(alice)

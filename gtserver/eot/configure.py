@@ -24,8 +24,8 @@ def parse_payoffs(text: str) -> dict:
 
 def configure_games(matches: MatchService, config: Mapping[str, Any]) -> None:
     """Apply the game settings of the configuration to the installed games."""
-    rounds = config.get("pd_rounds")
-    payoffs = config.get("pd_payoffs")
+    rounds = config.get("eot_pd_rounds")
+    payoffs = config.get("eot_pd_payoffs")
     for factory in matches.games.values():
         if isinstance(factory, MatrixGameFactory):
             factory.configure(

@@ -4,17 +4,18 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
+from gtserver.option_types import positive
 
 
 def payoffs(text: str) -> str:
-    """Check ``--pd-payoffs``: four numbers T,R,P,S."""
+    """Check ``--eot-pd-payoffs``: four numbers T,R,P,S."""
     parts = text.split(",")
     try:
         [float(part) for part in parts]
     except ValueError:
         parts = []
     if len(parts) != 4:
-        raise ValueError(f"--pd-payoffs wants four numbers T,R,P,S, got {text!r}")
+        raise ValueError(f"--eot-pd-payoffs wants four numbers T,R,P,S, got {text!r}")
     return text
 
 
@@ -25,16 +26,20 @@ class EOTGameAPI:
     default_endpoints = ("tcp:4711",)
     options = [
         ("eot-request-size-max", 1_000_000, "Largest request in bytes (EOT\\0 included).",
-         int),
+         positive(int, "eot-request-size-max")),
         ("eot-connection-timeout", 60.0,
          "Seconds a connection may take to deliver its whole request, and again "
-         "to read its answer.", float),
+         "to read its answer.", positive(float, "eot-connection-timeout")),
         ("eot-join-timeout", 300.0,
-         "Seconds a join waits for the session to fill before it is refused.", float),
+         "Seconds a join waits for the session to fill before it is refused.",
+         positive(float, "eot-join-timeout")),
         ("eot-game-timeout", 3600.0,
-         "Seconds without requests after which a session ends.", float),
-        ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.", int),
-        ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs),
+         "Seconds without requests after which a session ends.",
+         positive(float, "eot-game-timeout")),
+        ("eot-pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.",
+         positive(int, "eot-pd-rounds"), ("pd-rounds",)),
+        ("eot-pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs,
+         ("pd-payoffs",)),
     ]
     flags: list = []
 

@@ -8,8 +8,16 @@ transactions, written once for both engines.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from gtserver.store.base import Conflict, Statement, Store, StoreError, StoreUnavailable
+from gtserver.store.base import (
+    Conflict,
+    Statement,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    redact_url,
+)
 
 __all__ = ["Conflict", "Statement", "Store", "StoreError", "StoreUnavailable",
            "open_store", "validate_url"]
@@ -27,6 +35,12 @@ def validate_url(url: str) -> str:
                 "sqlite: needs a path, e.g. sqlite:gtserver.sqlite or sqlite::memory:")
         return url
     if url.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(url).port  # noqa: B018 (parsing the port is the check)
+        except ValueError as error:
+            raise BadDatabaseURL(f"bad PostgreSQL URL {redact_url(url)}: {error}; "
+                                 "use postgresql://user:password@host:port/database"
+                                 ) from None
         return url
     raise BadDatabaseURL(
         f"unsupported database URL {url!r}: use sqlite:PATH, sqlite::memory: "

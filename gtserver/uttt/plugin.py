@@ -4,6 +4,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
+from gtserver.option_types import positive
 
 
 def _ranged(kind, low, high, what, low_allowed=False):
@@ -23,16 +24,6 @@ def _timeout(what):
     return coerce
 
 
-def _positive(kind):
-    def coerce(text):
-        value = kind(text)
-        if not value > 0:
-            raise ValueError("must be above 0")
-        return value
-    coerce.coerceDoc = "Above 0."
-    return coerce
-
-
 @implementer(IPlugin, IWireProtocol)
 class UltimateTicTacToeListener:
     name = "uttt"
@@ -40,15 +31,19 @@ class UltimateTicTacToeListener:
     default_endpoints = ("tcp:5556",)
     options = [
         ("uttt-match-idle-days", 7.0,
-         "Days without a move after which a match is lost by the player to move.", float),
-        ("uttt-max-open-matches", 5, "Open matches a user may have at once.", int),
-        ("uttt-expiry-interval", 3600.0, "Seconds between idle-match checks.", float),
+         "Days without a move after which a match is lost by the player to move.",
+         positive(float, "uttt-match-idle-days")),
+        ("uttt-max-open-matches", 5, "Open matches a user may have at once.",
+         positive(int, "uttt-max-open-matches")),
+        ("uttt-expiry-interval", 3600.0, "Seconds between idle-match checks.",
+         positive(float, "uttt-expiry-interval")),
         ("uttt-login-failures", None,
          "Wrong passwords for one account (counted over every listener) after which uttt "
-         "refuses its logins; default --login-failures-per-account", _positive(int)),
+         "refuses its logins; default --login-failures-per-account",
+         positive(int, "uttt-login-failures")),
         ("uttt-login-window", None,
          "Seconds those wrong passwords count for uttt; default --login-window",
-         _positive(float)),
+         positive(float, "uttt-login-window")),
         ("uttt-max-frame", 1048576,
          "Largest incoming frame in bytes; a larger one gets an error and a close (1009).",
          _ranged(int, 0, 64 * 1024 * 1024, "uttt-max-frame")),

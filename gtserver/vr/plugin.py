@@ -32,8 +32,8 @@ class VRRooms:
     description = "VR rooms, WebSocket"
     default_endpoints = ("tcp:42069",)
     options = [
-        ("fps", 1.0, "Pose ticks per second (fractions allowed).",
-         _ranged(float, 0, 1000, "fps")),
+        ("vr-fps", 1.0, "Pose ticks per second (fractions allowed).",
+         _ranged(float, 0, 1000, "vr-fps"), ("fps",)),
         ("vr-history", 50, "Messages kept per room and sent to joiners.",
          _at_least(int, 0, "vr-history")),
         ("vr-max-frame", 65536,

@@ -102,7 +102,7 @@ class RoomSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RoomSettings:
-        return cls(fps=float(config.get("fps") or 1.0),
+        return cls(fps=float(config.get("vr_fps") or 1.0),
                    history=int(config.get("vr_history", 50)),
                    changed_only=bool(config.get("vr_changed_poses_only", False)),
                    pose_log_rate=float(config.get("vr_pose_log_rate") or 0.0))
