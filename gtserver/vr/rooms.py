@@ -156,10 +156,9 @@ class Room:
     #: ``(casefolded name, name, member)`` of every member, kept sorted, so
     #: member lists need no sorting (names are unique: members never compare).
     order: list = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        return self.name
+    #: What ``rooms`` lists for the room: empty for a room created by a join,
+    #: as the original server did (see :meth:`RoomService.set_title`).
+    title: str = ""
 
     def member_list(self) -> list[dict]:
         """``join`` entries of every member, sorted case-insensitively."""
@@ -301,6 +300,12 @@ class RoomService(Service):
 
     def room_titles(self) -> dict[str, str]:
         return {name: room.title for name, room in self.rooms.items()}
+
+    def set_title(self, room_name: str, title: str) -> None:
+        """Give an open room a title (kept until the room closes); KeyError if none."""
+        if not isinstance(title, str):
+            raise TypeError("a room title is a string")
+        self.rooms[room_name].title = title
 
     def rooms_of(self, sink: Any) -> list[str]:
         return list(self._rooms_of.get(sink, ()))
