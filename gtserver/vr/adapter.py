@@ -44,9 +44,11 @@ from gtserver.vr.rooms import (
     TRANSFORM,
     AlreadyInRoom,
     BadPose,
+    InvalidKind,
     InvalidRoomName,
     NotInRoom,
     RoomService,
+    storable,
 )
 
 CLOSE_POLICY = 1008
@@ -193,6 +195,9 @@ class VRServerProtocol(WebSocketServerProtocol):
         except wire.BadFrame:
             self._reply(wire.INVALID_STRUCTURE)
             return
+        except wire.BadText:
+            self._reply(wire.BAD_REQUEST)
+            return
         try:
             if not isinstance(message, dict):
                 self._reply(wire.BAD_REQUEST if self.user else wire.ACCESS_DENIED)
@@ -242,7 +247,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             self._reply(wire.CONFLICT)
         except NotInRoom:
             self._reply(wire.UNAUTHORIZED)
-        except (InvalidRoomName, BadPose):
+        except (InvalidRoomName, InvalidKind, BadPose):
             self._reply(wire.BAD_REQUEST)
 
     # login
@@ -388,7 +393,8 @@ def _credentials(options: Any) -> tuple[str, str] | None:
     name, password = options.get("user"), options.get("pass")
     if isinstance(password, (int, float)) and not isinstance(password, bool):
         password = str(password)  # the original accepted numeric passwords
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+    if (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME
+            or not storable(name)):
         return None
     if not isinstance(password, str):
         return None

@@ -68,7 +68,11 @@ class NotInRoom(RoomError):
 
 
 class InvalidRoomName(RoomError):
-    """Room names are non-empty strings of at most MAX_ROOM_NAME characters."""
+    """Room names are non-empty strings of at most MAX_ROOM_NAME storable characters."""
+
+
+class InvalidKind(RoomError):
+    """A message type must be storable text (see :func:`storable`)."""
 
 
 class BadPose(RoomError):
@@ -243,8 +247,24 @@ def pose_json(pose: dict) -> str:
             f'"rot":{{"x":{r["x"]!r},"y":{r["y"]!r},"z":{r["z"]!r}}}}}')
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a text column of the event log on every engine.
+
+    PostgreSQL refuses NUL characters in text, and a lone UTF-16 surrogate
+    has no UTF-8 encoding (SQLite and the wire both need one).
+    """
+    if text.isascii():
+        return "\0" not in text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
+
+
 def check_room_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_ROOM_NAME:
+    if (not isinstance(name, str) or not name or len(name) > MAX_ROOM_NAME
+            or not storable(name)):
         raise InvalidRoomName(name)
     return name
 
@@ -362,8 +382,12 @@ class RoomService(Service):
     def say(self, sink: Any, room_name: str, kind: str, data: Any) -> None:
         """Broadcast a message to every member, the sender included.
 
-        Every kind but ``button`` is kept in the room's history.
+        Every kind but ``button`` is kept in the room's history. ``data``
+        must be JSON-encodable without lone surrogates (the adapter checks);
+        it is recorded as JSON text, so a NUL in it is stored as its escape.
         """
+        if not storable(kind):
+            raise InvalidKind(kind)
         room = self._room_of(sink, room_name)
         now = self.clock.seconds()
         event = {"time": now, "user": sink.user, "type": kind, "data": data}
