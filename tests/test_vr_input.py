@@ -101,6 +101,36 @@ class InputTestsMixin:
         self.assertEqual((await client.reply())["detail"], {"lobby": ""})
         self.assertEqual(await self.recorded(), [("join", "alice", "lobby", None)])
 
+    async def test_non_finite_numbers_are_refused(self):
+        alice, bob = await self.start_logged("alice", "bob")
+        frames = (b'{"room":"lobby","type":"msg","data":1e400}',
+                  b'{"room":"lobby","type":"msg","data":NaN}',
+                  b'{"room":"lobby","type":"msg","data":{"a":[Infinity]}}',
+                  b'{"room":"lobby","type":"msg","data":-Infinity}',
+                  b'{"room":"lobby","type":"msg","data":[1,-1.5e309]}',
+                  b'{"room":"lobby","type":"button","data":1' + b"0" * 400 + b'.5}',
+                  b'{"room":"lobby","type":"transform","data":{"pos":{"x":1e400}}}',
+                  b'{"room":"lobby","type":"transform","data":{"rot":{"z":NaN}}}',
+                  b'{"system":"ping","time":Infinity}')
+        for frame in frames:
+            alice.send_raw(frame)
+            self.assertEqual(await alice.code(), 400, frame)
+        # In a binary frame in UTF-16 (read with encoding detection) as well.
+        alice.send_raw('{"room":"lobby","type":"msg","data":NaN}'.encode("utf-16"), binary=True)
+        self.assertEqual(await alice.code(), 400)
+        carol = await self.client()
+        carol.send_raw(b'{"system":"login","options":{"user":"carol","pass":1e999}}')
+        self.assertEqual(await carol.code(), 400)
+        # Large finite numbers are numbers like any other.
+        alice.send_raw(b'{"room":"lobby","type":"msg","data":[1.5e308,-2e-400]}')
+        for client in (alice, bob):
+            self.assertEqual(await room_events(client, 1), [("alice", "msg", [1.5e308, -0.0])])
+        await self.quiet(alice, bob)
+        dave = await self.client("dave")
+        self.assertEqual(summary(await dave.next()), [("alice", "msg", [1.5e308, -0.0])])
+        self.assertEqual([e for e in await self.recorded() if e[0] in ("msg", "button")],
+                         [("msg", "alice", "lobby", [1.5e308, -0.0])])
+
     async def test_nul_in_chat_data_is_relayed_and_stored_escaped(self):
         alice, bob = await self.start_logged("alice", "bob")
         alice.send_raw(b'{"room":"lobby","type":"msg","data":{"text":"a\\u0000b"}}')

@@ -195,7 +195,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         except wire.BadFrame:
             self._reply(wire.INVALID_STRUCTURE)
             return
-        except wire.BadText:
+        except wire.BadValue:
             self._reply(wire.BAD_REQUEST)
             return
         try:

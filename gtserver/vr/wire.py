@@ -34,7 +34,6 @@ TEXTS = {
 }
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_decode = json.JSONDecoder().decode
 
 
 def encode(value: Any) -> bytes:
@@ -75,19 +74,36 @@ class BadFrame(Exception):
     """The frame is not valid JSON (code 406)."""
 
 
-class BadText(Exception):
+class BadValue(Exception):
     """Valid JSON that gtserver does not relay or store (code 400).
 
     A lone UTF-16 surrogate (``"\\ud800"``) cannot be encoded as UTF-8, so it
     could be neither sent on to other clients nor written to the event log.
+    ``NaN``, ``Infinity`` and numbers too large for a float (``1e400``) would be
+    sent on as ``NaN``/``Infinity``, which standard JSON parsers refuse.
     """
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is NaN, and NaN is never equal to anything
+        raise BadValue(f"{text[:40]} is too large for a number JSON parsers accept")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise BadValue(f"{name} is not a number JSON parsers accept")
+
+
+_JSON_OPTIONS = {"parse_float": _finite_float, "parse_constant": _refuse_constant}
+_decode = json.JSONDecoder(**_JSON_OPTIONS).decode
 
 
 def decode(payload: bytes) -> Any:
     """The JSON value of a text or binary frame.
 
-    BadFrame if it is not JSON, BadText if one of its strings (or keys) holds
-    a lone surrogate.
+    BadFrame if it is not JSON; BadValue if one of its strings (or keys)
+    holds a lone surrogate or one of its numbers is not finite.
     """
     try:
         # What clients send, without detection.
@@ -101,7 +117,8 @@ def decode(payload: bytes) -> Any:
             check_text(value)
         return value
     try:
-        value = json.loads(payload)  # UTF-16/32 or a BOM, or the error to report
+        # UTF-16/32 or a BOM, or the error to report.
+        value = json.loads(payload, **_JSON_OPTIONS)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadFrame(str(error)) from None
     except RecursionError:
@@ -111,7 +128,7 @@ def decode(payload: bytes) -> Any:
 
 
 def check_text(value: Any) -> None:
-    """BadText if a string or key anywhere in ``value`` holds a lone surrogate."""
+    """BadValue if a string or key anywhere in ``value`` holds a lone surrogate."""
     stack = [value]
     while stack:  # not recursive: a frame may be nested as deep as the decoder allows
         item = stack.pop()
@@ -130,4 +147,4 @@ def _check_string(text: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise BadText("a string holds a lone UTF-16 surrogate") from None
+            raise BadValue("a string holds a lone UTF-16 surrogate") from None
