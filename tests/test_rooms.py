@@ -209,7 +209,9 @@ class NormalizePoseTests(unittest.TestCase):
         for data in ("up", {"pos": 3}, {"pos": {"x": "1"}}, {"rot": {"y": True}},
                      {"pos": {"x": float("inf"), "y": 0.0, "z": 0.0}},
                      {"pos": {"x": 0.0, "y": float("nan"), "z": 0.0}},
-                     {"rot": {"x": 0.0, "y": 0.0, "z": float("-inf")}}):
+                     {"rot": {"x": 0.0, "y": 0.0, "z": float("-inf")}},
+                     {"pos": {"x": 10 ** 400}}, {"rot": {"y": -(10 ** 309)}}):
             self.assertRaises(BadPose, normalize_pose, data)
+        self.assertEqual(normalize_pose({"pos": {"x": 10 ** 300}})["pos"]["x"], 1e300)
         # Large finite values are fine even where their sum would overflow.
         self.assertEqual(normalize_pose({"pos": {"x": big, "y": big, "z": big}})["pos"]["z"], big)

@@ -131,6 +131,24 @@ class InputTestsMixin:
         self.assertEqual([e for e in await self.recorded() if e[0] in ("msg", "button")],
                          [("msg", "alice", "lobby", [1.5e308, -0.0])])
 
+    async def test_a_pose_coordinate_too_large_for_a_float_is_a_bad_pose(self):
+        alice, bob = await self.start_logged("alice", "bob")
+        huge = b"4" * 401
+        for frame in (b'{"room":"lobby","type":"transform","data":{"pos":{"x":%s}}}' % huge,
+                      b'{"room":"lobby","type":"transform","data":{"rot":{"z":-%s}}}' % huge):
+            alice.send_raw(frame)
+            self.assertEqual(await alice.code(), 400, frame)
+        # A number that fits is taken; nothing was logged as an error (trial
+        # would fail the test for a logged failure).
+        alice.send_raw(b'{"room":"lobby","type":"transform","data":{"pos":{"x":1%s}}}'
+                       % (b"0" * 300))
+        alice.send({"system": "ping"})
+        self.assertEqual(await alice.code(), 220)
+        from gtserver.vr.rooms import RoomService
+        lobby = self.server.core.component(RoomService).rooms["lobby"]
+        self.assertEqual(lobby.members["alice"].pose_entry["data"]["pos"]["x"], 1e300)
+        await self.quiet(alice, bob)
+
     async def test_nul_in_chat_data_is_relayed_and_stored_escaped(self):
         alice, bob = await self.start_logged("alice", "bob")
         alice.send_raw(b'{"room":"lobby","type":"msg","data":{"text":"a\\u0000b"}}')

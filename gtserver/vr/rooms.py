@@ -228,7 +228,10 @@ def normalize_pose(data: Any) -> dict:
                 value = 0.0
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadPose(f"{part}.{axis} must be a number")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond the largest float
+                raise BadPose(f"{part}.{axis} is too large") from None
             if not math.isfinite(value):
                 raise BadPose(f"{part}.{axis} must be finite")
             coordinates[axis] = value
