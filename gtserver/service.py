@@ -45,6 +45,7 @@ class ListenerService(Service):
         endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
         self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
+        set_tcp_nodelay(self.port)
         self.log.info("listener {name} ({description}) on {where}",
                       name=self.protocol_name, description=self.description,
                       where=self.where())
@@ -67,6 +68,23 @@ class ListenerService(Service):
         if port is not None:
             return maybeDeferred(port.stopListening)
         return None
+
+
+def set_tcp_nodelay(port: Any) -> None:
+    """Turn Nagle's algorithm off for every connection a TCP listening port accepts.
+
+    Game traffic is small frames that must go out at once; with Nagle's
+    algorithm on, a reply can wait for the peer's delayed ACK (tens of
+    milliseconds). Accepted sockets inherit the option from the listening
+    socket (Linux, the BSDs, macOS, Windows), so setting it here covers every
+    protocol and TLS alike, before any connection exists and at no cost per
+    connection. Ports that are not TCP (UNIX sockets) are left alone.
+    """
+    handle = getattr(port, "socket", None)
+    if not isinstance(handle, socket.socket) or handle.family not in (
+            socket.AF_INET, socket.AF_INET6):
+        return
+    handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def describe_address(address: Any, tls: bool = False) -> str:

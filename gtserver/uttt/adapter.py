@@ -121,13 +121,7 @@ class UtttServerProtocol(WebSocketServerProtocol):
     # connection events
 
     def onConnect(self, request: Any) -> None:
-        # Small frames go out at once. (Autobahn tries this itself before its
-        # options are copied onto the protocol, so its attempt has no effect.)
-        if hasattr(self.transport, "setTcpNoDelay"):
-            try:
-                self.transport.setTcpNoDelay(True)
-            except OSError:
-                pass   # not a TCP socket
+        # TCP_NODELAY is set for every listener by gtserver.service.
         peer = self.transport.getPeer()
         self.address = getattr(peer, "host", None) or str(peer)
 
