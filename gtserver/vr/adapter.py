@@ -19,6 +19,10 @@ Protection against slow and hostile clients, per connection:
   connection is closed with code 1009 (its data is never buffered). More
   than ``max_rate`` frames a second
   (with a burst of two seconds' worth) close the connection with code 1008.
+* time (:mod:`gtserver.core.deadlines`): the opening handshake and each
+  incoming message must arrive within ``frame_timeout`` seconds, and a
+  connection must log in within ``login_timeout`` seconds of opening; else it
+  is closed with code 1008 (a handshake that never ends is cut off).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
 from gtserver.core.errors import BadCredentials, CoreError
 from gtserver.core.throttle import Throttle
 from gtserver.store import StoreError
@@ -80,7 +85,7 @@ class _SendGate:
         self.connection.congested = True
 
 
-class VRServerProtocol(WebSocketServerProtocol):
+class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
     # Not ``log``: that would replace Autobahn's own logger, whose disabled
     # debug calls are free, with one that builds an event for every frame.
     logger = Logger()
@@ -102,6 +107,8 @@ class VRServerProtocol(WebSocketServerProtocol):
         self._close_timer: Any = None
         #: The message arriving now is over ``max_frame``: its data is dropped.
         self._oversized = False
+        #: The login deadline passed while a login was being checked.
+        self._login_overdue = False
 
     # connection lifecycle
 
@@ -116,6 +123,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        self.opened()  # the login deadline starts
         self.transport.registerProducer(_SendGate(self), True)
         self._tokens = self.factory.burst
         self._refilled = self.factory.clock.seconds()
@@ -136,6 +144,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         logging is off, which costs about a tenth of the CPU of a pose stream.
         """
         self._dataReceived(data)
+        self.watch_input()
 
     # Autobahn's own size limits are off: they would drop the connection
     # without a word. These hooks notice a message growing past ``max_frame``
@@ -288,6 +297,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
+        self.authenticated()
         self._reply(wire.ACCESS_GRANTED)
         self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
 
@@ -295,8 +305,21 @@ class VRServerProtocol(WebSocketServerProtocol):
         self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 
+    def login_deadline_passed(self) -> None:
+        if self._busy:  # a login sent in time is being checked: its outcome decides
+            self._login_overdue = True
+            return
+        self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
+
+    def message_deadline_passed(self) -> None:
+        self._close_for_policy(
+            f"a message took longer than {self.factory.deadlines.message:g} s to arrive")
+
     def _drain_backlog(self, _: Any) -> None:
         self._busy = False
+        if self._login_overdue and self.user is None and self.state == _OPEN:
+            self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
+            return
         while self._backlog and not self._busy and self.state == _OPEN:
             self._handle(self._backlog.popleft())
 
@@ -422,11 +445,15 @@ class VRServerFactory(WebSocketServerFactory):
         self.max_rate = float(config.get("vr_max_rate") or 300.0)
         self.burst = max(2.0 * self.max_rate, 10.0)
         self.max_frame = int(config.get("vr_max_frame") or 64 * 1024)
+        frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
+        self.deadlines = Deadlines(self.clock, handshake=frame_timeout,
+                                   login=float(config.get("vr_login_timeout") or 30.0),
+                                   message=frame_timeout)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
         self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
                                 failByDrop=False, closeHandshakeTimeout=0,
-                                openHandshakeTimeout=10)
+                                openHandshakeTimeout=0)  # self.deadlines bounds it
         if config.get("vr_csv_log"):
             from gtserver.vr.csvlog import CsvEventFile
             core.component(CsvEventFile)
