@@ -141,6 +141,8 @@ class TitleTests(RoomServiceTestCase):
         self.assertEqual(self.rooms.room_titles()["r1"], "")
         self.assertRaises(KeyError, self.rooms.set_title, "nowhere", "x")
         self.assertRaises(TypeError, self.rooms.set_title, "r1", 5)
+        self.assertRaises(ValueError, self.rooms.set_title, "r1", "\ud800")
+        self.assertEqual(self.rooms.room_titles()["r1"], "")
 
 
 class EncodingTests(unittest.TestCase):

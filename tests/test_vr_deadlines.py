@@ -142,7 +142,7 @@ class MessageDeadlineTests(DeadlineTestCase):
         frame = masked_frame(b'{"room":"lobby","type":"msg","data":"hi"}')
         # Half a frame, then the rest within the limit: delivered.
         alice.transport.write(frame[:9])
-        await until(lambda: server_side._incomplete_since is not None, "half a frame")
+        await until(lambda: server_side.incomplete_since is not None, "half a frame")
         self.clock.advance(9.9)
         self.assertEqual(server_side.state, OPEN)
         alice.transport.write(frame[9:])
@@ -151,7 +151,7 @@ class MessageDeadlineTests(DeadlineTestCase):
         self.assertEqual(server_side.state, OPEN)
         # One byte of a header, never more.
         alice.transport.write(frame[:1])
-        await until(lambda: server_side._incomplete_since is not None, "one byte")
+        await until(lambda: server_side.incomplete_since is not None, "one byte")
         self.clock.advance(9.9)
         self.assertEqual(server_side.state, OPEN)
         self.clock.advance(0.1)
@@ -165,7 +165,7 @@ class MessageDeadlineTests(DeadlineTestCase):
         await alice.login("alice")
         await bob.next()  # alice's join
         alice.transport.write(masked_frame(b'{"room":"lobby",', fin=False))
-        await until(lambda: server_side._incomplete_since is not None, "a first fragment")
+        await until(lambda: server_side.incomplete_since is not None, "a first fragment")
         for _ in range(5):  # each control frame is complete; the message is not
             self.clock.advance(1.9)
             alice.transport.write(masked_frame(b"", opcode=0x9))  # ping

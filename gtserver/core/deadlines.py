@@ -91,6 +91,11 @@ class WebSocketDeadlines:
         self._incomplete_since = None
         super().connectionLost(reason)  # type: ignore[misc]
 
+    @property
+    def incomplete_since(self) -> float | None:
+        """When the message being received began to arrive; None between messages."""
+        return self._incomplete_since
+
     # called by the adapter
 
     def opened(self) -> None:

@@ -325,9 +325,14 @@ class RoomService(Service):
         return {name: room.title for name, room in self.rooms.items()}
 
     def set_title(self, room_name: str, title: str) -> None:
-        """Give an open room a title (kept until the room closes); KeyError if none."""
+        """Give an open room a title (kept until the room closes); KeyError if none.
+
+        ValueError for text that could not be sent (see :func:`storable`).
+        """
         if not isinstance(title, str):
             raise TypeError("a room title is a string")
+        if not storable(title):
+            raise ValueError("a room title may not hold NUL or a lone surrogate")
         self.rooms[room_name].title = title
 
     def rooms_of(self, sink: Any) -> list[str]:
