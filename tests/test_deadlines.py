@@ -83,7 +83,7 @@ class DeadlineMixinTests(unittest.TestCase):
         protocol.dataReceived(b"GET / HTTP/1.1\r\n")
         self.clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
-        self.clock.advance(0.1)
+        self.clock.advance(0.2)
         self.assertTrue(transport.disconnecting)  # aborted: no WebSocket to close
         self.assertEqual(transport.value(), b"")
 
@@ -115,7 +115,7 @@ class DeadlineMixinTests(unittest.TestCase):
         protocol.dataReceived(frame[:3])
         self.clock.advance(9.9)  # the first timer fired and moved on to this message
         self.assertEqual(protocol.state, OPEN)
-        self.clock.advance(0.1)
+        self.clock.advance(0.2)
         self.assertEqual(close_code(transport.value()), 1008)
 
     def test_connection_lost_leaves_no_timer(self):

