@@ -58,6 +58,7 @@ class ListenerService(Service):
         endpoint = endpoints.serverFromString(reactor, self.endpoint)
         self.factory.noisy = False  # the line below says it all, once per endpoint
         self.port = await endpoint.listen(self.factory)
+        set_tcp_nodelay(self.port)
         scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
         self.log.info("listener {name} ({description}) on {where}{scope}",
                       name=self.protocol_name, description=self.description,
@@ -154,6 +155,23 @@ def read_tls_settings(description: str) -> Any:
 def binds_every_interface(address: Any) -> bool:
     """Whether a listening address is the wildcard (reachable from every network)."""
     return getattr(address, "host", None) in ("0.0.0.0", "::")
+
+
+def set_tcp_nodelay(port: Any) -> None:
+    """Turn Nagle's algorithm off for every connection a TCP listening port accepts.
+
+    Game traffic is small frames that must go out at once; with Nagle's
+    algorithm on, a reply can wait for the peer's delayed ACK (tens of
+    milliseconds). Accepted sockets inherit the option from the listening
+    socket (Linux, the BSDs, macOS, Windows), so setting it here covers every
+    protocol and TLS alike, before any connection exists and at no cost per
+    connection. Ports that are not TCP (UNIX sockets) are left alone.
+    """
+    handle = getattr(port, "socket", None)
+    if not isinstance(handle, socket.socket) or handle.family not in (
+            socket.AF_INET, socket.AF_INET6):
+        return
+    handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def describe_address(address: Any, tls: bool = False) -> str:

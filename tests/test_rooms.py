@@ -127,6 +127,24 @@ class CoalescingTests(RoomServiceTestCase):
         self.assertEqual(alice.take(), [])
 
 
+class TitleTests(RoomServiceTestCase):
+    def test_a_room_created_by_a_join_has_an_empty_title(self):
+        self.member("alice", "r1")
+        self.assertEqual(self.rooms.room_titles(), {LOBBY: "", "r1": ""})
+
+    def test_a_title_set_in_the_core_is_listed_until_the_room_closes(self):
+        alice = self.member("alice", "r1")
+        self.rooms.set_title("r1", "Round one")
+        self.assertEqual(self.rooms.room_titles(), {LOBBY: "", "r1": "Round one"})
+        self.rooms.leave(alice, "r1")
+        self.rooms.join(alice, "r1")  # a new room of the same name
+        self.assertEqual(self.rooms.room_titles()["r1"], "")
+        self.assertRaises(KeyError, self.rooms.set_title, "nowhere", "x")
+        self.assertRaises(TypeError, self.rooms.set_title, "r1", 5)
+        self.assertRaises(ValueError, self.rooms.set_title, "r1", "\ud800")
+        self.assertEqual(self.rooms.room_titles()["r1"], "")
+
+
 class EncodingTests(unittest.TestCase):
     def test_member_list_of_cached_entries_is_the_same_frame(self):
         from gtserver.vr import wire
@@ -193,7 +211,9 @@ class NormalizePoseTests(unittest.TestCase):
         for data in ("up", {"pos": 3}, {"pos": {"x": "1"}}, {"rot": {"y": True}},
                      {"pos": {"x": float("inf"), "y": 0.0, "z": 0.0}},
                      {"pos": {"x": 0.0, "y": float("nan"), "z": 0.0}},
-                     {"rot": {"x": 0.0, "y": 0.0, "z": float("-inf")}}):
+                     {"rot": {"x": 0.0, "y": 0.0, "z": float("-inf")}},
+                     {"pos": {"x": 10 ** 400}}, {"rot": {"y": -(10 ** 309)}}):
             self.assertRaises(BadPose, normalize_pose, data)
+        self.assertEqual(normalize_pose({"pos": {"x": 10 ** 300}})["pos"]["x"], 1e300)
         # Large finite values are fine even where their sum would overflow.
         self.assertEqual(normalize_pose({"pos": {"x": big, "y": big, "z": big}})["pos"]["z"], big)

@@ -107,8 +107,13 @@ class SystemCommandTests(VRTestCase):
         await client.next()
         client.send({"system": "rooms"})
         response = await self.expect_code(client, 212)
-        self.assertEqual(response["detail"],
-                         {"lobby": "lobby", "private_room_1": "private_room_1"})
+        # A room created by a join has the empty title, as the original's.
+        self.assertEqual(response["detail"], {"lobby": "", "private_room_1": ""})
+        from gtserver.vr.rooms import RoomService
+        self.server.core.component(RoomService).set_title("private_room_1", "Round 1")
+        client.send({"system": "rooms"})
+        response = await self.expect_code(client, 212)
+        self.assertEqual(response["detail"], {"lobby": "", "private_room_1": "Round 1"})
 
     async def test_unknown_system_command(self):
         await self.start()
@@ -306,7 +311,7 @@ class RoomMessageTests(VRTestCase):
         client.send({"room": "lobby", "type": None, "data": "null type"})
         self.assertEqual(summary(await client.next()), [("Tibi", "msg", "null type")])
         client.send({"system": "rooms"})
-        self.assertEqual((await self.expect_code(client, 212))["detail"], {"lobby": "lobby"})
+        self.assertEqual((await self.expect_code(client, 212))["detail"], {"lobby": ""})
 
     async def test_join_sequence_history_and_others_join_event(self):
         await self.start("--vr-history", "3")
@@ -408,13 +413,13 @@ class RoomMessageTests(VRTestCase):
         alice.say("r1", "leave")
         await self.quiet(alice, bob)  # the leaver gets no reply
         alice.send({"system": "rooms"})
-        self.assertEqual((await self.expect_code(alice, 212))["detail"], {"lobby": "lobby"})
+        self.assertEqual((await self.expect_code(alice, 212))["detail"], {"lobby": ""})
         # Leaving the lobby as its last member keeps it, and the connection.
         bob.say("lobby", "leave")
         self.assertEqual(summary(await alice.next()), [("bob", "leave", "")])
         alice.say("lobby", "leave")
         bob.send({"system": "rooms"})
-        self.assertEqual((await self.expect_code(bob, 212))["detail"], {"lobby": "lobby"})
+        self.assertEqual((await self.expect_code(bob, 212))["detail"], {"lobby": ""})
         alice.send({"system": "ping"})
         await self.expect_code(alice, 220)
         alice.say("lobby", "msg", "x")
@@ -446,7 +451,7 @@ class RoomMessageTests(VRTestCase):
         self.assertEqual(summary(await alice.next()), [("carol", "leave", "")])
         alice.send({"system": "rooms"})
         self.assertEqual((await self.expect_code(alice, 212))["detail"],
-                         {"lobby": "lobby", "r1": "r1"})
+                         {"lobby": "", "r1": ""})
 
     async def test_one_user_two_connections_is_one_member(self):
         await self.start()

@@ -182,13 +182,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         return f"{self.user.name if self.user else 'nobody'} at {self.address}"
 
     def onConnect(self, request: Any) -> None:
-        # Small frames go out at once. (Autobahn tries this itself before its
-        # options are copied onto the protocol, so its attempt has no effect.)
-        if hasattr(self.transport, "setTcpNoDelay"):
-            try:
-                self.transport.setTcpNoDelay(True)
-            except OSError:
-                pass   # not a TCP socket
+        # TCP_NODELAY is set for every listener by gtserver.service.
         self.peer = self.factory.trusted_proxies.client(
             Peer.of(self.transport), request.headers.get("x-forwarded-for"))
         self.address = self.peer.address

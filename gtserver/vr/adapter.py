@@ -19,6 +19,10 @@ Protection against slow and hostile clients, per connection:
   connection is closed with code 1009 (its data is never buffered). More
   than ``max_rate`` frames a second
   (with a burst of two seconds' worth) close the connection with code 1008.
+* time (:mod:`gtserver.core.deadlines`): the opening handshake and each
+  incoming message must arrive within ``frame_timeout`` seconds, and a
+  connection must log in within ``login_timeout`` seconds of opening; else it
+  is closed with code 1008 (a handshake that never ends is cut off).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
 from gtserver.core.peers import Peer, TrustedProxies
@@ -45,9 +50,11 @@ from gtserver.vr.rooms import (
     TRANSFORM,
     AlreadyInRoom,
     BadPose,
+    InvalidKind,
     InvalidRoomName,
     NotInRoom,
     RoomService,
+    storable,
 )
 
 CLOSE_POLICY = 1008
@@ -79,7 +86,7 @@ class _SendGate:
         self.connection.congested = True
 
 
-class VRServerProtocol(WebSocketServerProtocol):
+class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
     # Not ``log``: that would replace Autobahn's own logger, whose disabled
     # debug calls are free, with one that builds an event for every frame.
     logger = Logger()
@@ -101,6 +108,8 @@ class VRServerProtocol(WebSocketServerProtocol):
         self._close_timer: Any = None
         #: The message arriving now is over ``max_frame``: its data is dropped.
         self._oversized = False
+        #: The login deadline passed while a login was being checked.
+        self._login_overdue = False
 
     # connection lifecycle
 
@@ -111,6 +120,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        self.opened()  # the login deadline starts
         self.transport.registerProducer(_SendGate(self), True)
         self._tokens = self.factory.burst
         self._refilled = self.factory.clock.seconds()
@@ -131,6 +141,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         logging is off, which costs about a tenth of the CPU of a pose stream.
         """
         self._dataReceived(data)
+        self.watch_input()
 
     # Autobahn's own size limits are off: they would drop the connection
     # without a word. These hooks notice a message growing past ``max_frame``
@@ -190,6 +201,9 @@ class VRServerProtocol(WebSocketServerProtocol):
         except wire.BadFrame:
             self._reply(wire.INVALID_STRUCTURE)
             return
+        except wire.BadValue:
+            self._reply(wire.BAD_REQUEST)
+            return
         try:
             if not isinstance(message, dict):
                 self._reply(wire.BAD_REQUEST if self.user else wire.ACCESS_DENIED)
@@ -239,7 +253,7 @@ class VRServerProtocol(WebSocketServerProtocol):
             self._reply(wire.CONFLICT)
         except NotInRoom:
             self._reply(wire.UNAUTHORIZED)
-        except (InvalidRoomName, BadPose):
+        except (InvalidRoomName, InvalidKind, BadPose):
             self._reply(wire.BAD_REQUEST)
 
     # login
@@ -273,6 +287,7 @@ class VRServerProtocol(WebSocketServerProtocol):
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
+        self.authenticated()
         self._reply(wire.ACCESS_GRANTED)
         self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
 
@@ -280,8 +295,21 @@ class VRServerProtocol(WebSocketServerProtocol):
         self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 
+    def login_deadline_passed(self) -> None:
+        if self._busy:  # a login sent in time is being checked: its outcome decides
+            self._login_overdue = True
+            return
+        self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
+
+    def message_deadline_passed(self) -> None:
+        self._close_for_policy(
+            f"a message took longer than {self.factory.deadlines.message:g} s to arrive")
+
     def _drain_backlog(self, _: Any) -> None:
         self._busy = False
+        if self._login_overdue and self.user is None and self.state == _OPEN:
+            self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
+            return
         while self._backlog and not self._busy and self.state == _OPEN:
             self._handle(self._backlog.popleft())
 
@@ -391,6 +419,8 @@ def vr_name(name: Any) -> str:
     """The VR name rule: 1 to ``MAX_NAME`` characters, not all blank, as given."""
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         raise InvalidName(f"a name is 1 to {MAX_NAME} characters, not all blank")
+    if not storable(name):
+        raise InvalidName("a name may not hold a NUL or a lone surrogate")
     return name
 
 
@@ -417,11 +447,15 @@ class VRServerFactory(WebSocketServerFactory):
         self.max_rate = float(config.get("vr_max_rate") or 300.0)
         self.burst = max(2.0 * self.max_rate, 10.0)
         self.max_frame = int(config.get("vr_max_frame") or 64 * 1024)
+        frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
+        self.deadlines = Deadlines(self.clock, handshake=frame_timeout,
+                                   login=float(config.get("vr_login_timeout") or 30.0),
+                                   message=frame_timeout)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
         self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
                                 failByDrop=False, closeHandshakeTimeout=0,
-                                openHandshakeTimeout=10)
+                                openHandshakeTimeout=0)  # self.deadlines bounds it
         if config.get("vr_csv_log"):
             from gtserver.vr.csvlog import CsvEventFile
             core.component(CsvEventFile)

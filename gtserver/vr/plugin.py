@@ -54,6 +54,13 @@ class VRRooms:
         ("vr-login-window", None,
          "Seconds those wrong passwords count for VR; default --login-window",
          _ranged(float, 0, 1e9, "vr-login-window")),
+        ("vr-login-timeout", 30.0,
+         "Seconds a connection has to log in once open; then it is closed (1008).",
+         _ranged(float, 0, 1e6, "vr-login-timeout")),
+        ("vr-frame-timeout", 10.0,
+         "Seconds the opening handshake, and each incoming message, may take to arrive; "
+         "a slower one closes the connection (1008).",
+         _ranged(float, 0, 1e6, "vr-frame-timeout")),
         ("vr-csv-log", None,
          "Also append events to this file as timestamp;ip;nick;room;action;message.", None),
     ]

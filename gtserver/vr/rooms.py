@@ -68,7 +68,11 @@ class NotInRoom(RoomError):
 
 
 class InvalidRoomName(RoomError):
-    """Room names are non-empty strings of at most MAX_ROOM_NAME characters."""
+    """Room names are non-empty strings of at most MAX_ROOM_NAME storable characters."""
+
+
+class InvalidKind(RoomError):
+    """A message type must be storable text (see :func:`storable`)."""
 
 
 class BadPose(RoomError):
@@ -156,10 +160,9 @@ class Room:
     #: ``(casefolded name, name, member)`` of every member, kept sorted, so
     #: member lists need no sorting (names are unique: members never compare).
     order: list = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        return self.name
+    #: What ``rooms`` lists for the room: empty for a room created by a join,
+    #: as the original server did (see :meth:`RoomService.set_title`).
+    title: str = ""
 
     def member_list(self) -> list[dict]:
         """``join`` entries of every member, sorted case-insensitively."""
@@ -225,7 +228,10 @@ def normalize_pose(data: Any) -> dict:
                 value = 0.0
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadPose(f"{part}.{axis} must be a number")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond the largest float
+                raise BadPose(f"{part}.{axis} is too large") from None
             if not math.isfinite(value):
                 raise BadPose(f"{part}.{axis} must be finite")
             coordinates[axis] = value
@@ -244,8 +250,24 @@ def pose_json(pose: dict) -> str:
             f'"rot":{{"x":{r["x"]!r},"y":{r["y"]!r},"z":{r["z"]!r}}}}}')
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a text column of the event log on every engine.
+
+    PostgreSQL refuses NUL characters in text, and a lone UTF-16 surrogate
+    has no UTF-8 encoding (SQLite and the wire both need one).
+    """
+    if text.isascii():
+        return "\0" not in text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
+
+
 def check_room_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_ROOM_NAME:
+    if (not isinstance(name, str) or not name or len(name) > MAX_ROOM_NAME
+            or not storable(name)):
         raise InvalidRoomName(name)
     return name
 
@@ -302,6 +324,17 @@ class RoomService(Service):
     def room_titles(self) -> dict[str, str]:
         return {name: room.title for name, room in self.rooms.items()}
 
+    def set_title(self, room_name: str, title: str) -> None:
+        """Give an open room a title (kept until the room closes); KeyError if none.
+
+        ValueError for text that could not be sent (see :func:`storable`).
+        """
+        if not isinstance(title, str):
+            raise TypeError("a room title is a string")
+        if not storable(title):
+            raise ValueError("a room title may not hold NUL or a lone surrogate")
+        self.rooms[room_name].title = title
+
     def rooms_of(self, sink: Any) -> list[str]:
         return list(self._rooms_of.get(sink, ()))
 
@@ -357,8 +390,12 @@ class RoomService(Service):
     def say(self, sink: Any, room_name: str, kind: str, data: Any) -> None:
         """Broadcast a message to every member, the sender included.
 
-        Every kind but ``button`` is kept in the room's history.
+        Every kind but ``button`` is kept in the room's history. ``data``
+        must be JSON-encodable without lone surrogates (the adapter checks);
+        it is recorded as JSON text, so a NUL in it is stored as its escape.
         """
+        if not storable(kind):
+            raise InvalidKind(kind)
         room = self._room_of(sink, room_name)
         now = self.clock.seconds()
         event = {"time": now, "user": sink.user, "type": kind, "data": data}

@@ -34,7 +34,6 @@ TEXTS = {
 }
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_decode = json.JSONDecoder().decode
 
 
 def encode(value: Any) -> bytes:
@@ -75,15 +74,77 @@ class BadFrame(Exception):
     """The frame is not valid JSON (code 406)."""
 
 
+class BadValue(Exception):
+    """Valid JSON that gtserver does not relay or store (code 400).
+
+    A lone UTF-16 surrogate (``"\\ud800"``) cannot be encoded as UTF-8, so it
+    could be neither sent on to other clients nor written to the event log.
+    ``NaN``, ``Infinity`` and numbers too large for a float (``1e400``) would be
+    sent on as ``NaN``/``Infinity``, which standard JSON parsers refuse.
+    """
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is NaN, and NaN is never equal to anything
+        raise BadValue(f"{text[:40]} is too large for a number JSON parsers accept")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise BadValue(f"{name} is not a number JSON parsers accept")
+
+
+_JSON_OPTIONS = {"parse_float": _finite_float, "parse_constant": _refuse_constant}
+_decode = json.JSONDecoder(**_JSON_OPTIONS).decode
+
+
 def decode(payload: bytes) -> Any:
-    """The JSON value of a text or binary frame; BadFrame if it is not JSON."""
+    """The JSON value of a text or binary frame.
+
+    BadFrame if it is not JSON; BadValue if one of its strings (or keys)
+    holds a lone surrogate or one of its numbers is not finite.
+    """
     try:
-        return _decode(payload.decode("utf-8"))  # what clients send, without detection
+        # What clients send, without detection.
+        value = _decode(payload.decode("utf-8"))
     except (ValueError, RecursionError):
         pass
+    else:
+        # A surrogate can only come from a \u escape (UTF-8 cannot carry
+        # one), so the walk is skipped for nearly every frame.
+        if b"\\ud" in payload or b"\\uD" in payload:
+            check_text(value)
+        return value
     try:
-        return json.loads(payload)  # UTF-16/32 or a BOM, or the error to report
+        # UTF-16/32 or a BOM, or the error to report.
+        value = json.loads(payload, **_JSON_OPTIONS)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadFrame(str(error)) from None
     except RecursionError:
         raise BadFrame("nested too deeply") from None
+    check_text(value)
+    return value
+
+
+def check_text(value: Any) -> None:
+    """BadValue if a string or key anywhere in ``value`` holds a lone surrogate."""
+    stack = [value]
+    while stack:  # not recursive: a frame may be nested as deep as the decoder allows
+        item = stack.pop()
+        if type(item) is str:
+            _check_string(item)
+        elif type(item) is dict:
+            for key, member in item.items():
+                _check_string(key)
+                stack.append(member)
+        elif type(item) is list:
+            stack.extend(item)
+
+
+def _check_string(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadValue("a string holds a lone UTF-16 surrogate") from None
