@@ -12,8 +12,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial import unittest
 
-from gtserver.core.events import EventLog
-from gtserver.store import Conflict, Statement, StoreError, StoreUnavailable, open_store
+from gtserver.core.events import UNSTORABLE_KIND, EventLog
+from gtserver.store import (
+    Conflict,
+    Statement,
+    StoreError,
+    StoreUnavailable,
+    Unstorable,
+    open_store,
+)
 from gtserver.store import accounts as account_queries
 from gtserver.store import events as event_queries
 from gtserver.store import matches as match_queries
@@ -27,6 +34,10 @@ def count_rows(table: str):
     return rows[0][0]
 
 
+def delete_events():
+    yield Statement("DELETE FROM events")
+
+
 def applied_migrations():
     rows = yield Statement("SELECT id FROM schema_migrations ORDER BY id")
     return [row[0] for row in rows]
@@ -38,11 +49,54 @@ def insert_then_fail(name: str):
     yield Statement("INSERT INTO no_such_table VALUES (1)")
 
 
+SURROGATE, NUL = "\ud800", "\x00"
+
+#: The text columns of the events table, as positions in an event row.
+EVENT_TEXT_COLUMNS = {name: index for index, name in enumerate(event_queries.EVENT_COLUMNS)
+                      if name != "time"}
+
+
+def event_row(n: int, **columns: str) -> tuple:
+    """An event row numbered ``n`` (in its data), with ``columns`` replaced."""
+    row = [float(n), "vr", "chat", f"user{n}", "lobby", f"m{n}", "127.0.0.1",
+           json.dumps({"n": n})]
+    for name, value in columns.items():
+        row[event_queries.EVENT_COLUMNS.index(name)] = value
+    return tuple(row)
+
+
+def all_events():
+    return (yield from event_queries.select_events(limit=1_000_000))
+
+
+class FailingAt:
+    """A store that reports itself unavailable on chosen calls of ``run``
+    (counted from 1) and passes every other call to a real store."""
+
+    def __init__(self, store, failing_calls: set[int]) -> None:
+        self.store = store
+        self.failing_calls = failing_calls
+        self.calls = 0
+
+    def run(self, function, *args, **kwargs):
+        self.calls += 1
+        if self.calls in self.failing_calls:
+            from twisted.internet.defer import fail
+            return fail(StoreUnavailable("unavailable for this test"))
+        return self.store.run(function, *args, **kwargs)
+
+
 class StoreTestsMixin:
     """Store behaviour every engine must show. Subclasses define make_url()."""
 
+    #: Whether the engine stores a NUL character in text (SQLite does).
+    stores_nul = False
+
     def make_url(self) -> str:
         raise NotImplementedError
+
+    def storable(self, text: str | None) -> bool:
+        return text is None or (SURROGATE not in text and (self.stores_nul or NUL not in text))
 
     async def open(self, url: str | None = None):
         store = open_store(url or self.url, reactor)
@@ -145,6 +199,96 @@ class StoreTestsMixin:
         rows = await store.run(event_queries.select_events)
         self.assertEqual([json.loads(row[8])["n"] for row in rows], list(range(250)))
 
+    async def test_unencodable_text_is_unstorable(self):
+        store = await self.open()
+        for bad in (f"a{SURROGATE}b", f"a{NUL}b"):
+            if self.storable(bad):
+                row = await store.run(account_queries.insert_user, bad, None, False, 1.0)
+                self.assertEqual(await store.run(account_queries.user_by_name, bad), row)
+                continue
+            for function, *args in (
+                    (account_queries.insert_user, bad, None, False, 1.0),
+                    (account_queries.user_by_name, bad),
+                    (event_queries.append_events, [event_row(1, room=bad)])):
+                with self.assertRaises(Unstorable) as caught:
+                    await store.run(function, *args)
+                self.assertNotIsInstance(caught.exception, StoreUnavailable)
+        with self.assertRaises(Unstorable):
+            await store.run(account_queries.insert_user, "big", None, False, 10 ** 400)
+        # Nothing half-done stays behind, and the store carries on.
+        self.assertEqual(await store.run(count_rows, "events"), 0)
+        await store.run(account_queries.insert_user, "alice", None, False, 1.0)
+
+    async def test_poisoned_event_log_keeps_recording_in_order(self):
+        """Every text column of an event, poisoned with each unstorable
+        character, amid good events: the good ones are all stored in order,
+        the bad ones stand in as unstorable_event with their exact values."""
+        store = await self.open()
+        log = EventLog(store, reactor, flush_delay=0.01, batch_size=64)
+        log.startService()
+        expected, n = [], 0
+        for bad in (SURROGATE, NUL):
+            for column in EVENT_TEXT_COLUMNS:
+                for _good in range(5):
+                    n += 1
+                    expected.append(event_row(n))
+                n += 1
+                expected.append(event_row(n, **{column: f"x{bad}y"}))
+        for row in expected:
+            time, source, kind, user, room, match, address, data = row
+            log.record(source, kind, user=user, room=room, match=match, address=address,
+                       data=data, time=time)
+        await log.flush()
+        for n in range(len(expected) + 1, len(expected) + 11):  # later events still go in
+            expected.append(event_row(n))
+            log.record("vr", "chat", user=f"user{n}", room="lobby", match=f"m{n}",
+                       address="127.0.0.1", data=json.dumps({"n": n}), time=float(n))
+        await log.stopService()  # a clean stop writes everything still buffered
+
+        stored = [row[1:] for row in await store.run(all_events)]
+        self.assertEqual(len(stored), len(expected))
+        refused = 0
+        for want, got in zip(expected, stored, strict=True):
+            if all(self.storable(value) for value in want[1:]):
+                self.assertEqual(got, want)
+                continue
+            refused += 1
+            self.assertEqual(got[0], want[0])
+            self.assertEqual(got[2], UNSTORABLE_KIND)
+            details = json.loads(got[7])
+            original = dict(zip(EVENT_TEXT_COLUMNS, want[1:], strict=True))
+            self.assertEqual(details["original"], original)
+            self.assertIn("cannot store", details["error"])
+            for value in got[1:]:
+                self.assertTrue(self.storable(value))
+        self.assertEqual(refused, 14 if not self.stores_nul else 7)
+        self.assertEqual((log.refused, log.lost, log.written), (refused, 0, len(expected)))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    async def test_poisoned_event_log_survives_an_outage_while_splitting(self):
+        """The store goes away in the middle of the split: nothing is lost or
+        reordered, and the rest is written once it is back."""
+        real = await self.open()
+        rows = [event_row(n, user_name=f"bad{SURROGATE}") if n == 6 else event_row(n)
+                for n in range(10)]
+        for failing in ({2}, {3}, {4, 5}, {7}):
+            await real.run(delete_events)
+            store = FailingAt(real, failing)
+            log = EventLog(store, reactor, flush_delay=0.01, batch_size=100)
+            log.startService()
+            for row in rows:
+                time, source, kind, user, room, match, address, data = row
+                log.record(source, kind, user=user, room=room, match=match, address=address,
+                           data=data, time=time)
+            while log._buffer or log._writing:
+                await log.flush()
+            await log.stopService()
+            stored = [row[1:] for row in await real.run(all_events)]
+            self.assertEqual([row[0] for row in stored], [float(n) for n in range(10)])
+            self.assertEqual(stored[:6] + stored[7:], rows[:6] + rows[7:])
+            self.assertEqual(stored[6][2], UNSTORABLE_KIND)
+            self.assertEqual((log.refused, log.written), (1, 10))
+
     async def test_close_waits_for_in_flight_writes(self):
         store = open_store(self.url, reactor)
         await store.start()
@@ -160,6 +304,8 @@ class StoreTestsMixin:
 
 
 class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
+    stores_nul = True
+
     def make_url(self) -> str:
         return sqlite_url(self)
 

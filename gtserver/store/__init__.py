@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from gtserver.store.base import Conflict, Statement, Store, StoreError, StoreUnavailable
+from gtserver.store.base import (
+    Conflict,
+    Statement,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Unstorable,
+)
 
-__all__ = ["Conflict", "Statement", "Store", "StoreError", "StoreUnavailable",
+__all__ = ["Conflict", "Statement", "Store", "StoreError", "StoreUnavailable", "Unstorable",
            "open_store", "validate_url"]
 
 

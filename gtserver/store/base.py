@@ -52,6 +52,24 @@ class Conflict(StoreError):
     """A uniqueness or foreign-key constraint refused a write."""
 
 
+class Unstorable(StoreError):
+    """The database cannot store these values as given: text it cannot encode
+    (a lone UTF-16 surrogate anywhere, a NUL character on PostgreSQL) or a
+    number out of range. The request is at fault, not the database: answer it
+    as a bad request; retrying the same values fails the same way."""
+
+
+#: What drivers raise, before anything reaches the database, for values they
+#: cannot send: UnicodeEncodeError (a ValueError) for surrogates, ValueError
+#: for NUL on PostgreSQL, OverflowError for integers SQLite cannot hold.
+DRIVER_VALUE_ERRORS = (ValueError, OverflowError)
+
+
+def unstorable(error: Exception) -> Unstorable:
+    """The :class:`Unstorable` for a driver's complaint about a value."""
+    return Unstorable(f"cannot store this value: {error}")
+
+
 class Store:
     """Runs transaction generators on one database engine.
 
@@ -141,12 +159,14 @@ def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple,
     try:
         while True:
             statement = generator.send(result) if result is not None else next(generator)
-            if statement.many:
-                cursor.executemany(statement.sql, statement.params)
-                result = []
-            else:
-                cursor.execute(statement.sql, tuple(statement.params))
-                result = cursor.fetchall() if cursor.description else []
+            try:
+                if statement.many:
+                    cursor.executemany(statement.sql, statement.params)
+                else:
+                    cursor.execute(statement.sql, tuple(statement.params))
+            except DRIVER_VALUE_ERRORS as error:
+                raise unstorable(error) from error
+            result = cursor.fetchall() if not statement.many and cursor.description else []
     except StopIteration as stop:
         return stop.value
 

@@ -24,12 +24,15 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, 
 from twisted.logger import Logger
 
 from gtserver.store.base import (
+    DRIVER_VALUE_ERRORS,
     Conflict,
     Statement,
     Store,
     StoreError,
     StoreUnavailable,
     TransactionFunction,
+    Unstorable,
+    unstorable,
 )
 
 log = Logger()
@@ -232,12 +235,14 @@ def _drive(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict
         except StopIteration as stop:
             return stop.value
         sql = to_pyformat(statement.sql)
-        if statement.many:
-            yield from _execute_many(cursor, sql, list(statement.params))
-            result = []
-        else:
-            yield cursor.execute(sql, tuple(statement.params))
-            result = cursor.fetchall() if cursor.description else []
+        try:
+            if statement.many:
+                yield from _execute_many(cursor, sql, list(statement.params))
+            else:
+                yield cursor.execute(sql, tuple(statement.params))
+        except DRIVER_VALUE_ERRORS as error:
+            raise unstorable(error) from error
+        result = cursor.fetchall() if not statement.many and cursor.description else []
 
 
 def _execute_many(cursor: Any, sql: str, rows: list):
@@ -260,6 +265,8 @@ def _translate(error: Exception) -> Exception:
         return error
     if isinstance(error, psycopg2.IntegrityError):
         return Conflict(str(error).strip())
+    if isinstance(error, psycopg2.DataError):  # e.g. a number out of its column's range
+        return Unstorable(str(error).strip())
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed)):
         return StoreUnavailable(f"database connection lost: {str(error).strip() or error!r}")
     if isinstance(error, psycopg2.Error):

@@ -23,7 +23,9 @@ from gtserver.store.base import (
     Conflict,
     Store,
     StoreError,
+    StoreUnavailable,
     TransactionFunction,
+    Unstorable,
     drive_synchronously,
 )
 
@@ -43,11 +45,35 @@ def _transaction(cursor: Any, function: TransactionFunction, args: tuple, kwargs
     return drive_synchronously(cursor, function, args, kwargs)
 
 
+#: Primary SQLite result codes that mean "not now" rather than "never": busy
+#: or locked by another connection, out of memory or disk, I/O trouble, the
+#: file gone or read-only, interrupted by a timeout. Retrying later may work.
+_UNAVAILABLE_CODES = frozenset({
+    5,   # SQLITE_BUSY
+    6,   # SQLITE_LOCKED
+    7,   # SQLITE_NOMEM
+    8,   # SQLITE_READONLY
+    9,   # SQLITE_INTERRUPT
+    10,  # SQLITE_IOERR
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+})
+
+
 def _translate(failure: Failure) -> Failure:
-    if failure.check(sqlite3.IntegrityError):
-        raise Conflict(str(failure.value))
-    if failure.check(sqlite3.Error):
-        raise StoreError(str(failure.value))
+    error = failure.value
+    if isinstance(error, StoreError):
+        raise error
+    if isinstance(error, sqlite3.IntegrityError):
+        raise Conflict(str(error))
+    if isinstance(error, sqlite3.DataError):  # a string or blob too big
+        raise Unstorable(str(error))
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            raise StoreUnavailable(f"database unavailable: {error}")
+        raise StoreError(str(error))
     return failure
 
 
