@@ -22,7 +22,13 @@ from gtserver.service import (
     exit_after_shutdown,
     exit_zero_on_sigterm,
 )
-from gtserver.store import BadDatabaseURL, open_store, validate_url
+from gtserver.store import (
+    DEFAULT_TIMEOUT,
+    BadDatabaseURL,
+    open_store,
+    timeout_seconds,
+    validate_url,
+)
 
 OFF = "off"
 
@@ -40,6 +46,9 @@ class BaseOptions(usage.Options):
         ["db", None, "sqlite:gtserver.sqlite",
          "Database URL: sqlite:PATH, sqlite::memory: or "
          "postgresql://user:password@host:port/database."],
+        ["db-timeout", None, DEFAULT_TIMEOUT,
+         "Seconds a database operation may take before it fails as unavailable.",
+         timeout_seconds],
         ["account-idle-days", None, 45.0, "Delete accounts idle this many days.", float],
         ["session-idle-days", None, 20.0, "Expire sessions idle this many days.", float],
         ["temporary-idle", None, 3600.0,
@@ -146,7 +155,7 @@ def build_service(options: usage.Options, reactor: Any = None,
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     config = config_from_options(options)
-    store = open_store(config["db"], reactor)
+    store = open_store(config["db"], reactor, timeout=config["db_timeout"])
     lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],

@@ -80,6 +80,12 @@ class OtherOptionTests(unittest.TestCase):
         for url in ("sqlite:", "mysql://x/y", "gtserver.sqlite"):
             self.assertRaises(usage.UsageError, parse, "--db", url)
 
+    def test_database_timeout(self):
+        self.assertEqual(parse()["db-timeout"], 10.0)
+        self.assertEqual(parse("--db-timeout", "2.5")["db-timeout"], 2.5)
+        for value in ("0", "-1", "soon", "inf", "nan"):
+            self.assertRaises(usage.UsageError, parse, "--db-timeout", value)
+
     def test_lifetimes_and_hash_cost(self):
         options = parse("--account-idle-days", "10", "--session-idle-days", "2.5",
                         "--temporary-idle", "60", "--expiry-interval", "30", "--hash-cost", "12")

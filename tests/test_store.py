@@ -7,6 +7,7 @@ itself (see :mod:`tests.pgcluster`).
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
@@ -36,6 +37,10 @@ def count_rows(table: str):
 
 def delete_events():
     yield Statement("DELETE FROM events")
+
+
+def set_busy_timeout(milliseconds: int):
+    yield Statement(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
 def applied_migrations():
@@ -314,6 +319,42 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         await store.run(account_queries.insert_user, "alice", None, True, 1.0)
         self.assertEqual(await store.run(count_rows, "users"), 1)
 
+    def lock_database(self) -> sqlite3.Connection:
+        """Another connection (as another process would) holding the write lock."""
+        other = sqlite3.connect(self.url[len("sqlite:"):], isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN EXCLUSIVE")
+        return other
+
+    async def test_locked_by_another_connection_is_unavailable(self):
+        store = await self.open()
+        await store.run(set_busy_timeout, 20)
+        other = self.lock_database()
+        with self.assertRaises(StoreUnavailable) as caught:
+            await store.run(account_queries.insert_user, "alice", None, False, 1.0)
+        self.assertIn("database is locked", str(caught.exception))
+        other.execute("ROLLBACK")
+        await store.run(account_queries.insert_user, "alice", None, False, 1.0)
+
+    async def test_stuck_database_thread_times_out_and_abandons_work(self):
+        """The database thread waits for another connection's lock: every
+        caller, queued ones included, gets StoreUnavailable at the time limit,
+        and none of the abandoned writes is committed once the lock is free."""
+        store = open_store(self.url, reactor, timeout=0.2)
+        await store.start()
+        self.addCleanup(store.close)
+        other = self.lock_database()
+        writes = [store.run(account_queries.insert_user, f"user{i}", None, False, 1.0)
+                  for i in range(5)]
+        for write in writes:
+            with self.assertRaises(StoreUnavailable) as caught:
+                await write
+            self.assertIn("did not answer within 0.2 s", str(caught.exception))
+        other.execute("ROLLBACK")
+        await store.run(account_queries.insert_user, "after", None, False, 1.0)
+        self.assertEqual(await store.run(count_rows, "users"), 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
     async def test_unopenable_file_fails_start(self):
         store = open_store("sqlite:/nonexistent-dir/x.sqlite", reactor)
         with self.assertRaises(StoreError):
@@ -362,6 +403,50 @@ class PostgresLostTests(unittest.TestCase):
         self.assertEqual(await store.run(count_rows, "users"), 8)
         results = await gatherResults([store.run(count_rows, "users") for _ in range(8)])
         self.assertEqual(results, [8] * 8)
+
+
+class PostgresFrozenTests(unittest.TestCase):
+    """The database server stops answering (SIGSTOP on every server process,
+    as a hung host or a network partition looks): no request hangs."""
+
+    async def test_times_out_then_recovers(self):
+        cluster = private_cluster(self)
+        store = open_store(cluster.create_database(), reactor, timeout=0.5)
+        store.retry_delay = 0.2
+        await store.start()
+        self.addCleanup(store.close)
+        await gatherResults([store.run(account_queries.insert_user, f"u{i}", None, False, 1.0)
+                             for i in range(8)])  # several pooled connections are open
+
+        cluster.freeze()
+        self.addCleanup(cluster.thaw)
+        for _round in range(2):  # pooled connections, then new ones, then fail-fast
+            requests = [store.run(account_queries.insert_user, f"frozen{i}", None, False, 1.0)
+                        for i in range(10)] + [store.run(count_rows, "users")]
+            for request in requests:
+                with self.assertRaises(StoreUnavailable):
+                    await request
+
+        cluster.thaw()
+        self.assertEqual(await _when_available(store, count_rows, "users"), 8)
+        results = await gatherResults([store.run(count_rows, "users") for _ in range(8)])
+        self.assertEqual(results, [8] * 8)  # every write that timed out was rolled back
+        await store.run(account_queries.insert_user, "after", None, False, 1.0)
+        self.assertEqual(await store.run(count_rows, "users"), 9)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    test_times_out_then_recovers.timeout = 60  # type: ignore[attr-defined]
+
+
+async def _when_available(store, function, *args, attempts: int = 100):
+    """The result of the first attempt that finds the store available (a
+    bounded wait for a failing test; a passing one waits only what it needs)."""
+    for _attempt in range(attempts):
+        try:
+            return await store.run(function, *args)
+        except StoreUnavailable:
+            await _sleep(0.1)
+    raise AssertionError("the store did not become available again")
 
 
 def _sleep(seconds: float):
