@@ -11,6 +11,7 @@ import sqlite3
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.logger import Logger
 from twisted.trial import unittest
 
 from gtserver.core.events import UNSTORABLE_KIND, EventLog
@@ -269,6 +270,22 @@ class StoreTestsMixin:
         self.assertEqual(refused, 14 if not self.stores_nul else 7)
         self.assertEqual((log.refused, log.lost, log.written), (refused, 0, len(expected)))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    async def test_event_log_outage_is_logged_once(self):
+        real = await self.open()
+        log = EventLog(FailingAt(real, {1, 2, 3, 4}), reactor, flush_delay=0.01)
+        logged = []
+        log.log = Logger(observer=logged.append)
+        log.startService()
+        for n in range(5):
+            log.record("vr", "chat", data=str(n), time=float(n))
+        for _attempt in range(5):
+            await log.flush()
+        await log.stopService()
+        self.assertEqual(log.written, 5)
+        self.assertEqual([event["log_level"].name for event in logged], ["warn", "info"])
+        self.assertIn("retrying", logged[0]["log_format"])
+        self.assertIn("writing again", logged[1]["log_format"])
 
     async def test_poisoned_event_log_survives_an_outage_while_splitting(self):
         """The store goes away in the middle of the split: nothing is lost or

@@ -54,6 +54,8 @@ class EventLog(Service):
         self.refused = 0
         #: Refused events whose stand-in could not be stored either: lost.
         self.lost = 0
+        #: When the store became unavailable to the log (None: it is not).
+        self._unavailable_since: float | None = None
 
     def record(self, source: str, kind: str, *, user: str | None = None,
                room: str | None = None, match: str | None = None,
@@ -142,11 +144,18 @@ class EventLog(Service):
         except StoreUnavailable as error:
             unwritten = [row for chunk in reversed(chunks) for row in chunk]
             self._buffer.extendleft(reversed(unwritten))
-            self.log.warn("event log write failed, will retry: {error}", error=error)
+            if self._unavailable_since is None:  # one line per outage, not per retry
+                self._unavailable_since = self.clock.seconds()
+                self.log.warn("event log cannot write, keeping events and retrying: {error}",
+                              error=error)
             return False
         finally:
             if refused:
                 self._report_refused(refused)
+        if self._unavailable_since is not None:
+            self.log.info("event log writing again after {seconds:.1f} s without the store",
+                          seconds=self.clock.seconds() - self._unavailable_since)
+            self._unavailable_since = None
         return True
 
     async def _stand_in(self, row: tuple, error: Exception) -> None:
