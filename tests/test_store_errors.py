@@ -1,8 +1,11 @@
-"""A database outage is logged as warnings, one line per refused request.
+"""Store errors as a client sees them, over a real uttt WebSocket.
 
 Moves refused because the database is down (stopped) or frozen (no answer
 within ``--db-timeout``) are answered with the match's unchanged state; the
-log gets one warning line for each, never a traceback.
+log gets one warning line for each, never a traceback. An id the database
+cannot hold (a lone surrogate, a NUL on PostgreSQL) names no match: the
+client gets the protocol's error reply, neither an internal error nor a
+database outage.
 """
 
 from __future__ import annotations
@@ -10,8 +13,39 @@ from __future__ import annotations
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from tests.pgcluster import private_cluster
+from tests.pgcluster import postgres_url, private_cluster
+from tests.support import sqlite_url
 from tests.test_uttt import UtttTestMixin, challenge, move_frame, scripted_game
+
+
+class UnstorableIdTestsMixin(UtttTestMixin):
+    bad_ids: tuple[str, ...] = ("\ud800", "m\udfff")
+
+    async def test_move_and_end_match_with_an_unstorable_id(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        for bad_id in self.bad_ids:
+            for kind, data in (("move", move_frame(bad_id, scripted_game("b")[0])),
+                               ("end_match", {"id": bad_id})):
+                alice.send(kind, data)
+                reply = await alice.expect("error")
+                self.assertNotIn("internal", reply["msg"])
+                self.assertNotIn("database", reply["msg"])
+        alice.send("move", move_frame(update["id"], scripted_game("b")[0]))
+        self.assertEqual((await alice.expect("match_update"))["id"], update["id"])
+
+
+class SQLiteUnstorableIdTests(UnstorableIdTestsMixin, unittest.TestCase):
+    def setUp(self):
+        self.db = sqlite_url(self)
+
+
+class PostgresUnstorableIdTests(UnstorableIdTestsMixin, unittest.TestCase):
+    bad_ids = ("\ud800", "m\udfff", "a\x00b")
+
+    def setUp(self):
+        self.db = postgres_url(self)
 
 
 class OutageLogTests(UtttTestMixin, unittest.TestCase):
