@@ -271,6 +271,23 @@ class StoreTestsMixin:
         self.assertEqual((log.refused, log.lost, log.written), (refused, 0, len(expected)))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
+    async def test_event_with_a_value_of_no_column_type_stands_in(self):
+        """A caller's bug (a dict where text belongs) cannot stop the log either."""
+        store = await self.open()
+        log = EventLog(store, reactor, flush_delay=0.01)
+        log.startService()
+        log.record("vr", "chat", room="lobby", data="before", time=1.0)
+        log.record("vr", "chat", room={"not": "text"}, data="bad", time=2.0)  # type: ignore
+        log.record("vr", "chat", room="lobby", data="after", time=3.0)
+        await log.stopService()
+        rows = [row[1:] for row in await store.run(all_events)]
+        self.assertEqual([(row[0], row[2], row[7]) for row in rows[::2]],
+                         [(1.0, "chat", "before"), (3.0, "chat", "after")])
+        self.assertEqual((rows[1][0], rows[1][2]), (2.0, UNSTORABLE_KIND))
+        self.assertEqual(rows[1][4], "{'not': 'text'}")
+        self.assertEqual(json.loads(rows[1][7])["original"]["room"], {"not": "text"})
+        self.assertEqual((log.refused, log.lost), (1, 0))
+
     async def test_event_log_outage_is_logged_once(self):
         real = await self.open()
         log = EventLog(FailingAt(real, {1, 2, 3, 4}), reactor, flush_delay=0.01)
