@@ -40,6 +40,13 @@ def delete_events():
     yield Statement("DELETE FROM events")
 
 
+def count_to(limit: int):
+    rows = yield Statement(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+        "SELECT COUNT(*) FROM n", (limit,))
+    return rows[0][0]
+
+
 def set_busy_timeout(milliseconds: int):
     yield Statement(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
@@ -388,6 +395,16 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         await store.run(account_queries.insert_user, "after", None, False, 1.0)
         self.assertEqual(await store.run(count_rows, "users"), 1)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    async def test_a_long_statement_is_interrupted_at_the_time_limit(self):
+        store = open_store(self.url, reactor, timeout=0.2)
+        await store.start()
+        self.addCleanup(store.close)
+        with self.assertRaises(StoreUnavailable):
+            await store.run(count_to, 10 ** 12)  # hours of work if left running
+        # The database thread is free again: the next transaction gets its turn.
+        store.timeout = 5.0
+        self.assertEqual(await store.run(count_to, 10), 10)
 
     async def test_unopenable_file_fails_start(self):
         store = open_store("sqlite:/nonexistent-dir/x.sqlite", reactor)
