@@ -26,7 +26,13 @@ from gtserver.service import (
     exit_zero_on_sigterm,
     reload_on_sighup,
 )
-from gtserver.store import BadDatabaseURL, open_store, validate_url
+from gtserver.store import (
+    DEFAULT_TIMEOUT,
+    BadDatabaseURL,
+    open_store,
+    timeout_seconds,
+    validate_url,
+)
 
 OFF = "off"
 DEFAULT_DB = "sqlite:gtserver.sqlite"
@@ -51,6 +57,9 @@ class BaseOptions(LoginOptions):
         ["db", None, None,
          "Database URL: sqlite:PATH, sqlite::memory: or "
          f"postgresql://user:password@host:port/database [default: {DEFAULT_DB}]."],
+        ["db-timeout", None, DEFAULT_TIMEOUT,
+         "Seconds a database operation may take before it fails as unavailable.",
+         timeout_seconds],
         ["db-file", None, None,
          "File holding the database URL instead of --db, so that a password is not "
          "on the command line (where ps shows it)."],
@@ -231,7 +240,7 @@ def build_service(options: usage.Options, reactor: Any = None,
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     config = config_from_options(options)
-    store = open_store(config["db"], reactor)
+    store = open_store(config["db"], reactor, timeout=config["db_timeout"])
     lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],

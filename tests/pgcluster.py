@@ -18,6 +18,7 @@ import glob
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -92,8 +93,43 @@ class PostgresCluster:
             self.running = False
             self._run("pg_ctl", "stop", "--wait", "--mode", "fast", "--pgdata", self.data)
 
+    def server_pids(self) -> list[int]:
+        """The postmaster's process id, then those of its children (backends
+        and background workers), as they are now."""
+        with open(os.path.join(self.data, "postmaster.pid")) as pid_file:
+            postmaster = int(pid_file.readline())
+        children = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(entry))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every server process with SIGSTOP, as a hung machine or a
+        network partition would look to clients: connections stay open, no
+        answer comes. :meth:`thaw` resumes them."""
+        self._frozen = self.server_pids()
+        for pid in self._frozen:  # the postmaster first: it forks no more
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(getattr(self, "_frozen", [])):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
+
     def destroy(self) -> None:
         try:
+            self.thaw()
             self.stop()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)

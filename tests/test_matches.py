@@ -11,11 +11,14 @@ from gtserver.core.matches import MatchClosed, MatchService, Seat
 from gtserver.core.passwords import PasswordHasher
 from gtserver.games import IllegalMove
 from gtserver.store import StoreUnavailable, open_store
+from tests.pgcluster import postgres_url
 
 
 class MatchServiceTests(unittest.TestCase):
+    url = "sqlite::memory:"
+
     async def setUp(self):
-        self.store = open_store("sqlite::memory:", reactor)
+        self.store = open_store(self.url or postgres_url(self), reactor)
         await self.store.start()
         self.core = Core(self.store, reactor, hasher=PasswordHasher(log2_n=4))
         self.core.startService()
@@ -55,6 +58,11 @@ class MatchServiceTests(unittest.TestCase):
         await self.matches.end(self.match, by_seat=0)
         self.assertTrue(self.match.finished)
 
+    async def test_an_id_the_database_cannot_hold_names_no_match(self):
+        for match_id in ("\ud800", f"{self.match.id}\udfff"):
+            self.assertIsNone(await self.matches.load(match_id))
+        self.assertIs(await self.matches.load(self.match.id), self.match)
+
     async def test_turns_and_end(self):
         with self.assertRaises(IllegalMove):
             await self.matches.move(self.match, 1, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
@@ -73,3 +81,11 @@ class MatchServiceTests(unittest.TestCase):
         self.assertEqual([seat.name for seat in match.seats], ["ann", "bob"])
         self.assertEqual(match.game.state(0), self.match.game.state(0))
         self.assertEqual(match.game.current(), [1])
+
+
+class PostgresMatchServiceTests(MatchServiceTests):
+    url = None
+
+    async def test_an_id_the_database_cannot_hold_names_no_match(self):
+        await super().test_an_id_the_database_cannot_hold_names_no_match()
+        self.assertIsNone(await self.matches.load("a\x00b"))

@@ -190,6 +190,11 @@ class OtherOptionTests(unittest.TestCase):
             self.assertIn("bad PostgreSQL URL", str(error))
             self.assertIn(reason, str(error))
             self.assertNotIn("pw", str(error))
+    def test_database_timeout(self):
+        self.assertEqual(parse()["db-timeout"], 10.0)
+        self.assertEqual(parse("--db-timeout", "2.5")["db-timeout"], 2.5)
+        for value in ("0", "-1", "soon", "inf", "nan"):
+            self.assertRaises(usage.UsageError, parse, "--db-timeout", value)
 
     def test_lifetimes_and_hash_cost(self):
         options = parse("--account-idle-days", "10", "--session-idle-days", "2.5",

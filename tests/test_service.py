@@ -263,3 +263,30 @@ def restore_environment(saved: dict[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    async def test_frozen_database_gets_errors_within_the_timeout_then_recovers(self):
+        cluster = private_cluster(self)
+        server = await start_server(self, "--db-timeout", "0.5", db=cluster.create_database(),
+                                    listeners={"testline": LOOPBACK}, protocols=PROTOCOLS)
+        self.assertEqual(server.store.timeout, 0.5)
+        server.store.retry_delay = 0.2
+        client = await connect_line_client(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", server.port("testline")))
+        token = (await client.command("login alice secret"))[3:]
+
+        cluster.freeze()
+        self.addCleanup(cluster.thaw)
+        self.assertEqual(await client.command(f"resume {token}"), "error StoreUnavailable")
+        self.assertEqual(await client.command("login bob pw"), "error StoreUnavailable")
+        self.assertEqual(await client.command("echo still here"), "still here")
+
+        cluster.thaw()
+        for _attempt in range(100):  # bounds a failing test only
+            reply = await client.command(f"resume {token}")
+            if reply != "error StoreUnavailable":
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(reply, "ok alice")
+        self.assertTrue((await client.command("login bob pw")).startswith("ok "))
+        client.transport.loseConnection()
+
+    test_frozen_database_gets_errors_within_the_timeout_then_recovers.timeout = 60  # type: ignore[attr-defined]  # noqa: E501

@@ -4,11 +4,20 @@ Callers record events without waiting; events are buffered and written in
 batches, so logging never delays delivery. If the store is down the buffer
 keeps filling up to ``max_buffer`` events, then the oldest are dropped (and
 counted in the log): a failing store never blocks a room or a match.
+
+A batch the store refuses for any other reason than being unavailable (most
+often one event holding text the database cannot encode) is split in halves
+until the refused events are found; everything else is written in order, and
+each refused event is replaced by an ``unstorable_event`` that keeps its
+time and an exactly reversible, ASCII-only copy of its fields. So no event can
+stop the log for the others.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import deque
 from typing import Any
 
@@ -16,8 +25,15 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from gtserver.store import Store
+from gtserver.store import Store, StoreUnavailable
 from gtserver.store import events as queries
+
+#: Kind of the event stored in place of one the store refused (docs/export.md).
+UNSTORABLE_KIND = "unstorable_event"
+
+#: Characters some engine cannot store in a text column: NUL (PostgreSQL) and
+#: lone UTF-16 surrogates (either engine; they have no UTF-8 encoding).
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
 class EventLog(Service):
@@ -34,6 +50,12 @@ class EventLog(Service):
         self._writing: Deferred | None = None
         self.dropped = 0
         self.written = 0
+        #: Events the store refused, stored as ``unstorable_event`` instead.
+        self.refused = 0
+        #: Refused events whose stand-in could not be stored either: lost.
+        self.lost = 0
+        #: When the store became unavailable to the log (None: it is not).
+        self._unavailable_since: float | None = None
 
     def record(self, source: str, kind: str, *, user: str | None = None,
                room: str | None = None, match: str | None = None,
@@ -80,18 +102,8 @@ class EventLog(Service):
 
     def _write(self) -> Deferred:
         batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
-        d = self.store.run(queries.append_events, batch)
+        d = ensureDeferred(self._store_batch(batch))
         self._writing = d
-
-        def written(count):
-            self.written += count
-            return True
-
-        def failed(failure):
-            # Put the batch back at the front, keeping order, and retry later.
-            self._buffer.extendleft(reversed(batch))
-            self.log.warn("event log write failed, will retry: {error}", error=failure.value)
-            return False
 
         def done(succeeded):
             self._writing = None
@@ -102,6 +114,97 @@ class EventLog(Service):
                 self._write_soon(self.flush_delay)
             return succeeded
 
-        d.addCallbacks(written, failed)
         d.addBoth(done)
         return d
+
+    async def _store_batch(self, batch: list[tuple]) -> bool:
+        """Write ``batch`` in order, splitting it around refused events.
+
+        True once every event is stored (or stood in for); False if the store
+        became unavailable, with the unwritten rest back at the front of the
+        buffer, in order, for a later retry.
+        """
+        chunks = [batch]  # a stack: the next chunk to write is the last one
+        refused: list[tuple[tuple, Exception]] = []
+        try:
+            while chunks:
+                chunk = chunks[-1]
+                try:
+                    self.written += await self.store.run(queries.append_events, chunk)
+                except StoreUnavailable:
+                    raise
+                except Exception as error:
+                    if len(chunk) > 1:
+                        middle = len(chunk) // 2
+                        chunks[-1:] = [chunk[middle:], chunk[:middle]]
+                        continue
+                    await self._stand_in(chunk[0], error)
+                    refused.append((chunk[0], error))
+                chunks.pop()
+        except StoreUnavailable as error:
+            unwritten = [row for chunk in reversed(chunks) for row in chunk]
+            self._buffer.extendleft(reversed(unwritten))
+            if self._unavailable_since is None:  # one line per outage, not per retry
+                self._unavailable_since = self.clock.seconds()
+                self.log.warn("event log cannot write, keeping events and retrying: {error}",
+                              error=error)
+            return False
+        finally:
+            if refused:
+                self._report_refused(refused)
+        if self._unavailable_since is not None:
+            self.log.info("event log writing again after {seconds:.1f} s without the store",
+                          seconds=self.clock.seconds() - self._unavailable_since)
+            self._unavailable_since = None
+        return True
+
+    async def _stand_in(self, row: tuple, error: Exception) -> None:
+        """Store the ``unstorable_event`` for a refused row (or count it lost).
+
+        Raises StoreUnavailable if the store went away meanwhile: then the
+        original row is retried later, like any other.
+        """
+        try:
+            self.written += await self.store.run(
+                queries.append_events, [stand_in(row, error, self.clock.seconds())])
+        except StoreUnavailable:
+            raise
+        except Exception as again:
+            self.lost += 1
+            self.log.warn("event log: a refused {kind!r} event could not be stood in for "
+                          "and is lost: {error}", kind=escape_text(row[2]), error=again)
+            return
+        self.refused += 1
+
+    def _report_refused(self, refused: list[tuple[tuple, Exception]]) -> None:
+        kinds = sorted({escape_text(row[2]) for row, _error in refused})
+        self.log.warn(
+            "event log: the store refused {count} event(s) of kind {kinds} "
+            "({error}); stored as " + UNSTORABLE_KIND + " instead",
+            count=len(refused), kinds=", ".join(kinds), error=refused[0][1])
+
+
+def escape_text(value: Any) -> str | None:
+    """``value`` as text every engine stores: NUL and lone surrogates become
+    ``\\uXXXX`` escapes (so the result is readable, though not reversible)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    return _UNSTORABLE_CHARACTERS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def stand_in(row: tuple, error: Exception, now: float) -> tuple:
+    """The ``unstorable_event`` row stored in place of a refused event row.
+
+    Its columns hold escaped copies (so filters by source, room or match still
+    find it); ``data`` holds every original column but the time as ASCII-only
+    JSON, from which the exact original values can be read back.
+    """
+    time, source, kind, user, room, match, address, data = row
+    original = {"source": source, "kind": kind, "user_name": user, "room": room,
+                "match_id": match, "address": address, "data": data}
+    details = {"error": escape_text(str(error)), "original": original}
+    finite_time = isinstance(time, (int, float)) and math.isfinite(time)
+    return (time if finite_time else now, escape_text(source) or "", UNSTORABLE_KIND,
+            escape_text(user), escape_text(room), escape_text(match), escape_text(address),
+            json.dumps(details, ensure_ascii=True, default=repr))

@@ -23,6 +23,7 @@ from gtserver.core.errors import CoreError
 from gtserver.core.group_commit import GroupCommit
 from gtserver.games import IllegalMove
 from gtserver.registry import games as installed_games
+from gtserver.store import Unstorable
 from gtserver.store import matches as queries
 
 
@@ -231,7 +232,10 @@ class MatchService(Service):
         about matches that were finished and forgotten."""
         if match_id in self.matches:
             return self.matches[match_id]
-        row = await self.store.run(queries.match_by_id, match_id)
+        try:
+            row = await self.store.run(queries.match_by_id, match_id)
+        except Unstorable:  # an id the database cannot even hold names no match
+            return None
         if row is None:
             return None
         match_id, game_name, context, state, ranked, finished, created, updated, seats = row

@@ -16,10 +16,11 @@ from gtserver.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    Unstorable,
     redact_url,
 )
 
-__all__ = ["Conflict", "Statement", "Store", "StoreError", "StoreUnavailable",
+__all__ = ["Conflict", "Statement", "Store", "StoreError", "StoreUnavailable", "Unstorable",
            "open_store", "validate_url"]
 
 
@@ -47,12 +48,28 @@ def validate_url(url: str) -> str:
         "or postgresql://user:password@host:port/database")
 
 
-def open_store(url: str, reactor: Any = None) -> Store:
-    """Make (but do not start) the store for a database URL."""
+#: Default of ``--db-timeout``: seconds a transaction may take.
+DEFAULT_TIMEOUT = 10.0
+
+
+def timeout_seconds(value: str) -> float:
+    """A ``--db-timeout`` value: a positive number of seconds (ValueError if not)."""
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, not {value}")
+    return seconds
+
+
+def open_store(url: str, reactor: Any = None, timeout: float | None = None) -> Store:
+    """Make (but do not start) the store for a database URL.
+
+    ``timeout``: seconds after which a transaction fails with StoreUnavailable
+    (None: no limit).
+    """
     validate_url(url)
     if url.startswith("sqlite:"):
         from gtserver.store.sqlite import SQLiteStore
-        return SQLiteStore(url, url[len("sqlite:"):], reactor)
+        return SQLiteStore(url, url[len("sqlite:"):], reactor, timeout)
     try:
         import psycopg2  # noqa: F401
         import txpostgres  # noqa: F401
@@ -60,4 +77,4 @@ def open_store(url: str, reactor: Any = None) -> Store:
         raise BadDatabaseURL(
             "PostgreSQL support is not installed: pip install 'gtserver[postgresql]'") from error
     from gtserver.store.postgres import PostgresStore
-    return PostgresStore(url, reactor)
+    return PostgresStore(url, reactor, timeout=timeout)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
+from twisted.python.failure import Failure
 
 Rows = list[tuple]
 Transaction = Generator["Statement", Rows, Any]
@@ -52,23 +53,49 @@ class Conflict(StoreError):
     """A uniqueness or foreign-key constraint refused a write."""
 
 
+class Unstorable(StoreError):
+    """The database cannot store these values as given: text it cannot encode
+    (a lone UTF-16 surrogate anywhere, a NUL character on PostgreSQL) or a
+    number out of range. The request is at fault, not the database: answer it
+    as a bad request; retrying the same values fails the same way."""
+
+
+#: What drivers raise, before anything reaches the database, for values they
+#: cannot send: UnicodeEncodeError (a ValueError) for surrogates, ValueError
+#: for NUL on PostgreSQL, OverflowError for integers SQLite cannot hold.
+DRIVER_VALUE_ERRORS = (ValueError, OverflowError)
+
+
+def unstorable(error: Exception) -> Unstorable:
+    """The :class:`Unstorable` for a driver's complaint about a value."""
+    return Unstorable(f"cannot store this value: {error}")
+
+
 class Store:
     """Runs transaction generators on one database engine.
 
     Engines implement :meth:`_open`, :meth:`_run` and :meth:`_close`; this class
-    adds schema migration at start and a clean close that waits for every
-    transaction still in flight.
+    adds schema migration at start, a time limit on every transaction, and a
+    clean close that waits for every transaction still in flight.
+
+    With ``timeout`` set, a transaction that has not finished (waiting for a
+    connection included) after that many seconds fails with
+    :class:`StoreUnavailable`: the Deferred from :meth:`_run` is cancelled, and
+    each engine makes cancelling abandon the work without committing it.
+    Migrations at start are not limited.
     """
 
     #: Engine name as shown in logs: ``sqlite`` or ``postgresql``.
     engine: str = ""
 
-    def __init__(self, url: str, reactor: Any = None) -> None:
+    def __init__(self, url: str, reactor: Any = None, timeout: float | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.url = url
         self.reactor = reactor
+        #: Seconds a transaction may take before it fails as unavailable (None: no limit).
+        self.timeout = timeout
         self._inflight: set[Deferred] = set()
         self._closing = False
 
@@ -76,14 +103,22 @@ class Store:
         """Run ``function(*args, **kwargs)`` as one transaction.
 
         Returns a Deferred firing with the generator's return value, or failing
-        with :class:`StoreError` (:class:`Conflict` for constraint violations).
+        with :class:`StoreError` (:class:`Conflict` for constraint violations,
+        :class:`Unstorable` for values the database cannot hold,
+        :class:`StoreUnavailable` when it cannot answer within ``timeout``).
         """
+        return self._submit(function, args, kwargs, self.timeout)
+
+    def _submit(self, function: TransactionFunction, args: tuple, kwargs: dict,
+                timeout: float | None) -> Deferred:
         if self._closing:
             return fail(StoreUnavailable("the store is closing"))
         try:
             d = self._run(function, args, kwargs)
         except StoreError as error:
             return fail(error)
+        if timeout is not None:
+            d.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
         self._inflight.add(d)
 
         def finished(result: Any) -> Any:
@@ -95,9 +130,10 @@ class Store:
     async def start(self) -> None:
         """Connect and bring the schema up to date (idempotent)."""
         await self._open()
-        pending = await self.run(migrate, self.engine)
+        pending = await self._submit(migrate, (self.engine,), {}, None)
         for migration in pending:
-            await self.run(apply_migration, migration, self.engine, self.reactor.seconds())
+            await self._submit(apply_migration, (migration, self.engine, self.reactor.seconds()),
+                               {}, None)
 
     async def close(self) -> None:
         """Refuse new work, let in-flight transactions finish, disconnect."""
@@ -118,6 +154,13 @@ class Store:
 
     async def _close(self) -> None:
         raise NotImplementedError
+
+
+def _timed_out(result: Any, timeout: float) -> Any:
+    """What a transaction cancelled by its time limit fails with."""
+    if isinstance(result, Failure) and result.check(CancelledError, StoreUnavailable):
+        return Failure(StoreUnavailable(f"the database did not answer within {timeout:g} s"))
+    return result
 
 
 def redact_url(url: str) -> str:
@@ -141,12 +184,14 @@ def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple,
     try:
         while True:
             statement = generator.send(result) if result is not None else next(generator)
-            if statement.many:
-                cursor.executemany(statement.sql, statement.params)
-                result = []
-            else:
-                cursor.execute(statement.sql, tuple(statement.params))
-                result = cursor.fetchall() if cursor.description else []
+            try:
+                if statement.many:
+                    cursor.executemany(statement.sql, statement.params)
+                else:
+                    cursor.execute(statement.sql, tuple(statement.params))
+            except DRIVER_VALUE_ERRORS as error:
+                raise unstorable(error) from error
+            result = cursor.fetchall() if not statement.many and cursor.description else []
     except StopIteration as stop:
         return stop.value
 

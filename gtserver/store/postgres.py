@@ -10,7 +10,9 @@ dropped, the transaction fails with :class:`StoreUnavailable`, and the next
 transaction connects afresh. After a failed connection attempt, transactions
 fail at once for ``retry_delay`` seconds instead of queueing behind a server
 that is down; after that the next one tries again, so the pool recovers by
-itself once the server is back.
+itself once the server is back. A transaction that runs out of the store's
+time limit (a frozen server, a partition: no error ever comes) is abandoned by
+closing its connection, with the same fail-fast delay (see ``_abandoned``).
 """
 
 from __future__ import annotations
@@ -20,16 +22,26 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, inlineCallbacks
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    ensureDeferred,
+    inlineCallbacks,
+)
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gtserver.store.base import (
+    DRIVER_VALUE_ERRORS,
     Conflict,
     Statement,
     Store,
     StoreError,
     StoreUnavailable,
     TransactionFunction,
+    Unstorable,
+    unstorable,
 )
 
 log = Logger()
@@ -120,15 +132,15 @@ class PostgresStore(Store):
     engine = "postgresql"
 
     def __init__(self, url: str, reactor: Any = None, pool_size: int = 4,
-                 connect_timeout: float = 10.0, retry_delay: float = 1.0) -> None:
-        super().__init__(url, reactor)
+                 connect_timeout: float = 10.0, retry_delay: float = 1.0,
+                 timeout: float | None = None) -> None:
+        super().__init__(url, reactor, timeout)
         self.dsn = dsn_from_url(url)
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.retry_delay = retry_delay
         self._accepting = False
         self._idle: list[Any] = []
-        self._busy: set[Any] = set()
         self._slots = DeferredSemaphore(pool_size)
         self._retry_after = 0.0
         self._last_error = ""
@@ -144,22 +156,38 @@ class PostgresStore(Store):
     def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
         if not self._accepting:
             raise StoreUnavailable("the store is not open")
+        # Cancelling this (the store's time limit) cancels the wait for a pool
+        # slot, or for a connection, or abandons the running transaction.
         return self._slots.run(
             lambda: ensureDeferred(self._transaction(function, args, kwargs)))
 
     async def _transaction(self, function: TransactionFunction, args: tuple,
                            kwargs: dict) -> Any:
         connection = await self._checkout()
-        self._busy.add(connection)
         try:
-            result = await connection.runInteraction(_drive, function, args, kwargs)
+            result = await _abandonable(
+                connection, _interaction(connection, function, args, kwargs))
+        except CancelledError:
+            self._abandoned(connection)
+            raise
         except Exception as error:
-            self._busy.discard(connection)
             self._checkin(connection)
             raise _translate(error) from error
-        self._busy.discard(connection)
         self._checkin(connection)
         return result
+
+    def _abandoned(self, connection: Any) -> None:
+        """A transaction ran out of time: the server is frozen or out of reach
+        (or badly overloaded). Its connection is closed, so the server rolls
+        the transaction back whenever it sees the close; idle connections to
+        the same server are dropped too, and for ``retry_delay`` seconds
+        transactions that need a new connection fail at once."""
+        _close_quietly(connection)
+        idle, self._idle = self._idle, []
+        for other in idle:
+            _close_quietly(other)
+        self._last_error = "a transaction ran out of time"
+        self._retry_after = self.reactor.seconds() + self.retry_delay
 
     async def _checkout(self) -> Any:
         while self._idle:
@@ -221,6 +249,50 @@ def _close_quietly(connection: Any) -> None:
         pass
 
 
+def _abandonable(connection: Any, work: Deferred) -> Deferred:
+    """``work`` on ``connection``, made safe to cancel.
+
+    Cancelling the returned Deferred fails it at once and closes the
+    connection; the server rolls back when it sees the close. (Cancelling
+    ``work`` itself would make txpostgres send a cancel request, which blocks
+    on a server that does not answer.) ``work``'s late outcome is ignored.
+    """
+    def abandon(outcome: Deferred) -> None:
+        outcome.errback(Failure(CancelledError()))
+        _close_quietly(connection)
+
+    outcome: Deferred = Deferred(abandon)
+
+    def relay(result: Any) -> None:
+        if not outcome.called:
+            outcome.callback(result)
+
+    work.addBoth(relay)
+    return outcome
+
+
+@inlineCallbacks
+def _interaction(connection: Any, function: TransactionFunction, args: tuple, kwargs: dict):
+    """Run a transaction generator between BEGIN and COMMIT on ``connection``.
+
+    On failure it is rolled back, unless the connection is gone (then the
+    server has rolled it back or will): no second error to report.
+    """
+    cursor = connection.cursor()
+    yield cursor.execute("BEGIN")
+    try:
+        result = yield _drive(cursor, function, args, kwargs)
+        yield cursor.execute("COMMIT")
+    except Exception as error:
+        if not connection.broken:
+            try:
+                yield cursor.execute("ROLLBACK")
+            except Exception:
+                _close_quietly(connection)  # in an unknown state: never reuse it
+        raise error
+    return result
+
+
 @inlineCallbacks
 def _drive(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict):
     generator = function(*args, **kwargs)
@@ -232,12 +304,14 @@ def _drive(cursor: Any, function: TransactionFunction, args: tuple, kwargs: dict
         except StopIteration as stop:
             return stop.value
         sql = to_pyformat(statement.sql)
-        if statement.many:
-            yield from _execute_many(cursor, sql, list(statement.params))
-            result = []
-        else:
-            yield cursor.execute(sql, tuple(statement.params))
-            result = cursor.fetchall() if cursor.description else []
+        try:
+            if statement.many:
+                yield from _execute_many(cursor, sql, list(statement.params))
+            else:
+                yield cursor.execute(sql, tuple(statement.params))
+        except DRIVER_VALUE_ERRORS as error:
+            raise unstorable(error) from error
+        result = cursor.fetchall() if not statement.many and cursor.description else []
 
 
 def _execute_many(cursor: Any, sql: str, rows: list):
@@ -260,6 +334,8 @@ def _translate(error: Exception) -> Exception:
         return error
     if isinstance(error, psycopg2.IntegrityError):
         return Conflict(str(error).strip())
+    if isinstance(error, psycopg2.DataError):  # e.g. a number out of its column's range
+        return Unstorable(str(error).strip())
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed)):
         return StoreUnavailable(f"database connection lost: {str(error).strip() or error!r}")
     if isinstance(error, psycopg2.Error):

@@ -258,8 +258,8 @@ class UltimateMatches(Service):
             raise MoveRefused(match, str(refusal.message)) from None
         except MatchClosed:
             raise MoveRefused(match, "the match is over") from None
-        except StoreError:
-            self.log.failure("cannot store a move of match {id}", id=match.id)
+        except StoreError as error:  # an outage, not a bug: one line, no traceback
+            self.log.warn("move in match {id} not stored: {error}", id=match.id, error=error)
             raise MoveRefused(match, "the move could not be stored, try again") from None
         if match.finished:
             await self._finish(match)
