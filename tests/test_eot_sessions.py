@@ -130,19 +130,37 @@ class SessionServiceTests(unittest.TestCase):
         self.assertRaises(NoSuchSession, self.sessions.state, *args)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_restart_owes_the_final_state_only_to_who_missed_it(self):
+    def test_restart_of_a_running_game_owes_nothing_old(self):
         seats = [self.join("Chat", "c", 2), self.join("Chat", "c", 2)]
         first, second = (seat[0] for seat in seats)
         a = ("Chat", "c", first.player_id, first.key)
         b = ("Chat", "c", second.player_id, second.key)
         self.sessions.move(*a, {"name": "a", "message": "old game"})
         self.sessions.restart(*a)
-        self.assertEqual(self.sessions.state(*b)["messages"], [["a", "old game"]])
+        # Chat is never over: everybody's next state is the new game, at once.
         self.assertEqual(self.sessions.state(*b)["messages"], [])
         self.assertEqual(self.sessions.state(*a)["messages"], [])
-        # b has now seen the current game: a second restart owes it nothing old.
-        self.sessions.restart(*a)
-        self.assertEqual(self.sessions.state(*b)["messages"], [])
+        self.assertEqual(len(joined(self.sessions.state(*b))), 0)    # then it parks
+
+    def test_restart_of_a_finished_game_owes_its_end_to_all_but_the_restarter(self):
+        seats = [self.join("TicTacToe", "t", 2, "x"), self.join("TicTacToe", "t", 2, "y")]
+        players = [seat[0] for seat in seats]
+        requests = [("TicTacToe", "t", p.player_id, p.key) for p in players]
+        session = self.sessions.sessions[("TicTacToe", "t")]
+        starter = session.match.game.current()[0]
+        for position in (0, 3, 1, 4, 2):
+            self.sessions.move(*requests[session.match.game.current()[0]],
+                               {"position": position})
+        finals = [self.sessions.state(*request) for request in requests]
+        self.assertEqual(finals[0]["winner"], starter)
+        watcher = self.sessions.observe("TicTacToe", "t", "x")
+        self.sessions.restart(*requests[0])
+        self.assertEqual(self.sessions.state(*requests[1]), finals[1])
+        self.assertEqual(self.sessions.state(*requests[1])["board"], [-1] * 9)
+        self.assertEqual(self.sessions.state(*requests[0])["board"], [-1] * 9)
+        observed = ("TicTacToe", "t", watcher.player_id, watcher.key, True)
+        self.assertEqual(self.sessions.state(*observed), finals[0])
+        self.assertEqual(self.sessions.state(*observed)["board"], [-1] * 9)
 
     def test_released_waiters_share_one_view(self):
         seats = [self.join("Chat", "c", 3, name) for name in ("ann", "bob", "cy")]

@@ -10,13 +10,13 @@ Waiting is cheap: a parked ``join`` or ``state`` is one Deferred in a list of
 its player; nothing runs until the session changes. Cancelling the Deferred
 (the adapter does so when the client disconnects) removes the waiter at once.
 
-State delivery follows a version number per session, bumped by every accepted
-move and every restart. Each player (and each observer) remembers the version
-it last received; ``state`` answers at once when there is a newer one and parks
-otherwise. That gives the three no-wait cases of the protocol: the first
-``state`` after the start, the ``state`` after one's own move, and the
-``state`` after a restart (preceded, for a player who had not yet seen how the
-previous game ended, by that game's final state, once).
+State delivery follows a version number per session, bumped by every move
+handed to the game (accepted or refused as illegal) and every restart. Each
+player, and each player's observer seat (shared by every observer of that
+player), remembers the version it last received; ``state`` answers at once
+when there is a newer one and parks otherwise. A restart of a finished game
+owes that game's final state, once, to every player but the restarter and to
+every observer seat; it is delivered before the new game.
 
 A state is computed once per session version and seat and handed to every
 viewer of that seat as the same :class:`View` object (and players whose views
@@ -156,7 +156,7 @@ class Player(Viewer):
 
 
 class Session:
-    __slots__ = ("game", "token", "size", "auto", "players", "observers", "match",
+    __slots__ = ("game", "token", "size", "auto", "players", "observers", "seats", "match",
                  "version", "views", "touched", "timer", "parked", "replaced", "ended")
 
     def __init__(self, game: str, token: str, size: int, auto: bool, now: float) -> None:
@@ -165,7 +165,10 @@ class Session:
         self.size = size
         self.auto = auto
         self.players: list[Player] = []
+        #: Observer keys, each mapped to the observer seat of its player.
         self.observers: dict[str, Viewer] = {}
+        #: One observer seat per player, shared by all of that player's observers.
+        self.seats: list[Viewer] = []
         self.match: Match | None = None
         self.version = 0
         #: The views of the current version by seat (shared by its viewers).
@@ -233,7 +236,7 @@ class SessionService(Service):
              arguments: dict[str, Any], address: str | None = None) -> None:
         """Apply a move; raises a SessionError or the game's IllegalMove."""
         session = self._session(game, token)
-        player = self._player(session, player_id, key)
+        self._player(session, player_id, key)
         match = self._running_match(session)
         if match.finished:
             raise GameOver("the game is over")
@@ -244,8 +247,7 @@ class SessionService(Service):
                 match, player_id, arguments, address,
                 {"game": game, "session": token, "player": player_id})
         except IllegalMove:
-            session.views = {}  # a rejected move may still change the state (Echo)
-            self._refused(session, player)
+            self._bump(session)     # a refused move is a change for everybody
             raise
         except MatchClosed:
             raise GameOver("the game is over") from None
@@ -261,10 +263,7 @@ class SessionService(Service):
         viewer = (self._observer(session, player_id, key) if observer
                   else self._player(session, player_id, key))
         self._running_match(session)
-        if viewer.final is not None:
-            final, viewer.final = viewer.final, None
-            return final
-        if viewer.seen != session.version:
+        if viewer.final is not None or viewer.seen != session.version:
             return self._deliver(session, viewer)
         waiter = Deferred(lambda d: self._unpark(session, viewer, d))
         viewer.waiters.append(waiter)
@@ -281,22 +280,26 @@ class SessionService(Service):
         self._running_match(session)
         for player in session.players:
             if player.name == name:
-                viewer = Viewer(player.player_id, secrets.token_hex(16))
-                session.observers[viewer.key] = viewer
+                key = secrets.token_hex(16)
+                session.observers[key] = session.seats[player.player_id]
                 session.touched = self.clock.seconds()
-                return Joined(player.player_id, viewer.key, session.token)
+                return Joined(player.player_id, key, session.token)
         raise BadRequest(f"no player called {name!r} in this session")
 
     def restart(self, game: str, token: str, player_id: int, key: str) -> None:
-        """A fresh game in the same session; the others see the old end first."""
+        """A fresh game in the same session.
+
+        When the old game was over, every player but the restarter and every
+        observer seat get its final state first, once.
+        """
         session = self._session(game, token)
         player = self._player(session, player_id, key)
         old = self._running_match(session)
         try:
-            for viewer in self._viewers(session):
-                mirrored = viewer.player_id
-                if mirrored != player.player_id and viewer.seen != session.version:
-                    viewer.final = self._shared_view(session, old, mirrored)
+            if old.finished:
+                for viewer in self._viewers(session):
+                    if viewer is not player:
+                        viewer.final = self._shared_view(session, old, viewer.player_id)
             new = self._new_match(session)
         except SessionError:
             raise
@@ -306,18 +309,6 @@ class SessionService(Service):
         self.matches.end_transient(old, player_id)
         session.match = new
         self._bump(session)
-
-    def _refused(self, session: Session, player: Player) -> None:
-        """After a refused move the mover's next state answers at once.
-
-        Its observers get that state too (a parked one at once), since they
-        see exactly what the mover sees; nobody else is woken.
-        """
-        seat = [viewer for viewer in self._viewers(session)
-                if viewer.player_id == player.player_id]
-        for viewer in seat:
-            viewer.seen = -1
-        self._wake(session, seat)
 
     def _bump(self, session: Session) -> None:
         """A new version: forget the old views, answer everyone parked."""
@@ -365,7 +356,7 @@ class SessionService(Service):
 
     def _viewers(self, session: Session):
         yield from session.players
-        yield from session.observers.values()
+        yield from session.seats
 
     # sessions
 
@@ -432,6 +423,7 @@ class SessionService(Service):
             raise GameFailed("internal error in the game") from None
         session.version = 1
         session.views = {}
+        session.seats = [Viewer(player.player_id, "") for player in session.players]
         for player in session.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None
@@ -533,6 +525,10 @@ class SessionService(Service):
         return view
 
     def _deliver(self, session: Session, viewer: Viewer) -> View:
+        """What ``viewer`` is owed now: an old game's final state, else the current one."""
+        if viewer.final is not None:
+            final, viewer.final = viewer.final, None
+            return final
         try:
             view = self._shared_view(session, session.match, viewer.player_id)
         except Exception:
