@@ -617,7 +617,10 @@ class BadInputTests(unittest.TestCase):
         await self.check_bystander(player, waiting)
 
     async def test_a_client_that_never_reads_its_reply_is_cut_off(self):
-        server, port = await eot_server(self, "--eot-connection-timeout", "5")
+        # Chat bounds raised so that one state outgrows the socket buffers.
+        server, port = await eot_server(self, "--eot-connection-timeout", "5",
+                                        "--eot-chat-line-max", "250000",
+                                        "--eot-chat-history-max", str(256 * 2**20))
         clock = fake_connection_clock(server)
         (speaker,) = await join_all(server, port, "Chat", "big", 1, ["talker"])
         self.assertEqual((await speaker.move(name="talker"))["status"], "ok")

@@ -18,6 +18,14 @@ def payoffs(text: str) -> str:
     return text
 
 
+def positive(text: str) -> int:
+    """An integer option that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
 @implementer(IPlugin, IWireProtocol)
 class EOTGameAPI:
     name = "eot"
@@ -33,7 +41,11 @@ class EOTGameAPI:
          "Seconds a join waits for the session to fill before it is refused.", float),
         ("eot-game-timeout", 3600.0,
          "Seconds without requests after which a session ends.", float),
-        ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.", int),
+        ("eot-chat-line-max", 4096,
+         "Longest Chat name or message, in UTF-8 bytes.", positive),
+        ("eot-chat-history-max", 256 * 1024,
+         "Chat history kept per session (names and texts), in UTF-8 bytes.", positive),
+        ("pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.", positive),
         ("pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs),
     ]
     flags: list = []
