@@ -187,7 +187,10 @@ class Session:
 
 
 def _same(key: Any, expected: str) -> bool:
-    return isinstance(key, str) and hmac.compare_digest(key.encode(), expected.encode())
+    """Whether ``key`` is ``expected``, in constant time (any string, even one
+    with unpaired surrogates, is merely a wrong key)."""
+    return isinstance(key, str) and hmac.compare_digest(
+        key.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 class SessionService(Service):
