@@ -407,9 +407,15 @@ class SessionService(Service):
         return session
 
     def _new_match(self, session: Session) -> Match:
+        """A new game for the session, with its own seeded random generator.
+
+        The seed is in the match's start event, so a match can be replayed.
+        """
         seats = [Seat(player.name or f"player {player.player_id}") for player in session.players]
-        return self.matches.create_transient(session.game, seats, CONTEXT, self.rng,
-                                             {"session": session.token})
+        seed = self.rng.getrandbits(64)
+        return self.matches.create_transient(session.game, seats, CONTEXT,
+                                             random.Random(seed),
+                                             {"session": session.token, "seed": seed})
 
     def _start(self, session: Session) -> None:
         if session.auto:
