@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -9,7 +10,7 @@ from gtserver.core.matches import MatchService
 from gtserver.games.chat import Chat
 from gtserver.plugins import gtserver_games
 from tests.support import parse_options
-from tests.test_eot import call, eot_server, join_all
+from tests.test_eot import call, eot_server, join_all, sessions_of
 
 
 class PerServiceSettingsTests(unittest.TestCase):
@@ -81,3 +82,30 @@ class ChatBoundsTests(unittest.TestCase):
         self.assertIn("longer than the chat history", reply["message"])
         self.assertEqual((await call(small_port, other.request("state")))["data"],
                          {"messages": [], "current": [0], "gameover": False})
+
+
+class ReleaseOverTheWireTests(unittest.TestCase):
+    async def test_a_finished_session_is_released_after_the_grace(self):
+        server, port = await eot_server(self, "--eot-finished-grace", "5")
+        clock = sessions_of(server).clock = task.Clock()
+        for token in ("kept", "released"):
+            (player,) = await join_all(server, port, "Echo", token, 1, ["solo"])
+            await player.move(msg="quit")
+            self.assertTrue((await player.state())["data"]["gameover"])
+            clock.advance(4)
+            if token == "kept":         # a restart within the grace keeps the session
+                self.assertEqual(await player.restart(), {"status": "ok", "data": None})
+                clock.advance(4)
+                self.assertFalse((await player.state())["data"]["gameover"])
+            else:
+                clock.advance(1)
+                reply = await player.state()
+                self.assertEqual(reply, {"status": "error",
+                                         "message": "framework: no such session"})
+        self.assertEqual(list(sessions_of(server).sessions), [("Echo", "kept")])
+
+    def test_options(self):
+        self.assertEqual(parse_options()["eot-finished-grace"], 60.0)
+        self.assertEqual(parse_options()["eot-sessions-max"], 10_000)
+        with self.assertRaises(usage.UsageError):
+            parse_options("--eot-sessions-max", "0")

@@ -24,7 +24,12 @@ are equal, as in Chat, share one object too), so an adapter can encode it once
 for all the waiters it releases.
 
 Sessions are kept in memory only; every accepted move goes to the research
-event log through the match service.
+event log through the match service. Memory stays bounded: a session ends
+after ``game_timeout`` seconds without requests; one whose game is over and
+whose players have all received its final state is released sooner, after
+``finished_grace`` seconds without requests (a restart within that time
+keeps it); and at most ``sessions_max`` sessions are kept, the one idle the
+longest making room for a new one.
 """
 
 from __future__ import annotations
@@ -199,7 +204,9 @@ class SessionService(Service):
     log = Logger()
 
     def __init__(self, core: Any, join_timeout: float | None = None,
-                 game_timeout: float | None = None, rng: random.Random | None = None) -> None:
+                 game_timeout: float | None = None, rng: random.Random | None = None,
+                 finished_grace: float | None = None,
+                 sessions_max: int | None = None) -> None:
         config = core.config
         self.clock = core.clock
         self.matches: MatchService = core.component(MatchService)
@@ -207,7 +214,12 @@ class SessionService(Service):
                                   else config.get("eot_join_timeout", 300.0))
         self.game_timeout = float(game_timeout if game_timeout is not None
                                   else config.get("eot_game_timeout", 3600.0))
+        self.finished_grace = float(finished_grace if finished_grace is not None
+                                    else config.get("eot_finished_grace", 60.0))
+        self.sessions_max = int(sessions_max if sessions_max is not None
+                                else config.get("eot_sessions_max", 10_000))
         self.rng = rng or random.SystemRandom()
+        #: Every session by (game, token), least recently requested first.
         self.sessions: dict[tuple[str, str], Session] = {}
         #: Open (not yet full) auto sessions per game, oldest first.
         self.open_auto: dict[str, list[Session]] = {}
@@ -226,7 +238,7 @@ class SessionService(Service):
             session = self._named_session(game, token, players)
         player = Player(len(session.players), secrets.token_hex(16), name)
         session.players.append(player)
-        session.touched = self.clock.seconds()
+        self._touch(session)
         if session.full:
             self._start(session)
             return succeed(Joined(player.player_id, player.key, session.token))
@@ -285,7 +297,6 @@ class SessionService(Service):
             if player.name == name:
                 key = secrets.token_hex(16)
                 session.observers[key] = session.seats[player.player_id]
-                session.touched = self.clock.seconds()
                 return Joined(player.player_id, key, session.token)
         raise BadRequest(f"no player called {name!r} in this session")
 
@@ -328,8 +339,16 @@ class SessionService(Service):
             if game not in self.matches.games:
                 raise NoSuchGame(game)
             raise NoSuchSession("no such session")
-        session.touched = self.clock.seconds()
+        self._touch(session)
         return session
+
+    def _touch(self, session: Session) -> None:
+        """A request for ``session``: it is the most recently used one now."""
+        session.touched = self.clock.seconds()
+        key = (session.game, session.token)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]
+            self.sessions[key] = session
 
     def _player(self, session: Session, player_id: int, key: str) -> Player:
         if 0 <= player_id < len(session.players):
@@ -401,6 +420,10 @@ class SessionService(Service):
         if not factory.min_players <= size <= factory.max_players:
             raise BadRequest(f"{game} is played by {factory.min_players} to "
                              f"{factory.max_players} players")
+        while len(self.sessions) >= self.sessions_max:
+            idlest = next(iter(self.sessions.values()))
+            self._end(idlest, SessionEnded("the session ended to make room for new ones "
+                                           "(the server keeps a bounded number)"))
         session = Session(game, token, size, auto, self.clock.seconds())
         self.sessions[(game, token)] = session
         session.timer = self.clock.callLater(self.game_timeout, self._check_idle, session)
@@ -463,15 +486,38 @@ class SessionService(Service):
             player.join_timer.cancel()
         player.join_timer = None
 
+    def _end_seen(self, session: Session) -> bool:
+        """Whether the game is over and every player has received its final state."""
+        match = session.match
+        return (match is not None and match.finished
+                and all(player.seen == session.version and player.final is None
+                        for player in session.players))
+
     def _check_idle(self, session: Session) -> None:
+        """End the session once idle too long; else look again when it may be."""
+        finished = self._end_seen(session)
+        limit = min(self.finished_grace, self.game_timeout) if finished else self.game_timeout
         idle = self.clock.seconds() - session.touched
-        if idle >= self.game_timeout:
-            session.timer = None
+        session.timer = None
+        if idle < limit:
+            session.timer = self.clock.callLater(limit - idle, self._check_idle, session)
+        elif finished:
+            self._end(session, SessionEnded("the session was released: its game is over "
+                                            "and every player has seen the end"))
+        else:
             self._end(session, SessionEnded(
                 f"the session ended after {self.game_timeout:g} s without requests"))
-        else:
-            session.timer = self.clock.callLater(self.game_timeout - idle,
-                                                 self._check_idle, session)
+
+    def _end_delivered(self, session: Session) -> None:
+        """A player got the final state: release the session after the grace
+        if that was the last one to see it."""
+        if session.ended or not self._end_seen(session):
+            return
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        session.timer = self.clock.callLater(
+            max(0.0, session.touched + self.finished_grace - self.clock.seconds()),
+            self._check_idle, session)
 
     def _end(self, session: Session, reason: SessionError) -> None:
         """End a session: every waiting client gets ``reason``."""
@@ -544,6 +590,8 @@ class SessionService(Service):
             self.log.failure("game {game} raised in state()", game=session.game)
             raise GameFailed("internal error in the game") from None
         viewer.seen = session.version
+        if view["gameover"] and type(viewer) is Player:
+            self._end_delivered(session)
         return view
 
     def _wake(self, session: Session, only: list[Viewer] | None = None) -> None:

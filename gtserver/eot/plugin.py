@@ -41,6 +41,13 @@ class EOTGameAPI:
          "Seconds a join waits for the session to fill before it is refused.", float),
         ("eot-game-timeout", 3600.0,
          "Seconds without requests after which a session ends.", float),
+        ("eot-finished-grace", 60.0,
+         "Seconds without requests after which a session whose game is over, and "
+         "whose players have all seen the end, is released (a restart within "
+         "them keeps it).", float),
+        ("eot-sessions-max", 10_000,
+         "Sessions kept in memory at most; a new one ends the one idle the longest.",
+         positive),
         ("eot-chat-line-max", 4096,
          "Longest Chat name or message, in UTF-8 bytes.", positive),
         ("eot-chat-history-max", 256 * 1024,
