@@ -7,7 +7,9 @@ import json
 from twisted.trial import unittest
 
 from gtserver.store import events as event_queries
-from tests.test_eot import call, encode, eot_server, exchange, join_all, join_request
+from tests.pgcluster import postgres_url
+from tests.support import start_server
+from tests.test_eot import call, encode, exchange, join_all, join_request
 
 BAD_KEY = "framework: not joined: unknown player id or wrong key"
 SURROGATE = "framework: text in the request cannot be stored: it contains an unpaired " \
@@ -18,8 +20,15 @@ NOT_FINITE = ("framework: numbers must be finite: NaN, Infinity and numbers beyo
 
 
 class HostileInputTests(unittest.TestCase):
+    """On SQLite; :class:`HostileInputPostgresTests` repeats them on PostgreSQL
+    (which refuses NUL characters, so a NUL that got through would stop the log)."""
+
+    def database(self) -> str | None:
+        return None     # a fresh SQLite file
+
     async def chat(self):
-        server, port = await eot_server(self)
+        server = await start_server(self, db=self.database(), listeners={"eot": None})
+        port = server.port("eot")
         (player,) = await join_all(server, port, "Chat", "hostile", 1, ["eve"])
         self.assertEqual((await player.move(name="eve"))["status"], "ok")
         return server, port, player
@@ -83,3 +92,8 @@ class HostileInputTests(unittest.TestCase):
         reply = json.loads(await exchange(port, move.replace(b'"x"', b"9" * 400)))
         self.assertEqual(reply["status"], "illegalmove")
         self.assertEqual((await player.state())["data"]["messages"], [])
+
+
+class HostileInputPostgresTests(HostileInputTests):
+    def database(self) -> str | None:
+        return postgres_url(self)
