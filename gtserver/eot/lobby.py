@@ -515,8 +515,9 @@ class SessionService(Service):
             return
         if session.timer is not None and session.timer.active():
             session.timer.cancel()
+        grace = min(self.finished_grace, self.game_timeout)
         session.timer = self.clock.callLater(
-            max(0.0, session.touched + self.finished_grace - self.clock.seconds()),
+            max(0.0, session.touched + grace - self.clock.seconds()),
             self._check_idle, session)
 
     def _end(self, session: Session, reason: SessionError) -> None:
@@ -594,13 +595,9 @@ class SessionService(Service):
             self._end_delivered(session)
         return view
 
-    def _wake(self, session: Session, only: list[Viewer] | None = None) -> None:
-        """Answer the parked viewers (all, or those of ``only``)."""
-        if only is None:
-            parked, session.parked = session.parked, set()
-        else:
-            parked = [viewer for viewer in only if viewer in session.parked]
-            session.parked.difference_update(parked)
+    def _wake(self, session: Session) -> None:
+        """Answer every parked viewer."""
+        parked, session.parked = session.parked, set()
         for viewer in parked:
             waiters, viewer.waiters = viewer.waiters, []
             try:
