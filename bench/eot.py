@@ -19,6 +19,13 @@ b. 10,000 parked ``state`` requests: server RSS before, while parked and after;
    b2. Chat sessions of 100 players (100 sessions): the release is 100 moves,
        each waking the 100 waiters of its session, so it measures the server's
        cost of answering parked requests.
+c. Memory over many finished sessions: clients play 20,000 one-player Echo
+   games to the end (join, state, a 2 KB message, state, "quit", state) in
+   rounds, and the server's RSS is read after each round: with
+   ``--eot-finished-grace`` shortened to 2 s; with a grace of an hour (so
+   only the default ``--eot-sessions-max`` bounds them); and with a grace of
+   an hour and no bound (finished sessions kept as long as the game
+   timeout, as before they were released).
 
 Servers and load clients are separate processes; the load is spread over
 several client processes (asyncio, raw non-blocking sockets) so the client
@@ -103,6 +110,7 @@ def serve(kind: str) -> None:
     for name in Options.protocols:
         arguments += ["--port", f"{name}=off"]
     arguments += ["--port", "eot=tcp:0:interface=127.0.0.1:backlog=4096"]
+    arguments += json.loads(os.environ.get("EOT_BENCH_SERVER_ARGS", "[]"))
     options = Options()
     options.parseOptions(arguments)
     service = build_service(options, reactor, freeze_heap=True)  # as the daemon does
@@ -119,10 +127,11 @@ def serve(kind: str) -> None:
 class Server:
     """A server subprocess with its CPU time and RSS readable from /proc."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, arguments: list[str] | None = None) -> None:
+        environment = dict(os.environ, EOT_BENCH_SERVER_ARGS=json.dumps(arguments or []))
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+            stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=environment)
         line = self.process.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"{kind} server did not start")
@@ -457,10 +466,59 @@ def scenario_b(waiters: int, per_session: int = 1, processes: int = 4) -> None:
         server.stop()
 
 
+async def play_finished_echo_games(port: int, games: int, concurrency: int) -> None:
+    """``games`` one-player Echo games played to the end, ``concurrency`` at a time."""
+    message = "m" * 2048
+
+    async def one_game() -> None:
+        player = await join_echo(port)
+        state = encode({"type": "state", **player, "observer": False})
+        await request(port, state)
+        for text in (message, "quit"):
+            await request(port, encode({"type": "move", **player, "move": {"msg": text}}))
+            await request(port, state)
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await one_game()
+
+    share, extra = divmod(games, concurrency)
+    await asyncio.gather(*(worker(share + (1 if index < extra else 0))
+                           for index in range(concurrency)))
+
+
+def scenario_c(games: int, rounds: int = 5, concurrency: int = 32) -> None:
+    print(f"c. RSS over {games} finished Echo sessions, in {rounds} rounds")
+    configurations = (
+        ("grace 2 s", ["--eot-finished-grace", "2"]),
+        ("grace 1 h, default --eot-sessions-max 10000",
+         ["--eot-finished-grace", "3600"]),
+        ("grace 1 h, no session bound (as before)",
+         ["--eot-finished-grace", "3600", "--eot-sessions-max", "1000000"]),
+    )
+    for label, arguments in configurations:
+        server = Server("gtserver", arguments)
+        try:
+            figures = [server.rss()]
+            started = time.perf_counter()
+            for _ in range(rounds):
+                asyncio.run(play_finished_echo_games(server.port, games // rounds,
+                                                     concurrency))
+                figures.append(server.rss())
+            elapsed = time.perf_counter() - started
+            time.sleep(3.0)             # past the short grace: the last round released
+            figures.append(server.rss())
+            mib = " -> ".join(f"{value / 2**20:.1f}" for value in figures)
+            print(f"  {label}: RSS MiB at start, after each round, 3 s later: {mib} "
+                  f"({games / elapsed:.0f} games/s)", flush=True)
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=("gtserver", "bare"), help=argparse.SUPPRESS)
-    parser.add_argument("--scenario", choices=("a", "b1", "b2"), action="append")
+    parser.add_argument("--scenario", choices=("a", "b1", "b2", "c"), action="append")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, action="append",
                         help="concurrent clients in scenario a (default 1, 32, 128)")
@@ -469,6 +527,8 @@ def main() -> None:
     parser.add_argument("--waiters", type=int, default=10_000)
     parser.add_argument("--per-session", type=int, default=100,
                         help="players per Chat session in scenario b2")
+    parser.add_argument("--games", type=int, default=20_000,
+                        help="finished sessions in scenario c")
     parser.add_argument("--profile", metavar="FILE",
                         help="write a cProfile of the server during the b releases")
     options = parser.parse_args()
@@ -478,7 +538,7 @@ def main() -> None:
     raise_file_limit()
     if options.profile:
         os.environ["EOT_BENCH_PROFILE"] = os.path.abspath(options.profile)
-    scenarios = options.scenario or ["a", "b1", "b2"]
+    scenarios = options.scenario or ["a", "b1", "b2", "c"]
     if "a" in scenarios:
         scenario_a(options.seconds, options.clients or [1, 32, 128],
                    options.client_processes)
@@ -486,6 +546,8 @@ def main() -> None:
         scenario_b(options.waiters, 1)
     if "b2" in scenarios:
         scenario_b(options.waiters, options.per_session)
+    if "c" in scenarios:
+        scenario_c(options.games)
 
 
 if __name__ == "__main__":

@@ -149,10 +149,11 @@ class GameClient:
     def state(self) -> dict[str, Any]:
         """The game state as a dict, with ``current`` and ``gameover`` added.
 
-        Waits until the state has changed since your last call, except right
-        after the game started, right after your own move, and after a
-        restart (you first get the previous game's final state, once, if you
-        had not seen it).
+        Answers at once when something changed since your last call (the
+        game started, anybody's move reached the game, even one it refused,
+        or a restart), else waits for the next change. After a restart of a
+        finished game you (unless you restarted it) first get that game's
+        final state, once; observers of one player share what they are owed.
         """
         self._need_seat()
         return self._request({"type": "state", "game": self.game, "session": self.session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import socket
@@ -616,7 +617,10 @@ class BadInputTests(unittest.TestCase):
         await self.check_bystander(player, waiting)
 
     async def test_a_client_that_never_reads_its_reply_is_cut_off(self):
-        server, port = await eot_server(self, "--eot-connection-timeout", "5")
+        # Chat bounds raised so that one state outgrows the socket buffers.
+        server, port = await eot_server(self, "--eot-connection-timeout", "5",
+                                        "--eot-chat-line-max", "250000",
+                                        "--eot-chat-history-max", str(256 * 2**20))
         clock = fake_connection_clock(server)
         (speaker,) = await join_all(server, port, "Chat", "big", 1, ["talker"])
         self.assertEqual((await speaker.move(name="talker"))["status"], "ok")
@@ -680,3 +684,49 @@ class BadInputTests(unittest.TestCase):
                                  "message": "framework: internal error in the game"})
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
         await self.check_bystander(player, waiting)
+
+
+def logged(move):
+    """A decorator such as a game author writes: it keeps the signature visible."""
+    @functools.wraps(move)
+    def wrapper(self, seat, *args, **kwargs):
+        self.calls += 1
+        return move(self, seat, *args, **kwargs)
+    return wrapper
+
+
+class Decorated(OneSeatGame):
+    """A game whose move takes exactly ``word`` and is wrapped by a decorator."""
+
+    def __init__(self, players=1, rng=None):
+        self.calls = 0
+        self.word = ""
+
+    @logged
+    def move(self, seat, word):
+        if not isinstance(word, str):
+            len(word)       # a TypeError inside the game: a bug, not a bad move
+        self.word = word
+
+    def state(self, seat):
+        return {"word": self.word, "calls": self.calls}
+
+
+class SignatureTests(unittest.TestCase):
+    async def test_wrong_arguments_of_a_decorated_move_are_illegal(self):
+        server, port = await eot_server(self)
+        server.core.component(MatchService).games["Decorated"] = GameFactory(Decorated)
+        (player,) = await join_all(server, port, "Decorated", "d", 1)
+        for arguments in ({"wrod": "x"}, {}, {"word": "x", "extra": 1}, {"seat": 0},
+                          {"self": 1, "word": "x"}):
+            reply = await call(port, player.request("move", move=arguments))
+            self.assertEqual(reply["status"], "illegalmove", arguments)
+            self.assertIn("bad move arguments", reply["message"])
+        self.assertEqual(await player.move(word="yes"), {"status": "ok", "data": None})
+        state = (await player.state())["data"]
+        self.assertEqual((state["word"], state["calls"]), ("yes", 1))
+        # A TypeError raised inside the game is still the game's bug.
+        reply = await player.move(word=5)
+        self.assertEqual(reply, {"status": "error",
+                                 "message": "framework: internal error in the game"})
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

@@ -130,19 +130,37 @@ class SessionServiceTests(unittest.TestCase):
         self.assertRaises(NoSuchSession, self.sessions.state, *args)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_restart_owes_the_final_state_only_to_who_missed_it(self):
+    def test_restart_of_a_running_game_owes_nothing_old(self):
         seats = [self.join("Chat", "c", 2), self.join("Chat", "c", 2)]
         first, second = (seat[0] for seat in seats)
         a = ("Chat", "c", first.player_id, first.key)
         b = ("Chat", "c", second.player_id, second.key)
         self.sessions.move(*a, {"name": "a", "message": "old game"})
         self.sessions.restart(*a)
-        self.assertEqual(self.sessions.state(*b)["messages"], [["a", "old game"]])
+        # Chat is never over: everybody's next state is the new game, at once.
         self.assertEqual(self.sessions.state(*b)["messages"], [])
         self.assertEqual(self.sessions.state(*a)["messages"], [])
-        # b has now seen the current game: a second restart owes it nothing old.
-        self.sessions.restart(*a)
-        self.assertEqual(self.sessions.state(*b)["messages"], [])
+        self.assertEqual(len(joined(self.sessions.state(*b))), 0)    # then it parks
+
+    def test_restart_of_a_finished_game_owes_its_end_to_all_but_the_restarter(self):
+        seats = [self.join("TicTacToe", "t", 2, "x"), self.join("TicTacToe", "t", 2, "y")]
+        players = [seat[0] for seat in seats]
+        requests = [("TicTacToe", "t", p.player_id, p.key) for p in players]
+        session = self.sessions.sessions[("TicTacToe", "t")]
+        starter = session.match.game.current()[0]
+        for position in (0, 3, 1, 4, 2):
+            self.sessions.move(*requests[session.match.game.current()[0]],
+                               {"position": position})
+        finals = [self.sessions.state(*request) for request in requests]
+        self.assertEqual(finals[0]["winner"], starter)
+        watcher = self.sessions.observe("TicTacToe", "t", "x")
+        self.sessions.restart(*requests[0])
+        self.assertEqual(self.sessions.state(*requests[1]), finals[1])
+        self.assertEqual(self.sessions.state(*requests[1])["board"], [-1] * 9)
+        self.assertEqual(self.sessions.state(*requests[0])["board"], [-1] * 9)
+        observed = ("TicTacToe", "t", watcher.player_id, watcher.key, True)
+        self.assertEqual(self.sessions.state(*observed), finals[0])
+        self.assertEqual(self.sessions.state(*observed)["board"], [-1] * 9)
 
     def test_released_waiters_share_one_view(self):
         seats = [self.join("Chat", "c", 3, name) for name in ("ann", "bob", "cy")]
@@ -172,3 +190,73 @@ class SessionServiceTests(unittest.TestCase):
         self.assertIsInstance(pending[0].value, SessionEnded)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertIsInstance(self.core.component(MatchService), MatchService)
+
+
+class ReleaseTests(unittest.TestCase):
+    """Finished sessions are released soon; the number of sessions is bounded."""
+
+    def setUp(self):
+        self.core = FakeCore()
+        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=3600,
+                                       finished_grace=30, sessions_max=5)
+        self.clock = self.core.clock
+
+    def finished_tictactoe(self, token="t"):
+        seats = [joined(self.sessions.join("TicTacToe", token, 2, name)) for name in "xy"]
+        requests = [("TicTacToe", token, seat[0].player_id, seat[0].key) for seat in seats]
+        game = self.sessions.sessions[("TicTacToe", token)].match.game
+        for position in (0, 3, 1, 4, 2):
+            self.sessions.move(*requests[game.current()[0]], {"position": position})
+        self.assertTrue(game.is_over())
+        return requests
+
+    def test_released_after_the_grace_once_every_player_saw_the_end(self):
+        requests = self.finished_tictactoe()
+        final = self.sessions.state(*requests[0])
+        self.assertTrue(final["gameover"])
+        self.clock.advance(100)         # one player has not seen the end: kept
+        self.assertIn(("TicTacToe", "t"), self.sessions.sessions)
+        self.assertEqual(self.sessions.state(*requests[1]), final)   # its final, once
+        self.clock.advance(29)
+        waiting = joined(self.sessions.state(*requests[1]))   # a request: the grace restarts
+        self.clock.advance(29)
+        self.assertIn(("TicTacToe", "t"), self.sessions.sessions)
+        self.assertEqual(waiting, [])
+        self.clock.advance(1)
+        self.assertNotIn(("TicTacToe", "t"), self.sessions.sessions)
+        self.assertIsInstance(waiting[0].value, SessionEnded)
+        self.assertIn("released", str(waiting[0].value))
+        self.assertRaises(NoSuchSession, self.sessions.state, *requests[0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.core.component(MatchService).matches, {})
+
+    def test_restart_within_the_grace_keeps_the_session(self):
+        requests = self.finished_tictactoe()
+        for request in requests:
+            self.sessions.state(*request)
+        self.clock.advance(20)
+        self.sessions.restart(*requests[0])
+        self.clock.advance(3000)        # a running game: the game timeout applies again
+        self.assertIn(("TicTacToe", "t"), self.sessions.sessions)
+        self.assertTrue(self.sessions.state(*requests[1])["gameover"])   # the old end
+        self.assertEqual(self.sessions.state(*requests[1])["board"], [-1] * 9)
+        self.clock.advance(3600)
+        self.assertNotIn(("TicTacToe", "t"), self.sessions.sessions)
+
+    def test_the_session_idle_longest_makes_room(self):
+        waiting = []
+        for number in range(5):
+            (me,) = joined(self.sessions.join("Echo", f"e{number}", 1, ""))
+            self.sessions.state("Echo", f"e{number}", me.player_id, me.key)
+            waiting.append(joined(self.sessions.state("Echo", f"e{number}", me.player_id,
+                                                      me.key)))
+            self.clock.advance(1)
+        self.assertRaises(BadKey, self.sessions.state, "Echo", "e0", 0, "wrong")
+        # e0 was just requested (even a refused request counts): e1 is the idlest.
+        joined(self.sessions.join("Echo", "new", 1, ""))
+        self.assertEqual(len(self.sessions.sessions), 5)
+        self.assertNotIn(("Echo", "e1"), self.sessions.sessions)
+        self.assertIn(("Echo", "e0"), self.sessions.sessions)
+        self.assertIsInstance(waiting[1][0].value, SessionEnded)
+        self.assertIn("make room", str(waiting[1][0].value))
+        self.assertEqual(waiting[0], [])

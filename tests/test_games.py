@@ -25,7 +25,7 @@ class RegistryTests(unittest.TestCase):
     def test_built_in_games_are_plugins(self):
         installed = games()
         for name in ("Echo", "Chat", "TicTacToe", "UltimateTicTacToe", "PrisonersDilemma",
-                     "StagHunt"):
+                     "StagHunt", "Yahtzee"):
             self.assertIn(name, installed)
             game = installed[name].new_game(installed[name].min_players, random.Random(1))
             self.assertTrue(IGame.providedBy(game), name)
@@ -64,6 +64,18 @@ class ChatTests(unittest.TestCase):
         self.assertEqual(game.state(2), {"messages": [["bob", "hi"], ["ann", "hey"]]})
         self.assertFalse(game.is_over())
         self.assertEqual(roundtrip(game).state(0), game.state(0))
+
+    def test_history_is_bounded_in_bytes_and_restored(self):
+        game = Chat(1, None, line_max=8, history_max=30)
+        game.move(0, name="ab")
+        self.assertRaises(IllegalMove, game.move, 0, message="ëëëëë")     # 10 bytes
+        for index in range(10):
+            game.move(0, message=f"{index:06}")                           # 8 bytes a line
+        self.assertEqual(game.state(0)["messages"], [["ab", f"{i:06}"] for i in (7, 8, 9)])
+        restored = roundtrip(game)
+        self.assertEqual((restored.line_max, restored.history_max, restored.size),
+                         (8, 30, 24))
+        self.assertRaises(ValueError, Chat, 1, None, 0)
 
     def test_history_is_bounded(self):
         game = Chat(1)

@@ -8,6 +8,8 @@ the event log. Moves on one match are serialised.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import random
 import secrets
@@ -25,6 +27,18 @@ from gtserver.games import IllegalMove
 from gtserver.registry import games as installed_games
 from gtserver.store import Unstorable
 from gtserver.store import matches as queries
+
+
+@functools.lru_cache(maxsize=256)
+def move_signature(game_class: type) -> inspect.Signature:
+    """The signature of a game class's ``move``, through any decorators.
+
+    Decorators made with :func:`functools.wraps` expose the function they
+    wrap as ``__wrapped__``, which :func:`inspect.signature` follows; the
+    move's arguments are checked against it before the game runs, so a
+    TypeError raised inside the game stays the game's own error.
+    """
+    return inspect.signature(game_class.move)
 
 
 class UnknownGame(CoreError):
@@ -157,12 +171,10 @@ class MatchService(Service):
         if seat not in match.game.current():
             raise IllegalMove("it is not your turn")
         try:
-            match.game.move(seat, **arguments)
+            move_signature(type(match.game)).bind(match.game, seat, **arguments)
         except TypeError as error:
-            if error.__traceback__ is not None and error.__traceback__.tb_next is None:
-                # The arguments did not fit the game's move signature.
-                raise IllegalMove(f"bad move arguments: {error}") from None
-            raise
+            raise IllegalMove(f"bad move arguments: {error}") from None
+        match.game.move(seat, **arguments)
         match.updated = self.clock.seconds()
 
     def _moved(self, match: Match, seat: int, arguments: dict[str, Any],

@@ -8,6 +8,8 @@ from typing import Any
 from gtserver.core.matches import MatchService
 from gtserver.eot.lobby import SessionService
 from gtserver.eot.protocol import EOTFactory
+from gtserver.games import GameFactory
+from gtserver.games.chat import Chat
 from gtserver.games.matrix import MatrixGameFactory, PrisonersDilemma, dilemma_payoffs
 
 
@@ -22,15 +24,30 @@ def parse_payoffs(text: str) -> dict:
     return dilemma_payoffs(*values)
 
 
+def game_settings(factory: Any, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The settings the configuration gives games of ``factory`` (None: not configurable)."""
+    if isinstance(factory, MatrixGameFactory):
+        payoffs = config.get("eot_pd_payoffs")
+        return {"rounds": config.get("eot_pd_rounds"),
+                "payoffs": parse_payoffs(payoffs)
+                if payoffs and issubclass(factory.game_class, PrisonersDilemma) else None}
+    if isinstance(factory, GameFactory) and issubclass(factory.game_class, Chat):
+        return {"line_max": config.get("eot_chat_line_max"),
+                "history_max": config.get("eot_chat_history_max")}
+    return None
+
+
 def configure_games(matches: MatchService, config: Mapping[str, Any]) -> None:
-    """Apply the game settings of the configuration to the installed games."""
-    rounds = config.get("eot_pd_rounds")
-    payoffs = config.get("eot_pd_payoffs")
-    for factory in matches.games.values():
-        if isinstance(factory, MatrixGameFactory):
-            factory.configure(
-                rounds, parse_payoffs(payoffs)
-                if payoffs and factory.game_class is PrisonersDilemma else None)
+    """Give this match service its own copies of the games, configured.
+
+    The installed plugin objects are never changed, so services built with
+    other options (a second daemon in one process, the tests) do not share
+    settings.
+    """
+    for name, factory in list(matches.games.items()):
+        settings = game_settings(factory, config)
+        if settings is not None:
+            matches.games[name] = factory.configured(**settings)
 
 
 def build_factory(core: Any, config: Mapping[str, Any]) -> EOTFactory:

@@ -10,13 +10,13 @@ Waiting is cheap: a parked ``join`` or ``state`` is one Deferred in a list of
 its player; nothing runs until the session changes. Cancelling the Deferred
 (the adapter does so when the client disconnects) removes the waiter at once.
 
-State delivery follows a version number per session, bumped by every accepted
-move and every restart. Each player (and each observer) remembers the version
-it last received; ``state`` answers at once when there is a newer one and parks
-otherwise. That gives the three no-wait cases of the protocol: the first
-``state`` after the start, the ``state`` after one's own move, and the
-``state`` after a restart (preceded, for a player who had not yet seen how the
-previous game ended, by that game's final state, once).
+State delivery follows a version number per session, bumped by every move
+handed to the game (accepted or refused as illegal) and every restart. Each
+player, and each player's observer seat (shared by every observer of that
+player), remembers the version it last received; ``state`` answers at once
+when there is a newer one and parks otherwise. A restart of a finished game
+owes that game's final state, once, to every player but the restarter and to
+every observer seat; it is delivered before the new game.
 
 A state is computed once per session version and seat and handed to every
 viewer of that seat as the same :class:`View` object (and players whose views
@@ -24,7 +24,12 @@ are equal, as in Chat, share one object too), so an adapter can encode it once
 for all the waiters it releases.
 
 Sessions are kept in memory only; every accepted move goes to the research
-event log through the match service.
+event log through the match service. Memory stays bounded: a session ends
+after ``game_timeout`` seconds without requests; one whose game is over and
+whose players have all received its final state is released sooner, after
+``finished_grace`` seconds without requests (a restart within that time
+keeps it); and at most ``sessions_max`` sessions are kept, the one idle the
+longest making room for a new one.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ class Player(Viewer):
 
 
 class Session:
-    __slots__ = ("game", "token", "size", "auto", "players", "observers", "match",
+    __slots__ = ("game", "token", "size", "auto", "players", "observers", "seats", "match",
                  "version", "views", "touched", "timer", "parked", "replaced", "ended")
 
     def __init__(self, game: str, token: str, size: int, auto: bool, now: float) -> None:
@@ -165,7 +170,10 @@ class Session:
         self.size = size
         self.auto = auto
         self.players: list[Player] = []
+        #: Observer keys, each mapped to the observer seat of its player.
         self.observers: dict[str, Viewer] = {}
+        #: One observer seat per player, shared by all of that player's observers.
+        self.seats: list[Viewer] = []
         self.match: Match | None = None
         self.version = 0
         #: The views of the current version by seat (shared by its viewers).
@@ -184,7 +192,10 @@ class Session:
 
 
 def _same(key: Any, expected: str) -> bool:
-    return isinstance(key, str) and hmac.compare_digest(key.encode(), expected.encode())
+    """Whether ``key`` is ``expected``, in constant time (any string, even one
+    with unpaired surrogates, is merely a wrong key)."""
+    return isinstance(key, str) and hmac.compare_digest(
+        key.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 class SessionService(Service):
@@ -193,7 +204,9 @@ class SessionService(Service):
     log = Logger()
 
     def __init__(self, core: Any, join_timeout: float | None = None,
-                 game_timeout: float | None = None, rng: random.Random | None = None) -> None:
+                 game_timeout: float | None = None, rng: random.Random | None = None,
+                 finished_grace: float | None = None,
+                 sessions_max: int | None = None) -> None:
         config = core.config
         self.clock = core.clock
         self.matches: MatchService = core.component(MatchService)
@@ -201,7 +214,12 @@ class SessionService(Service):
                                   else config.get("eot_join_timeout", 300.0))
         self.game_timeout = float(game_timeout if game_timeout is not None
                                   else config.get("eot_game_timeout", 3600.0))
+        self.finished_grace = float(finished_grace if finished_grace is not None
+                                    else config.get("eot_finished_grace", 60.0))
+        self.sessions_max = int(sessions_max if sessions_max is not None
+                                else config.get("eot_sessions_max", 10_000))
         self.rng = rng or random.SystemRandom()
+        #: Every session by (game, token), least recently requested first.
         self.sessions: dict[tuple[str, str], Session] = {}
         #: Open (not yet full) auto sessions per game, oldest first.
         self.open_auto: dict[str, list[Session]] = {}
@@ -220,7 +238,7 @@ class SessionService(Service):
             session = self._named_session(game, token, players)
         player = Player(len(session.players), secrets.token_hex(16), name)
         session.players.append(player)
-        session.touched = self.clock.seconds()
+        self._touch(session)
         if session.full:
             self._start(session)
             return succeed(Joined(player.player_id, player.key, session.token))
@@ -233,7 +251,7 @@ class SessionService(Service):
              arguments: dict[str, Any], address: str | None = None) -> None:
         """Apply a move; raises a SessionError or the game's IllegalMove."""
         session = self._session(game, token)
-        player = self._player(session, player_id, key)
+        self._player(session, player_id, key)
         match = self._running_match(session)
         if match.finished:
             raise GameOver("the game is over")
@@ -244,8 +262,7 @@ class SessionService(Service):
                 match, player_id, arguments, address,
                 {"game": game, "session": token, "player": player_id})
         except IllegalMove:
-            session.views = {}  # a rejected move may still change the state (Echo)
-            self._refused(session, player)
+            self._bump(session)     # a refused move is a change for everybody
             raise
         except MatchClosed:
             raise GameOver("the game is over") from None
@@ -261,10 +278,7 @@ class SessionService(Service):
         viewer = (self._observer(session, player_id, key) if observer
                   else self._player(session, player_id, key))
         self._running_match(session)
-        if viewer.final is not None:
-            final, viewer.final = viewer.final, None
-            return final
-        if viewer.seen != session.version:
+        if viewer.final is not None or viewer.seen != session.version:
             return self._deliver(session, viewer)
         waiter = Deferred(lambda d: self._unpark(session, viewer, d))
         viewer.waiters.append(waiter)
@@ -281,22 +295,25 @@ class SessionService(Service):
         self._running_match(session)
         for player in session.players:
             if player.name == name:
-                viewer = Viewer(player.player_id, secrets.token_hex(16))
-                session.observers[viewer.key] = viewer
-                session.touched = self.clock.seconds()
-                return Joined(player.player_id, viewer.key, session.token)
+                key = secrets.token_hex(16)
+                session.observers[key] = session.seats[player.player_id]
+                return Joined(player.player_id, key, session.token)
         raise BadRequest(f"no player called {name!r} in this session")
 
     def restart(self, game: str, token: str, player_id: int, key: str) -> None:
-        """A fresh game in the same session; the others see the old end first."""
+        """A fresh game in the same session.
+
+        When the old game was over, every player but the restarter and every
+        observer seat get its final state first, once.
+        """
         session = self._session(game, token)
         player = self._player(session, player_id, key)
         old = self._running_match(session)
         try:
-            for viewer in self._viewers(session):
-                mirrored = viewer.player_id
-                if mirrored != player.player_id and viewer.seen != session.version:
-                    viewer.final = self._shared_view(session, old, mirrored)
+            if old.finished:
+                for viewer in self._viewers(session):
+                    if viewer is not player:
+                        viewer.final = self._shared_view(session, old, viewer.player_id)
             new = self._new_match(session)
         except SessionError:
             raise
@@ -306,18 +323,6 @@ class SessionService(Service):
         self.matches.end_transient(old, player_id)
         session.match = new
         self._bump(session)
-
-    def _refused(self, session: Session, player: Player) -> None:
-        """After a refused move the mover's next state answers at once.
-
-        Its observers get that state too (a parked one at once), since they
-        see exactly what the mover sees; nobody else is woken.
-        """
-        seat = [viewer for viewer in self._viewers(session)
-                if viewer.player_id == player.player_id]
-        for viewer in seat:
-            viewer.seen = -1
-        self._wake(session, seat)
 
     def _bump(self, session: Session) -> None:
         """A new version: forget the old views, answer everyone parked."""
@@ -334,8 +339,16 @@ class SessionService(Service):
             if game not in self.matches.games:
                 raise NoSuchGame(game)
             raise NoSuchSession("no such session")
-        session.touched = self.clock.seconds()
+        self._touch(session)
         return session
+
+    def _touch(self, session: Session) -> None:
+        """A request for ``session``: it is the most recently used one now."""
+        session.touched = self.clock.seconds()
+        key = (session.game, session.token)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]
+            self.sessions[key] = session
 
     def _player(self, session: Session, player_id: int, key: str) -> Player:
         if 0 <= player_id < len(session.players):
@@ -365,7 +378,7 @@ class SessionService(Service):
 
     def _viewers(self, session: Session):
         yield from session.players
-        yield from session.observers.values()
+        yield from session.seats
 
     # sessions
 
@@ -407,15 +420,25 @@ class SessionService(Service):
         if not factory.min_players <= size <= factory.max_players:
             raise BadRequest(f"{game} is played by {factory.min_players} to "
                              f"{factory.max_players} players")
+        while len(self.sessions) >= self.sessions_max:
+            idlest = next(iter(self.sessions.values()))
+            self._end(idlest, SessionEnded("the session ended to make room for new ones "
+                                           "(the server keeps a bounded number)"))
         session = Session(game, token, size, auto, self.clock.seconds())
         self.sessions[(game, token)] = session
         session.timer = self.clock.callLater(self.game_timeout, self._check_idle, session)
         return session
 
     def _new_match(self, session: Session) -> Match:
+        """A new game for the session, with its own seeded random generator.
+
+        The seed is in the match's start event, so a match can be replayed.
+        """
         seats = [Seat(player.name or f"player {player.player_id}") for player in session.players]
-        return self.matches.create_transient(session.game, seats, CONTEXT, self.rng,
-                                             {"session": session.token})
+        seed = self.rng.getrandbits(64)
+        return self.matches.create_transient(session.game, seats, CONTEXT,
+                                             random.Random(seed),
+                                             {"session": session.token, "seed": seed})
 
     def _start(self, session: Session) -> None:
         if session.auto:
@@ -432,6 +455,7 @@ class SessionService(Service):
             raise GameFailed("internal error in the game") from None
         session.version = 1
         session.views = {}
+        session.seats = [Viewer(player.player_id, "") for player in session.players]
         for player in session.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None
@@ -462,15 +486,39 @@ class SessionService(Service):
             player.join_timer.cancel()
         player.join_timer = None
 
+    def _end_seen(self, session: Session) -> bool:
+        """Whether the game is over and every player has received its final state."""
+        match = session.match
+        return (match is not None and match.finished
+                and all(player.seen == session.version and player.final is None
+                        for player in session.players))
+
     def _check_idle(self, session: Session) -> None:
+        """End the session once idle too long; else look again when it may be."""
+        finished = self._end_seen(session)
+        limit = min(self.finished_grace, self.game_timeout) if finished else self.game_timeout
         idle = self.clock.seconds() - session.touched
-        if idle >= self.game_timeout:
-            session.timer = None
+        session.timer = None
+        if idle < limit:
+            session.timer = self.clock.callLater(limit - idle, self._check_idle, session)
+        elif finished:
+            self._end(session, SessionEnded("the session was released: its game is over "
+                                            "and every player has seen the end"))
+        else:
             self._end(session, SessionEnded(
                 f"the session ended after {self.game_timeout:g} s without requests"))
-        else:
-            session.timer = self.clock.callLater(self.game_timeout - idle,
-                                                 self._check_idle, session)
+
+    def _end_delivered(self, session: Session) -> None:
+        """A player got the final state: release the session after the grace
+        if that was the last one to see it."""
+        if session.ended or not self._end_seen(session):
+            return
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        grace = min(self.finished_grace, self.game_timeout)
+        session.timer = self.clock.callLater(
+            max(0.0, session.touched + grace - self.clock.seconds()),
+            self._check_idle, session)
 
     def _end(self, session: Session, reason: SessionError) -> None:
         """End a session: every waiting client gets ``reason``."""
@@ -533,21 +581,23 @@ class SessionService(Service):
         return view
 
     def _deliver(self, session: Session, viewer: Viewer) -> View:
+        """What ``viewer`` is owed now: an old game's final state, else the current one."""
+        if viewer.final is not None:
+            final, viewer.final = viewer.final, None
+            return final
         try:
             view = self._shared_view(session, session.match, viewer.player_id)
         except Exception:
             self.log.failure("game {game} raised in state()", game=session.game)
             raise GameFailed("internal error in the game") from None
         viewer.seen = session.version
+        if view["gameover"] and type(viewer) is Player:
+            self._end_delivered(session)
         return view
 
-    def _wake(self, session: Session, only: list[Viewer] | None = None) -> None:
-        """Answer the parked viewers (all, or those of ``only``)."""
-        if only is None:
-            parked, session.parked = session.parked, set()
-        else:
-            parked = [viewer for viewer in only if viewer in session.parked]
-            session.parked.difference_update(parked)
+    def _wake(self, session: Session) -> None:
+        """Answer every parked viewer."""
+        parked, session.parked = session.parked, set()
         for viewer in parked:
             waiters, viewer.waiters = viewer.waiters, []
             try:

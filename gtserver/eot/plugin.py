@@ -36,6 +36,18 @@ class EOTGameAPI:
         ("eot-game-timeout", 3600.0,
          "Seconds without requests after which a session ends.",
          positive(float, "eot-game-timeout")),
+        ("eot-finished-grace", 60.0,
+         "Seconds without requests after which a session whose game is over, and "
+         "whose players have all seen the end, is released (a restart within "
+         "them keeps it).", positive(float, "eot-finished-grace")),
+        ("eot-sessions-max", 10_000,
+         "Sessions kept in memory at most; a new one ends the one idle the longest.",
+         positive(int, "eot-sessions-max")),
+        ("eot-chat-line-max", 4096,
+         "Longest Chat name or message, in UTF-8 bytes.", positive(int, "eot-chat-line-max")),
+        ("eot-chat-history-max", 256 * 1024,
+         "Chat history kept per session (names and texts), in UTF-8 bytes.",
+         positive(int, "eot-chat-history-max")),
         ("eot-pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.",
          positive(int, "eot-pd-rounds"), ("pd-rounds",)),
         ("eot-pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs,

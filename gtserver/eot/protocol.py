@@ -9,6 +9,7 @@ parses and renders: every decision is made by
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,6 +26,52 @@ PREFIX = "framework: "
 
 class BadField(Exception):
     """A request field is missing or has the wrong type."""
+
+
+class NonFinite(ValueError):
+    """A number in the request is NaN, an infinity, or too large for a float."""
+
+
+def _no_constant(name: str) -> float:
+    raise NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFinite(text)
+    return value
+
+
+def _parse(raw: bytes) -> Any:
+    """The request's JSON; NaN, Infinity and numbers like 1e400 are refused
+    (standard JSON has none, and the event log must stay standard JSON)."""
+    return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def unstorable_text(value: Any, skip: str | None = None) -> str | None:
+    """Why some string in ``value`` cannot be stored, or None.
+
+    Strings reach the research log: one with an unpaired UTF-16 surrogate
+    cannot be encoded as UTF-8, and PostgreSQL refuses NUL characters. Dict
+    keys count as strings; the top-level field ``skip`` is not looked at.
+    """
+    pending = [item for key, item in value.items() if key != skip] + list(value)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return "it contains a NUL character (\\u0000)"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "it contains an unpaired UTF-16 surrogate"
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 OK_NULL = b'{"status": "ok", "data": null}'     # the answer to every move and restart
@@ -103,12 +150,21 @@ class EOTProtocol(Protocol):
 
     def _handle(self, raw: bytes) -> None:
         try:
-            request = json.loads(raw)
+            request = _parse(raw)
+        except NonFinite:
+            self._send(_error("numbers must be finite: NaN, Infinity and numbers beyond "
+                              "the range of a double are refused"))
+            return
         except (ValueError, RecursionError):
             self._send(_error("the request is not valid UTF-8 JSON"))
             return
         if not isinstance(request, dict):
             self._send(_error("the request must be a JSON object"))
+            return
+        # The key is never stored; a wrong one gets the key's own error.
+        problem = unstorable_text(request, skip="key")
+        if problem is not None:
+            self._send(_error(f"text in the request cannot be stored: {problem}"))
             return
         kind = request.get("type")
         handler = self.handlers.get(kind) if isinstance(kind, str) else None

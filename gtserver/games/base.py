@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.plugin import IPlugin
@@ -27,19 +29,37 @@ class IllegalMove(Exception):
 class GameFactory:
     """Registers a game class as a plugin.
 
-    The class is built as ``game_class(players, rng)`` for a new game and
-    restored with ``game_class.restore(data)``.
+    The class is built as ``game_class(players, rng, **settings)`` for a new
+    game and restored with ``game_class.restore(data)``. ``settings`` are
+    the game's options (keyword arguments of the class); the installed
+    plugin object keeps none, and :meth:`configured` makes a copy with some,
+    so that every daemon service configures its own copy.
     """
 
     def __init__(self, game_class: type, name: str | None = None,
-                 min_players: int | None = None, max_players: int | None = None) -> None:
+                 min_players: int | None = None, max_players: int | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
         self.game_class = game_class
         self.name = name or game_class.__name__
         self.min_players = min_players if min_players is not None else game_class.min_players
         self.max_players = max_players if max_players is not None else game_class.max_players
+        self.settings: dict[str, Any] = dict(settings or {})
+
+    def configured(self, **settings: Any) -> GameFactory:
+        """A copy of this factory whose games get ``settings`` (None: the default)."""
+        factory = copy.copy(self)
+        factory.settings = {**self.settings, **settings}
+        factory.settings = {key: value for key, value in factory.settings.items()
+                            if value is not None}
+        factory.check_settings()
+        return factory
+
+    def check_settings(self) -> None:
+        """Raise ValueError for settings the game cannot take (building one game)."""
+        self.new_game(self.min_players, random.Random(0))
 
     def new_game(self, players: int, rng: random.Random | None = None) -> Any:
-        return self.game_class(players, rng or random.Random())
+        return self.game_class(players, rng or random.Random(), **self.settings)
 
     def restore(self, data: dict) -> Any:
         return self.game_class.restore(data)

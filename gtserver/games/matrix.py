@@ -8,7 +8,8 @@ round in progress, never the opponent's.
 :class:`PrisonersDilemma` (``choice="cooperate"`` or ``"defect"``) takes its
 payoffs from the classic T > R > P > S; :class:`StagHunt` (``choice="stag"``
 or ``"hare"``) rewards trust. Rounds and payoffs are game settings
-(:class:`MatrixGameFactory.configure`, set from the daemon's options).
+(``rounds``, ``payoffs``: see :meth:`GameFactory.configured`, set from the
+daemon's options).
 """
 
 from __future__ import annotations
@@ -141,18 +142,13 @@ class StagHunt(MatrixGame):
 
 
 class MatrixGameFactory(GameFactory):
-    """A game factory whose rounds and payoffs can be set by configuration."""
+    """The factory of a matrix game: its settings are ``rounds`` and ``payoffs``."""
 
     def __init__(self, game_class: type[MatrixGame], name: str | None = None) -> None:
         super().__init__(game_class, name)
-        self.rounds: int | None = None
-        self.payoffs: Payoffs | None = None
 
-    def configure(self, rounds: int | None = None, payoffs: Payoffs | None = None) -> None:
-        """Set the rounds and payoffs of games started from now on (None: defaults)."""
+    def check_settings(self) -> None:
+        rounds = self.settings.get("rounds")
         if rounds is not None and rounds < 1:
             raise ValueError("rounds must be at least 1")
-        self.rounds, self.payoffs = rounds, payoffs
-
-    def new_game(self, players: int, rng: random.Random | None = None) -> MatrixGame:
-        return self.game_class(players, rng, self.rounds, self.payoffs)
+        super().check_settings()

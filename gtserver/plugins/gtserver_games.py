@@ -6,6 +6,7 @@ from gtserver.games.echo import Echo
 from gtserver.games.matrix import MatrixGameFactory, PrisonersDilemma, StagHunt
 from gtserver.games.tictactoe import TicTacToe
 from gtserver.games.ultimate import UltimateTicTacToe
+from gtserver.games.yahtzee import Yahtzee
 
 ultimate_tic_tac_toe = GameFactory(UltimateTicTacToe)
 echo = GameFactory(Echo)
@@ -13,3 +14,4 @@ chat = GameFactory(Chat)
 tic_tac_toe = GameFactory(TicTacToe)
 prisoners_dilemma = MatrixGameFactory(PrisonersDilemma)
 stag_hunt = MatrixGameFactory(StagHunt)
+yahtzee = GameFactory(Yahtzee)
