@@ -22,7 +22,7 @@ from twisted.trial import unittest
 
 from gtserver.core.matches import MatchService
 from gtserver.games.ultimate import UltimateTicTacToe
-from gtserver.store import StoreUnavailable
+from gtserver.store import StoreUnavailable, Unstorable
 from gtserver.store import ratings as rating_queries
 from tests.support import sqlite_url, start_server
 from tests.tls import write_self_signed_certificate
@@ -307,6 +307,28 @@ class IdentityTests(UtttTestMixin, unittest.TestCase):
         store.run = unavailable
         alice.send("friend_request", {"user": "bob"})
         self.assertIn("database", (await alice.expect("error"))["msg"])
+        store.run = working_run
+        alice.send("friend_request", {"user": "alice"})
+        self.assertFalse((await alice.expect("friend_request_response"))["success"])
+
+    async def test_text_the_store_cannot_hold_is_bad_input_not_an_outage(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        store = self.server.store
+        working_run = store.run
+
+        def unstorable(*arguments, **keywords):
+            return fail(Unstorable("text the database cannot hold"))
+
+        store.run = unstorable
+        alice.send("friend_request", {"user": "bob"})
+        self.assertEqual((await alice.expect("error"))["msg"],
+                         "the request holds text the server cannot store")
+        client = await connect(self, self.port)
+        client.send("login", {"name": "carol", "pw": "pw"})
+        response = await client.expect("login_response")
+        self.assertEqual((response["success"], response["msg"]),
+                         (False, "the name or password holds text the server cannot store"))
         store.run = working_run
         alice.send("friend_request", {"user": "alice"})
         self.assertFalse((await alice.expect("friend_request_response"))["success"])

@@ -543,7 +543,7 @@ class WireFormatTests(VRTestCase):
         self.assertNotEqual(entry["time"], 5.0)
 
     async def test_unexpected_failures_are_500_and_the_connection_stays(self):
-        from gtserver.store import StoreUnavailable
+        from gtserver.store import StoreUnavailable, Unstorable
         from gtserver.vr.rooms import RoomService
         await self.start()
         client = await self.client()
@@ -557,6 +557,12 @@ class WireFormatTests(VRTestCase):
         await self.expect_code(client, 500)
         client.send({"system": "rooms"})
         await self.expect_code(client, 403)  # still not logged in
+
+        async def unstorable_login(*arguments):
+            raise Unstorable("text the database cannot hold")
+        accounts.login = unstorable_login
+        client.send({"system": "login", "options": {"user": "Tibi", "pass": "x"}})
+        await self.expect_code(client, 400)  # bad input, not an internal error
         accounts.login = working_login
         await client.login("Tibi")
 

@@ -32,7 +32,7 @@ from gtserver.core.login import LoginPolicy
 from gtserver.core.matches import Match
 from gtserver.core.peers import Peer, TrustedProxies
 from gtserver.core.ratings import Ratings, Standing
-from gtserver.store import StoreError
+from gtserver.store import StoreError, Unstorable
 from gtserver.uttt.matchmaking import (
     MatchRefused,
     MoveRefused,
@@ -247,6 +247,11 @@ class UtttServerProtocol(GuardedServerProtocol):
                 payload = self._inbox.popleft()
                 try:
                     await self._handle(payload)
+                except Unstorable as problem:
+                    # Text the database cannot hold that slipped past the
+                    # checks at the edge: bad input, not an outage.
+                    self.logger.info("uttt: request refused: {problem}", problem=problem)
+                    self.error("the request holds text the server cannot store")
                 except StoreError as problem:
                     # The database is down or the server is stopping: say so,
                     # the client may retry; nothing here is a bug.
@@ -328,6 +333,9 @@ class UtttServerProtocol(GuardedServerProtocol):
             return
         except NameTaken:
             self._refuse_login(f"the name {name} is taken")
+            return
+        except Unstorable:
+            self._refuse_login("the name or password holds text the server cannot store")
             return
         except StoreError as problem:
             self._refuse_login(self._store_down("login", problem))

@@ -42,7 +42,7 @@ from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
 from gtserver.core.peers import Peer, TrustedProxies
-from gtserver.store import StoreError
+from gtserver.store import StoreError, Unstorable
 from gtserver.vr import wire
 from gtserver.vr.memory import HeapTrimmer
 from gtserver.vr.rooms import (
@@ -279,6 +279,9 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
                                                   factory.login_policy)
             except CoreError:  # wrong password, throttled and the like
                 self._reply(wire.ACCESS_DENIED)
+                return
+            except Unstorable:  # text the database cannot hold: bad input
+                self._reply(wire.BAD_REQUEST)
                 return
             except StoreError as error:
                 self.logger.warn("VR login of {name} failed: {error}", name=name, error=error)
