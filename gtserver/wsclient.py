@@ -75,7 +75,7 @@ class FrameConnection:
         self.reactor = reactor
         self.timeout = timeout
         self.max_pending = max_pending
-        self.inbox: deque[Any] = deque()
+        self.inbox: deque[tuple[int, Any]] = deque()   # (arrival number, frame)
         self.frames_received = 0
         self.frames_sent = 0
         self.dropped = 0
@@ -146,30 +146,36 @@ class FrameConnection:
 
     def pending(self) -> list[Any]:
         """Take every frame received and not yet taken."""
-        frames = list(self.inbox)
+        frames = [frame for _number, frame in self.inbox]
         self.inbox.clear()
         return frames
 
     def take(self, matches: Callable[[Any], Any] | None = None,
-             timeout: float | None = None) -> Deferred:
+             timeout: float | None = None, after: int = 0) -> Deferred:
         """The first frame for which ``matches(frame)`` is true, removed from the inbox.
 
         When ``matches`` returns a :class:`Taken`, the Deferred fires with its
         ``value`` instead, and the frame stays in the inbox if ``keep`` is
-        set (e.g. when only part of it was taken). Fails with
+        set (e.g. when only part of it was taken). Only frames received after
+        the first ``after`` ones are considered (pass ``frames_received`` as it
+        was when a request was sent to skip what came before it). Fails with
         :class:`ConnectionClosed` when the connection closes first, and with
         ``TimeoutError`` after ``timeout`` seconds (the client's default if
         None; 0 waits forever).
         """
-        return ensureDeferred(self._take(matches or (lambda frame: True), timeout))
+        return ensureDeferred(self._take(matches or (lambda frame: True), timeout, after))
 
-    async def _take(self, matches: Callable[[Any], Any], timeout: float | None) -> Any:
+    async def _take(self, matches: Callable[[Any], Any], timeout: float | None,
+                    after: int) -> Any:
         timeout = self.timeout if timeout is None else timeout
         deadline = self.reactor.seconds() + timeout if timeout else None
         scanned = 0
         while True:
             while scanned < len(self.inbox):
-                frame = self.inbox[scanned]
+                number, frame = self.inbox[scanned]
+                if number <= after:
+                    scanned += 1
+                    continue
                 found = matches(frame)
                 if isinstance(found, Taken):
                     if not found.keep:
@@ -210,7 +216,7 @@ class FrameConnection:
         self.frames_received += 1
         for callback in self._listeners:
             callback(frame)
-        self.inbox.append(frame)
+        self.inbox.append((self.frames_received, frame))
         while len(self.inbox) > self.max_pending:
             self.inbox.popleft()
             self.dropped += 1

@@ -164,8 +164,8 @@ class UtttClient:
         :meth:`next_match`). Fails with :class:`UtttError` when refused.
         """
         async def requesting() -> str:
-            self.connection.send({"type": "match_request", "data": {"player": player}})
-            response = await self._response("match_request_response")
+            sent = self._send("match_request", {"player": player})
+            response = await self._response("match_request_response", sent)
             if not response.get("success"):
                 raise UtttError(response.get("msg", "match request refused"), response)
             return response.get("msg")
@@ -176,9 +176,9 @@ class UtttClient:
         match_update. Fails with :class:`MoveRefused` (carrying the unchanged
         match) or :class:`UtttError` (unknown match, not yours)."""
         async def moving() -> dict:
-            self.connection.send({"type": "move", "data": {
-                "id": match_id, "sub_x": sub_x, "sub_y": sub_y, "x": x, "y": y}})
-            update = await self._match_answer(match_id, "move")
+            sent = self._send("move", {"id": match_id, "sub_x": sub_x, "sub_y": sub_y,
+                                       "x": x, "y": y})
+            update = await self._match_answer(match_id, "move", sent)
             state = update["match_state"]
             played = {"sub_x": sub_x, "sub_y": sub_y, "x": x, "y": y}
             last = state.get("last_move")
@@ -192,8 +192,8 @@ class UtttClient:
     def end_match(self, match_id: str) -> Deferred:
         """Abort a match; fires with its final match_update (``game_over`` true)."""
         async def ending() -> dict:
-            self.connection.send({"type": "end_match", "data": {"id": match_id}})
-            update = await self._match_answer(match_id, "end_match")
+            sent = self._send("end_match", {"id": match_id})
+            update = await self._match_answer(match_id, "end_match", sent)
             if not update["match_state"]["game_over"]:
                 raise MoveRefused(update)
             return update
@@ -202,8 +202,8 @@ class UtttClient:
     def match_states(self) -> Deferred:
         """Fires with a match_update for every open match (match_states_request)."""
         async def asking() -> list[dict]:
-            self.connection.send({"type": "match_states_request", "data": {}})
-            return await self._until_barrier()
+            sent = self._send("match_states_request", {})
+            return await self._until_barrier(sent)
         return ensureDeferred(asking())
 
     def friend(self, user: str) -> Deferred:
@@ -279,8 +279,8 @@ class UtttClient:
 
     async def _identify(self, kind: str, data: dict, response_type: str,
                         user: str | None) -> Greeting:
-        self.connection.send({"type": kind, "data": data})
-        response = await self._response(response_type)
+        sent = self._send(kind, data)
+        response = await self._response(response_type, sent)
         if not response.get("success"):
             raise UtttError(response.get("msg") or f"{kind} refused", response)
         self.user = response.get("user") or user
@@ -288,7 +288,7 @@ class UtttClient:
         greeting = Greeting(self.session, self.user, self.registered, response.get("msg"))
         # Sent only now: a barrier behind a refused reconnect would be taken
         # as the connection's first frame.
-        for frame in await self._until_barrier(everything=True):
+        for frame in await self._until_barrier(sent, everything=True):
             if frame["type"] == "elo_update":
                 greeting.elo = frame["data"]
             elif frame["type"] == "friends_update":
@@ -297,39 +297,48 @@ class UtttClient:
                 greeting.matches.append(frame["data"])
         return greeting
 
-    async def _until_barrier(self, everything: bool = False) -> list:
-        """The match_updates (every frame, with ``everything``) up to the barrier's answer."""
+    def _send(self, kind: str, data: dict) -> int:
+        """Send a request; returns the number of frames received before it."""
+        before = self.connection.frames_received
+        self.connection.send({"type": kind, "data": data})
+        return before
+
+    async def _until_barrier(self, after: int, everything: bool = False) -> list:
+        """The match_updates (every frame, with ``everything``) received after
+        ``after`` frames, up to the barrier's answer."""
         self.connection.send(_BARRIER)
         taken = []
         while True:
             frame = await self.connection.take(
-                lambda f: everything or _is_update(f) or _is_barrier(f))
+                lambda f: everything or _is_update(f) or _is_barrier(f), after=after)
             if _is_barrier(frame):
                 return taken
             taken.append(frame if everything else frame["data"])
 
-    async def _response(self, kind: str) -> dict:
+    async def _response(self, kind: str, after: int) -> dict:
         return await self.connection.take(
-            lambda frame: Taken(frame["data"]) if _typed(frame, kind) else None)
+            lambda frame: Taken(frame["data"]) if _typed(frame, kind) else None, after=after)
 
-    async def _match_answer(self, match_id: str, request: str) -> dict:
+    async def _match_answer(self, match_id: str, request: str, after: int) -> dict:
         def pick(frame: Any) -> Taken | None:
             if _is_update(frame, match_id):
                 return Taken(frame["data"])
             if _typed(frame, "error") and frame["data"].get("request") == request:
                 return Taken(UtttError(frame["data"].get("msg", "refused"), frame["data"]))
             return None
-        answer = await self.connection.take(pick)
+        answer = await self.connection.take(pick, after=after)
         if isinstance(answer, UtttError):
             raise answer
         return answer
 
     async def _change_friends(self, kind: str, user: str) -> dict:
-        self.connection.send({"type": kind, "data": {"user": user}})
-        response = await self._response(f"{kind}_response")
+        sent = self._send(kind, {"user": user})
+        response = await self._response(f"{kind}_response", sent)
         if not response.get("success"):
             raise UtttError(response.get("msg", f"{kind} refused"), response)
-        return await self.next_push("friends_update")
+        return await self.connection.take(
+            lambda frame: Taken(frame["data"]) if _typed(frame, "friends_update") else None,
+            after=sent)
 
 
 def _typed(frame: Any, kind: str) -> bool:

@@ -138,13 +138,13 @@ class VRClient:
         lobby's history, if any, follows as a room frame. Fails with
         :class:`VRError` (403 bad credentials, 400, 409...)."""
         async def logging_in() -> list[Event]:
-            self.connection.send({"system": "login",
-                                  "options": {"user": user, "pass": password}})
-            reply = await self._reply()
+            sent = self._send({"system": "login",
+                               "options": {"user": user, "pass": password}})
+            reply = await self._reply(sent)
             if reply.code != ACCESS_GRANTED:
                 raise VRError(reply)
             self.user = user
-            return await self._member_list("lobby")
+            return await self._member_list("lobby", sent)
         return ensureDeferred(logging_in())
 
     def ping(self) -> Deferred:
@@ -171,8 +171,8 @@ class VRClient:
         """Join (or create) ``room``; fires with its member list, you included.
         Its history, if any, follows as a room frame (see :meth:`next_event`).
         Fails with :class:`VRError` 409 if already in it."""
-        self.connection.send({"room": room, "type": "join", "data": ""})
-        return ensureDeferred(self._member_list(room))
+        sent = self._send({"room": room, "type": "join", "data": ""})
+        return ensureDeferred(self._member_list(room, sent))
 
     def leave(self, room: str, confirm: bool = False) -> Deferred:
         """Leave ``room`` (the server does not answer; ``confirm`` waits for
@@ -181,8 +181,8 @@ class VRClient:
 
     def members(self, room: str) -> Deferred:
         """Fires with the member list of ``room`` (the ``list`` request)."""
-        self.connection.send({"room": room, "type": "list", "data": ""})
-        return ensureDeferred(self._member_list(room))
+        sent = self._send({"room": room, "type": "list", "data": ""})
+        return ensureDeferred(self._member_list(room, sent))
 
     def msg(self, room: str, data: Any, confirm: bool = False) -> Deferred:
         """Chat ``data`` to everyone in ``room`` (you get it back as an event)."""
@@ -257,12 +257,17 @@ class VRClient:
 
     # internals
 
-    async def _reply(self) -> Reply:
-        return await self.connection.take(lambda frame: _taken(as_reply(frame)))
+    def _send(self, frame: dict) -> int:
+        """Send a request; returns the number of frames received before it."""
+        before = self.connection.frames_received
+        self.connection.send(frame)
+        return before
+
+    async def _reply(self, after: int = 0) -> Reply:
+        return await self.connection.take(lambda frame: _taken(as_reply(frame)), after=after)
 
     async def _command(self, frame: dict, expected: int) -> Reply:
-        self.connection.send(frame)
-        reply = await self._reply()
+        reply = await self._reply(self._send(frame))
         if reply.code != expected:
             raise VRError(reply)
         return reply
@@ -278,7 +283,7 @@ class VRClient:
                 return reply
             refusal = refusal or reply
 
-    async def _member_list(self, room: str) -> list[Event]:
+    async def _member_list(self, room: str, after: int) -> list[Event]:
         """The member list of ``room`` (a room frame of joins naming this user)
         or the error reply that came instead."""
         def pick(frame: Any) -> Taken | None:
@@ -290,7 +295,7 @@ class VRClient:
                     and any(e.user == self.user for e in events)):
                 return Taken(events)
             return None
-        found = await self.connection.take(pick)
+        found = await self.connection.take(pick, after=after)
         if isinstance(found, Reply):
             raise VRError(found)
         return found
