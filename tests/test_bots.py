@@ -65,6 +65,15 @@ class BotRunTests(unittest.TestCase):
         for index in range(4):
             self.assertIsNotNone(await self.server.core.accounts.user(f"bot{index}"))
 
+    async def test_vr_bots_in_demo_mode_create_no_accounts(self):
+        port = await self.serve("vr", "--vr-any-password")
+        summary = await run_bots(reactor, options(
+            "--listener", "vr", "--port", port, "--bots", "2", "--rate", "10",
+            "--duration", "1", "--password", "anything"))
+        self.check_summary(summary, 2)
+        self.assertEqual((await self.recorded("vr"))["join"], 4)
+        self.assertIsNone(await self.server.core.accounts.user("bot0"))
+
     async def test_uttt_bots_play_random_matches(self):
         port = await self.serve("uttt")
         summary = await run_bots(reactor, options(
