@@ -63,6 +63,7 @@ class AsyncGameClient:
         self.timeout, self.request_timeout = timeout, request_timeout
         self.player_id: int | None = None
         self.key: str | None = None
+        self.observer = False
         self.request_size_max = 1_000_000
 
     def join(self) -> Deferred:
@@ -73,26 +74,42 @@ class AsyncGameClient:
                                         "name": self.name})
             self.player_id, self.key = data["player_id"], data["key"]
             self.session, self.request_size_max = data["session"], data["request_size_max"]
+            self.observer = False
             return self.player_id
         return ensureDeferred(joining())
 
+    def observe(self) -> Deferred:
+        """Watch the player called ``name`` in a running named session; fires
+        with that player's id. Afterwards :meth:`state` returns what they get."""
+        async def observing() -> int:
+            if not self.name:
+                raise GameServerError("give the name of the player to observe")
+            data = await self._request({"type": "observe", "game": self.game,
+                                        "session": self.session, "name": self.name})
+            self.player_id, self.key, self.observer = data["player_id"], data["key"], True
+            return self.player_id
+        return ensureDeferred(observing())
+
     def move(self, **arguments: Any) -> Deferred:
         """Make a move (keyword arguments of the game); IllegalMove if refused."""
-        return ensureDeferred(self._request(self._seat("move", move=arguments)))
+        return ensureDeferred(self._seated("move", move=arguments))
 
     def state(self) -> Deferred:
         """The game state with ``current`` and ``gameover`` (long-polls like GameClient)."""
-        return ensureDeferred(self._request(self._seat("state", observer=False)))
+        return ensureDeferred(self._seated("state", observer=self.observer))
 
     def restart(self) -> Deferred:
         """A fresh game in the same session."""
-        return ensureDeferred(self._request(self._seat("restart")))
+        return ensureDeferred(self._seated("restart"))
 
-    def _seat(self, kind: str, **fields: Any) -> dict[str, Any]:
+    async def _seated(self, kind: str, **fields: Any) -> Any:
+        """A request of the joined player."""
         if self.player_id is None:
             raise GameServerError("join a game first")
-        return {"type": kind, "game": self.game, "session": self.session,
-                "player_id": self.player_id, "key": self.key, **fields}
+        if self.observer and kind != "state":
+            raise GameServerError(f"observers cannot {kind}")
+        return await self._request({"type": kind, "game": self.game, "session": self.session,
+                                    "player_id": self.player_id, "key": self.key, **fields})
 
     async def _request(self, request: dict[str, Any]) -> Any:
         payload = json.dumps(request).encode() + TERMINATOR
