@@ -247,9 +247,14 @@ class FrameConnection:
         return d
 
     def close(self, code: int = 1000, reason: str | None = None) -> Deferred:
-        """Close the connection (a close handshake); fires with the close code."""
+        """Close the connection (a close handshake); fires with the close code.
+        A server that does not complete the handshake within the client's
+        timeout is disconnected."""
         if not self.is_closed:
             self.protocol.sendClose(code=code, reason=reason)
+        if not self.is_closed and self.timeout:
+            timer = self.reactor.callLater(self.timeout, self.abort)
+            self._on_close.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         return self.when_closed()
 
     def abort(self) -> Deferred:

@@ -175,12 +175,24 @@ class VRClientTests(unittest.TestCase):
         self.failureResultOf(VRClient.connect("http://127.0.0.1/"), ValueError)
 
 
+class StubTransport:
+    aborted = False
+
+    def abortConnection(self):
+        self.aborted = True
+
+
 class StubProtocol(FrameProtocol):
     def __init__(self):
         self.sent = []
+        self.closes = []
+        self.transport = StubTransport()
 
     def sendMessage(self, payload, isBinary=False):
         self.sent.append(payload)
+
+    def sendClose(self, code=None, reason=None):
+        self.closes.append((code, reason))
 
 
 class FrameInboxTests(unittest.TestCase):
@@ -224,6 +236,22 @@ class FrameInboxTests(unittest.TestCase):
         self.failureResultOf(d, ConnectionClosed)
         self.assertEqual(self.successResultOf(self.connection.when_closed()), 1001)
         self.assertRaises(ConnectionClosed, self.connection.send, {})
+
+    def test_close_disconnects_a_server_that_does_not_answer(self):
+        closing = self.connection.close()
+        self.assertEqual(self.connection.protocol.closes, [(1000, None)])
+        self.clock.advance(DEFAULT_TIMEOUT - 0.1)
+        self.assertFalse(self.connection.protocol.transport.aborted)
+        self.clock.advance(0.2)
+        self.assertTrue(self.connection.protocol.transport.aborted)
+        self.connection._closed(1006, "dropped")
+        self.assertEqual(self.successResultOf(closing), 1006)
+
+    def test_a_completed_close_cancels_its_timer(self):
+        closing = self.connection.close()
+        self.connection._closed(1000, "bye")
+        self.assertEqual(self.successResultOf(closing), 1000)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_event_helpers_split_a_frame(self):
         client = VRClient(self.connection)
