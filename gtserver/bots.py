@@ -49,6 +49,8 @@ LISTENERS = {"vr": 42069, "uttt": 5556, "eot": 4711}
 #: Seconds an action may wait for its answer. Not cut short by the deadline,
 #: so that every action sent is answered (or counted as an error).
 ANSWER_TIMEOUT = 10.0
+#: Longest pause, in seconds, before a failed bot starts over.
+MAX_BACKOFF = 30.0
 EOT_GAMES = ("TicTacToe", "Echo", "Chat")
 WORDS = ("cooperate", "defect", "hello", "ready", "again", "nice move", "ok", "wait")
 
@@ -182,14 +184,19 @@ class Run:
     async def _guarded(self, bot: Any, index: int) -> None:
         # Stagger the start so N bots do not all log in at one instant.
         await self.pause(self.rng.uniform(0, min(1.0, self.options["duration"] / 10)))
+        failures = 0
         while not self.over():
+            started = self.now()
             try:
                 await bot(self, index)
                 return
             except Exception as error:   # a bot that fails starts over until the deadline
                 if not self.over():          # what the deadline cuts short is no error
                     self.tally.failed(error)
-                await self.pause(min(1.0, self.interval))
+            # Back off while failures repeat (a throttled login, a server away).
+            failures = 1 if self.now() - started > MAX_BACKOFF else failures + 1
+            await self.pause(min(MAX_BACKOFF, self.interval * 2 ** failures)
+                             * self.rng.uniform(0.5, 1.0))
 
 
 # vr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections import Counter
 
@@ -123,6 +124,21 @@ class BotRunTests(unittest.TestCase):
         summary = json.loads(out)
         self.check_summary(summary, 2)
         self.assertEqual((await self.recorded("eot"))["move"], summary["actions"])
+
+
+class FailingServerTests(unittest.TestCase):
+    async def test_bots_back_off_from_a_server_that_is_not_there(self):
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = str(unused.getsockname()[1])
+        summary = await run_bots(reactor, options(
+            "--listener", "uttt", "--port", port, "--bots", "2", "--rate", "10",
+            "--duration", "1.5"))
+        self.assertEqual((summary["actions"], summary["logins"]), (0, 0))
+        # Without backing off each bot would retry every 0.1 s: 15 times.
+        self.assertGreaterEqual(summary["errors"], 2)
+        self.assertLessEqual(summary["errors"], 2 * 5)
+        self.assertEqual(set(summary["error_kinds"]), {"ConnectionRefusedError"})
 
 
 class OptionTests(unittest.TestCase):
