@@ -19,6 +19,7 @@ class AsyncGameClientTests(unittest.TestCase):
         self.port = server.port("eot")
 
     def client(self, game: str, **arguments) -> AsyncGameClient:
+        arguments.setdefault("request_timeout", 10.0)   # a test fails rather than hangs
         return AsyncGameClient(reactor, "127.0.0.1", self.port, game, **arguments)
 
     async def test_echo_moves_state_illegal_and_over(self):
@@ -40,7 +41,8 @@ class AsyncGameClientTests(unittest.TestCase):
     async def test_two_players_meet_in_a_named_session_and_restart(self):
         await self.start()
         first = self.client("TicTacToe", session="lab", players=2, name="ann")
-        second = self.client("TicTacToe", session="lab", name="bob")
+        # Both give the size: whichever comes first starts the session.
+        second = self.client("TicTacToe", session="lab", players=2, name="bob")
         ids = await ensureDeferred(_both(first.join(), second.join()))
         self.assertEqual(sorted(ids), [0, 1])
         state = await first.state()
@@ -48,8 +50,10 @@ class AsyncGameClientTests(unittest.TestCase):
         await mover.move(position=4)
         self.assertEqual((await mover.state())["board"][4], mover.player_id)
         await self.assertFailure(mover.move(position=0), GameServerError)  # not its turn
-        watcher = self.client("TicTacToe", session="lab", name="bob")
-        self.assertEqual(await watcher.observe(), second.player_id)
+        other = second if mover is first else first
+        # The other player has not seen the move yet: neither has its observer.
+        watcher = self.client("TicTacToe", session="lab", name=other.name)
+        self.assertEqual(await watcher.observe(), other.player_id)
         self.assertEqual((await watcher.state())["board"][4], mover.player_id)
         await self.assertFailure(watcher.move(position=0), GameServerError)
         await first.restart()
