@@ -96,8 +96,9 @@ def _percentile_ms(ordered: list[float], fraction: float) -> float | None:
 
 
 class Options(usage.Options):
-    synopsis = "--listener vr|uttt|eot [options]"
-    longdesc = __doc__.split("\n\n")[0]
+    synopsis = "Usage: gtserver-bots --listener vr|uttt|eot [options]"
+    longdesc = ("Random bots for a gtserver listener: they act about --rate times a second "
+                "each, stop after --duration seconds and print a summary. See docs/clients.md.")
     optParameters = [
         ["listener", "l", None, "Which protocol to speak: vr, uttt or eot."],
         ["host", None, "127.0.0.1", "Server address."],
