@@ -15,7 +15,7 @@ from gtserver.blocking import connect_uttt, connect_vr
 from gtserver.uttt.client import MoveRefused
 from gtserver.vr.client import VRError
 from tests.support import start_server
-from tests.test_uttt import settle_websocket_timers
+from tests.wstimers import settle_websocket_timers
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

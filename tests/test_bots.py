@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from gtserver.bots import Options, format_summary, run_bots
 from gtserver.store import events as event_queries
 from tests.support import start_server
-from tests.test_uttt import settle_websocket_timers
+from tests.wstimers import settle_websocket_timers
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,7 +15,7 @@ from gtserver.uttt.client import (
     mark_of,
 )
 from tests.support import start_server
-from tests.test_uttt import settle_websocket_timers
+from tests.wstimers import settle_websocket_timers
 
 
 class UtttClientTests(unittest.TestCase):
