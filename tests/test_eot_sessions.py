@@ -5,17 +5,16 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.trial import unittest
 
-from gtserver.core.matches import MatchService
+from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.eot.lobby import (
     BadKey,
-    GameOver,
     JoinTimeout,
     NoSuchSession,
-    NotYourTurn,
     SessionEnded,
     SessionService,
 )
 from gtserver.games import IllegalMove
+from gtserver.registry import games
 
 
 class RecordedEvents:
@@ -27,19 +26,17 @@ class RecordedEvents:
 
 
 class FakeCore:
-    """What the session service needs of the core: a clock, config, components."""
+    """What the session service needs of the daemon: a clock and an event log."""
 
     def __init__(self) -> None:
         self.clock = task.Clock()
-        self.config = {}
-        self.store = None
         self.events = RecordedEvents()
-        self._components = {}
 
-    def component(self, kind):
-        if kind not in self._components:
-            self._components[kind] = kind(self)
-        return self._components[kind]
+    def sessions(self, join_timeout=10, game_timeout=100, finished_grace=60,
+                 sessions_max=10_000) -> SessionService:
+        return SessionService(games(), self.events, self.clock, join_timeout=join_timeout,
+                              game_timeout=game_timeout, finished_grace=finished_grace,
+                              sessions_max=sessions_max)
 
 
 def joined(deferred):
@@ -51,7 +48,7 @@ def joined(deferred):
 class SessionServiceTests(unittest.TestCase):
     def setUp(self):
         self.core = FakeCore()
-        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=100)
+        self.sessions = self.core.sessions(join_timeout=10, game_timeout=100)
         self.clock = self.core.clock
 
     def join(self, game, token, players, name=""):
@@ -114,7 +111,7 @@ class SessionServiceTests(unittest.TestCase):
         self.assertRaises(BadKey, self.sessions.move, "TicTacToe", "t", starter, "nope",
                           {"position": 0})
         session.match.game.over = True
-        self.assertRaises(GameOver, self.sessions.move, "TicTacToe", "t", starter,
+        self.assertRaises(MatchOver, self.sessions.move, "TicTacToe", "t", starter,
                           players[starter].key, {"position": 0})
 
     def test_idle_session_ends_waiters(self):
@@ -189,7 +186,7 @@ class SessionServiceTests(unittest.TestCase):
         self.sessions.stopService()
         self.assertIsInstance(pending[0].value, SessionEnded)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertIsInstance(self.core.component(MatchService), MatchService)
+        self.assertEqual(self.sessions.sessions, {})
 
 
 class ReleaseTests(unittest.TestCase):
@@ -197,8 +194,8 @@ class ReleaseTests(unittest.TestCase):
 
     def setUp(self):
         self.core = FakeCore()
-        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=3600,
-                                       finished_grace=30, sessions_max=5)
+        self.sessions = self.core.sessions(join_timeout=10, game_timeout=3600,
+                                           finished_grace=30, sessions_max=5)
         self.clock = self.core.clock
 
     def finished_tictactoe(self, token="t"):
@@ -228,7 +225,8 @@ class ReleaseTests(unittest.TestCase):
         self.assertIn("released", str(waiting[0].value))
         self.assertRaises(NoSuchSession, self.sessions.state, *requests[0])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.core.component(MatchService).matches, {})
+        self.assertEqual(self.sessions.sessions, {})     # its match with it
+        self.assertEqual(self.core.events.events[-1][1], "match_end")
 
     def test_restart_within_the_grace_keeps_the_session(self):
         requests = self.finished_tictactoe()

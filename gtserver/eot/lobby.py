@@ -4,7 +4,10 @@ A *session* is a match of one game for a fixed number of players who find each
 other through a shared token (or through ``"auto"``). This module knows no
 wire format: requests arrive as plain arguments, answers are plain values or
 Deferreds, refusals are :class:`SessionError` subclasses (their text is meant
-for the player) and :class:`gtserver.games.IllegalMove` (the game's message).
+for the player) and the refusals of a move every protocol shares
+(:class:`gtserver.core.matches.NotYourTurn`,
+:class:`gtserver.core.matches.MatchOver` and the game's
+:class:`gtserver.games.IllegalMove`).
 
 Waiting is cheap: a parked ``join`` or ``state`` is one Deferred in a list of
 its player; nothing runs until the session changes. Cancelling the Deferred
@@ -23,13 +26,14 @@ viewer of that seat as the same :class:`View` object (and players whose views
 are equal, as in Chat, share one object too), so an adapter can encode it once
 for all the waiters it releases.
 
-Sessions are kept in memory only; every accepted move goes to the research
-event log through the match service. Memory stays bounded: a session ends
-after ``game_timeout`` seconds without requests; one whose game is over and
-whose players have all received its final state is released sooner, after
-``finished_grace`` seconds without requests (a restart within that time
-keeps it); and at most ``sessions_max`` sessions are kept, the one idle the
-longest making room for a new one.
+Sessions and their matches are kept in memory only; every accepted move goes
+to the research event log through the recorder the service is given. Memory
+stays bounded: a session ends after ``game_timeout`` seconds without
+requests; one whose game is over and whose players have all received its
+final state is released sooner, after ``finished_grace`` seconds without
+requests (a restart within that time keeps it); and at most
+``sessions_max`` sessions are kept, the one idle the longest making room for
+a new one.
 """
 
 from __future__ import annotations
@@ -37,15 +41,17 @@ from __future__ import annotations
 import hmac
 import random
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
-from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.core.matches import EventRecorder, Match, MatchOver, NotYourTurn, Seat
 from gtserver.games import IllegalMove
 
 AUTO = "auto"
@@ -95,14 +101,6 @@ class SessionEnded(SessionError):
 
 
 class JoinTimeout(SessionError):
-    pass
-
-
-class NotYourTurn(SessionError):
-    pass
-
-
-class GameOver(SessionError):
     pass
 
 
@@ -199,36 +197,52 @@ def _same(key: Any, expected: str) -> bool:
 
 
 class SessionService(Service):
-    """Every EOT session of the daemon (a core component)."""
+    """Every EOT session of the daemon.
+
+    ``games`` are the game factories by the name clients use, ``recorder``
+    gets the matches' events. A join waits ``join_timeout`` seconds for its
+    session to fill; ``game_timeout``, ``finished_grace`` and
+    ``sessions_max`` bound the sessions kept (see the module's docstring).
+    ``rng`` draws the seed of each match.
+    """
 
     log = Logger()
 
-    def __init__(self, core: Any, join_timeout: float | None = None,
-                 game_timeout: float | None = None, rng: random.Random | None = None,
-                 finished_grace: float | None = None,
-                 sessions_max: int | None = None) -> None:
-        config = core.config
-        self.clock = core.clock
-        self.matches: MatchService = core.component(MatchService)
-        self.join_timeout = float(join_timeout if join_timeout is not None
-                                  else config.get("eot_join_timeout", 300.0))
-        self.game_timeout = float(game_timeout if game_timeout is not None
-                                  else config.get("eot_game_timeout", 3600.0))
-        self.finished_grace = float(finished_grace if finished_grace is not None
-                                    else config.get("eot_finished_grace", 60.0))
-        self.sessions_max = int(sessions_max if sessions_max is not None
-                                else config.get("eot_sessions_max", 10_000))
+    def __init__(self, games: Mapping[str, Any], recorder: EventRecorder,
+                 clock: IReactorTime, *, join_timeout: float, game_timeout: float,
+                 finished_grace: float, sessions_max: int,
+                 rng: random.Random | None = None) -> None:
+        self.games = games
+        self.recorder = recorder
+        self.clock = clock
+        self.join_timeout = float(join_timeout)
+        self.game_timeout = float(game_timeout)
+        self.finished_grace = float(finished_grace)
+        self.sessions_max = int(sessions_max)
         self.rng = rng or random.SystemRandom()
         #: Every session by (game, token), least recently requested first.
         self.sessions: dict[tuple[str, str], Session] = {}
         #: Open (not yet full) auto sessions per game, oldest first.
         self.open_auto: dict[str, list[Session]] = {}
 
+    @classmethod
+    def from_core(cls, core: Any) -> SessionService:
+        """Built from the daemon's core and its flat configuration, with its
+        own copy of the installed games (the EOT listener configures them)."""
+        from gtserver.registry import games
+
+        config = core.config
+        return cls(dict(games()), core.events, core.clock,
+                   join_timeout=float(config.get("eot_join_timeout", 300.0)),
+                   game_timeout=float(config.get("eot_game_timeout", 3600.0)),
+                   finished_grace=float(config.get("eot_finished_grace", 60.0)),
+                   sessions_max=int(config.get("eot_sessions_max", 10_000)))
+
     # requests
 
     def join(self, game: str, token: str, players: int | None, name: str) -> Deferred:
         """Join (or start) a session; fires with :class:`Joined` once it is full."""
-        if game not in self.matches.games:
+        if game not in self.games:
             raise NoSuchGame(game)
         if token == AUTO:
             session = self._auto_session(game, players)
@@ -249,23 +263,20 @@ class SessionService(Service):
 
     def move(self, game: str, token: str, player_id: int, key: str,
              arguments: dict[str, Any], address: str | None = None) -> None:
-        """Apply a move; raises a SessionError or the game's IllegalMove."""
+        """Apply a move; raises a SessionError, MatchOver, NotYourTurn or the
+        game's IllegalMove."""
         session = self._session(game, token)
         self._player(session, player_id, key)
         match = self._running_match(session)
-        if match.finished:
-            raise GameOver("the game is over")
-        if player_id not in match.game.current():
-            raise NotYourTurn("it is not your turn")
+        match.check_turn(player_id)
         try:
-            self.matches.move_transient(
-                match, player_id, arguments, address,
-                {"game": game, "session": token, "player": player_id})
+            match.move(player_id, arguments, self.clock.seconds(), address,
+                       {"game": game, "session": token, "player": player_id})
         except IllegalMove:
             self._bump(session)     # a refused move is a change for everybody
             raise
-        except MatchClosed:
-            raise GameOver("the game is over") from None
+        except (MatchOver, NotYourTurn):
+            raise
         except Exception:
             self.log.failure("game {game} raised on a move", game=game)
             raise GameFailed("internal error in the game") from None
@@ -320,7 +331,7 @@ class SessionService(Service):
         except Exception:
             self.log.failure("game {game} raised on a restart", game=game)
             raise GameFailed("internal error in the game") from None
-        self.matches.end_transient(old, player_id)
+        old.end(player_id, self.clock.seconds())
         session.match = new
         self._bump(session)
 
@@ -336,7 +347,7 @@ class SessionService(Service):
     def _session(self, game: str, token: str) -> Session:
         session = self.sessions.get((game, token))
         if session is None:
-            if game not in self.matches.games:
+            if game not in self.games:
                 raise NoSuchGame(game)
             raise NoSuchSession("no such session")
         self._touch(session)
@@ -416,7 +427,7 @@ class SessionService(Service):
         The player count is checked only here: a join that enters an open
         session ignores its ``players``, as the protocol says.
         """
-        factory = self.matches.games[game]
+        factory = self.games[game]
         if not factory.min_players <= size <= factory.max_players:
             raise BadRequest(f"{game} is played by {factory.min_players} to "
                              f"{factory.max_players} players")
@@ -436,9 +447,11 @@ class SessionService(Service):
         """
         seats = [Seat(player.name or f"player {player.player_id}") for player in session.players]
         seed = self.rng.getrandbits(64)
-        return self.matches.create_transient(session.game, seats, CONTEXT,
-                                             random.Random(seed),
-                                             {"session": session.token, "seed": seed})
+        match = Match.new(self.games[session.game], seats, CONTEXT, self.recorder,
+                          self.clock.seconds(), rng=random.Random(seed),
+                          extra={"session": session.token, "seed": seed})
+        match.started()
+        return match
 
     def _start(self, session: Session) -> None:
         if session.auto:
@@ -530,7 +543,7 @@ class SessionService(Service):
             session.timer.cancel()
         session.timer = None
         if session.match is not None:
-            self.matches.end_transient(session.match, None)
+            session.match.end(None, self.clock.seconds())
         for player in session.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None

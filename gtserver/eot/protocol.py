@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.core.peers import Peer
 from gtserver.eot.lobby import Joined, SessionError, SessionService, View
 from gtserver.games import IllegalMove
@@ -175,6 +176,10 @@ class EOTProtocol(Protocol):
             result = handler(self, self.factory.sessions, request)
         except SessionError as error:
             self._send(_error(str(error)))
+        except NotYourTurn:
+            self._send(_error("it is not your turn"))
+        except MatchOver:
+            self._send(_error("the game is over"))
         except IllegalMove as error:
             self._send(self._refusal(error.message))
         except BadField as error:
