@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gtserver.eot.lobby import SessionService
+from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory
 from gtserver.games.chat import Chat
@@ -50,8 +50,8 @@ def configure_games(games: dict[str, Any], config: Mapping[str, Any]) -> None:
 
 
 def build_factory(core: Any, config: Mapping[str, Any]) -> EOTFactory:
-    sessions = core.component(SessionService)
-    configure_games(sessions.games, config)
-    return EOTFactory(sessions, core.clock,
+    tables = core.component(TableService)
+    configure_games(tables.games, config)
+    return EOTFactory(tables, core.clock,
                       request_size_max=int(config.get("eot_request_size_max", 1_000_000)),
                       connection_timeout=float(config.get("eot_connection_timeout", 60.0)))
