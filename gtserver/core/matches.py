@@ -136,6 +136,10 @@ class Match:
         anything else the game raises propagates.
         """
         self.check_turn(seat)
+        self.play(seat, arguments, now)
+
+    def play(self, seat: int, arguments: dict[str, Any], now: float) -> None:
+        """:meth:`apply` for a seat that passed :meth:`check_turn` just now."""
         self.check_arguments(seat, arguments)
         self.game.move(seat, **arguments)
         self.updated = now

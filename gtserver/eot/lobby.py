@@ -55,7 +55,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
-from gtserver.core.matches import EventRecorder, Match, MatchOver, NotYourTurn, Seat
+from gtserver.core.matches import EventRecorder, Match, Seat
 from gtserver.games import IllegalMove
 
 AUTO = "auto"
@@ -275,12 +275,11 @@ class TableService(Service):
         match = self._running_match(table)
         match.check_turn(player_id)
         try:
-            match.move(player_id, arguments, self.clock.seconds(), address,
-                       {"game": game, "session": token, "player": player_id})
+            match.play(player_id, arguments, self.clock.seconds())
+            match.moved(player_id, arguments, address,
+                        {"game": game, "session": token, "player": player_id})
         except IllegalMove:
             self._bump(table)     # a refused move is a change for everybody
-            raise
-        except (MatchOver, NotYourTurn):
             raise
         except Exception:
             self.log.failure("game {game} raised on a move", game=game)
