@@ -15,8 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from gtserver.core.matches import MatchService
-from gtserver.eot.lobby import SessionService
+from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
@@ -91,8 +90,8 @@ async def eot_server(testcase: unittest.TestCase, *arguments: str, endpoint: str
     return server, server.port("eot")
 
 
-def sessions_of(server: Any) -> SessionService:
-    return server.core.component(SessionService)
+def tables_of(server: Any) -> TableService:
+    return server.core.component(TableService)
 
 
 def eot_factory(server: Any) -> EOTFactory:
@@ -109,11 +108,11 @@ def fake_connection_clock(server: Any) -> task.Clock:
 
 def joined_so_far(server: Any, game: str, session: str) -> int:
     """Players in the session a further join with ``session`` would enter."""
-    service = sessions_of(server)
+    service = tables_of(server)
     if session == "auto":
         waiting = service.open_auto.get(game)
         return len(waiting[0].players) if waiting else 0
-    found = service.sessions.get((game, session))
+    found = service.tables.get((game, session))
     return len(found.players) if found is not None and not found.full else 0
 
 
@@ -169,7 +168,7 @@ class JoinTests(unittest.TestCase):
     async def test_named_session_ids_in_join_order(self):
         server, port = await eot_server(self)
         first = start_call(port, join_request("TicTacToe", "lab", 2, "ann"))
-        await until(lambda: ("TicTacToe", "lab") in sessions_of(server).sessions)
+        await until(lambda: ("TicTacToe", "lab") in tables_of(server).tables)
         self.assertFalse(first.called, "join answers only once the session is full")
         second = await call(port, join_request("TicTacToe", "lab", None, "bob"))
         first = await first
@@ -221,7 +220,7 @@ class JoinTests(unittest.TestCase):
         for player in old:
             await player.state()                 # the first state answers at once
             parked.append(player.start_state())  # then they wait
-        await until(lambda: len(sessions_of(server).sessions[("TicTacToe", "room")].parked) == 2)
+        await until(lambda: len(tables_of(server).tables[("TicTacToe", "room")].parked) == 2)
         new = await join_all(server, port, "TicTacToe", "room", 2)
         for waiting in parked:
             reply = await waiting
@@ -237,7 +236,7 @@ class JoinTests(unittest.TestCase):
         reply = await call(port, join_request("TicTacToe", "auto", None))
         self.assertEqual(reply["status"], "error", "no open auto session to join")
         first = start_call(port, join_request("TicTacToe", "auto", 2, "ann"))
-        await until(lambda: sessions_of(server).open_auto.get("TicTacToe"))
+        await until(lambda: tables_of(server).open_auto.get("TicTacToe"))
         second = await call(port, join_request("TicTacToe", "auto", None, "bob"))
         first = await first
         token = first["data"]["session"]
@@ -247,7 +246,7 @@ class JoinTests(unittest.TestCase):
         self.assertEqual([first["data"]["player_id"], second["data"]["player_id"]], [0, 1])
         # A full auto session is never replaced: the next auto join opens another one.
         third = start_call(port, join_request("TicTacToe", "auto", 2))
-        await until(lambda: sessions_of(server).open_auto.get("TicTacToe"))
+        await until(lambda: tables_of(server).open_auto.get("TicTacToe"))
         fourth = await call(port, join_request("TicTacToe", "auto", 2))
         self.assertNotEqual((await third)["data"]["session"], token)
         self.assertEqual(fourth["data"]["session"], (await third)["data"]["session"])
@@ -269,16 +268,16 @@ class JoinTests(unittest.TestCase):
         reply = await call(port, join_request("TicTacToe", "lonely", 2))
         self.assertEqual(reply["status"], "error")
         self.assertIn("not enough players", reply["message"])
-        self.assertEqual(sessions_of(server).sessions, {})
+        self.assertEqual(tables_of(server).tables, {})
 
     async def test_disconnect_while_joining_frees_the_seat(self):
         server, port = await eot_server(self)
         connection = await connect(port)
         connection.transport.write(encode(join_request("TicTacToe", "t", 2, "gone")))
-        await until(lambda: ("TicTacToe", "t") in sessions_of(server).sessions)
+        await until(lambda: ("TicTacToe", "t") in tables_of(server).tables)
         connection.transport.loseConnection()
         await connection.closed
-        await until(lambda: ("TicTacToe", "t") not in sessions_of(server).sessions)
+        await until(lambda: ("TicTacToe", "t") not in tables_of(server).tables)
         players = await join_all(server, port, "TicTacToe", "t", 2)
         self.assertEqual([p.id for p in players], [0, 1])
 
@@ -329,9 +328,9 @@ class PlayTests(unittest.TestCase):
                 self.assertEqual(reply["status"], "error", (request["type"], change))
         # Nothing was moved or restarted: the game is as it started.
         waiting = players[0].start_state()
-        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
-        await until(lambda: session.parked)
-        self.assertEqual(session.version, 1)
+        table = tables_of(server).tables[("TicTacToe", "ttt")]
+        await until(lambda: table.parked)
+        self.assertEqual(table.version, 1)
         self.assertFalse(waiting.called)
         await players[starter].move(position=4)
         self.assertEqual((await waiting)["data"]["board"][4], starter)
@@ -340,8 +339,8 @@ class PlayTests(unittest.TestCase):
         server, port = await eot_server(self)
         players, _ = await self.tictactoe(server, port)
         waiting = [player.start_state() for player in players]
-        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
-        await until(lambda: len(session.parked) == 2)
+        table = tables_of(server).tables[("TicTacToe", "ttt")]
+        await until(lambda: len(table.parked) == 2)
         await server.stop()
         for reply in waiting:
             self.assertEqual(await reply, {"status": "error",
@@ -353,8 +352,8 @@ class PlayTests(unittest.TestCase):
         players, starter = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         waiting = other.start_state()              # nothing changed since: parks
-        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("TicTacToe", "ttt")]
+        await until(lambda: table.parked)
         self.assertFalse(waiting.called)
         await mover.move(position=0)
         reply = await waiting
@@ -368,12 +367,12 @@ class PlayTests(unittest.TestCase):
         players, _ = await self.tictactoe(server, port)
         connection = await connect(port)
         connection.transport.write(encode(players[1].request("state", observer=False)))
-        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("TicTacToe", "ttt")]
+        await until(lambda: table.parked)
         connection.transport.loseConnection()
         await connection.closed
-        await until(lambda: not session.parked)
-        self.assertEqual(session.players[1].waiters, [])
+        await until(lambda: not table.parked)
+        self.assertEqual(table.players[1].waiters, [])
 
     async def test_observer_sees_the_observed_players_states(self):
         server, port = await eot_server(self)
@@ -387,8 +386,8 @@ class PlayTests(unittest.TestCase):
         seen = await watcher.state(observer=True)
         self.assertEqual(seen["data"], self.initial)
         parked = start_call(port, watcher.request("state", observer=True))
-        session = sessions_of(server).sessions[("TicTacToe", "watched")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("TicTacToe", "watched")]
+        await until(lambda: table.parked)
         await players[starter].move(position=8)
         self.assertEqual((await parked)["data"], (await players[1].state())["data"])
         # An observer key cannot move, nor pass as the player.
@@ -411,8 +410,8 @@ class PlayTests(unittest.TestCase):
             **observe["data"], "session": "refused"}})
         await watcher.state(observer=True)
         parked = start_call(port, watcher.request("state", observer=True))
-        session = sessions_of(server).sessions[("Echo", "refused")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("Echo", "refused")]
+        await until(lambda: table.parked)
         self.assertEqual((await player.move(msg="error"))["status"], "illegalmove")
         seen = (await player.state())["data"]     # at once after its own (refused) move
         self.assertEqual(seen["echo"], "error")
@@ -420,7 +419,7 @@ class PlayTests(unittest.TestCase):
 
     async def test_tictactoe_starting_player_is_random(self):
         server, port = await eot_server(self)
-        sessions_of(server).rng = random.Random(1)
+        tables_of(server).rng = random.Random(1)
         starters = set()
         for number in range(40):
             players = await join_all(server, port, "TicTacToe", f"start-{number}", 2)
@@ -458,19 +457,19 @@ class PlayTests(unittest.TestCase):
         server, port = await eot_server(self)
         players, _ = await self.tictactoe(server, port)
         waiting = players[1].start_state()
-        session = sessions_of(server).sessions[("TicTacToe", "ttt")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("TicTacToe", "ttt")]
+        await until(lambda: table.parked)
         await players[0].restart()
         self.assertEqual((await waiting)["data"]["board"], [-1] * 9)
 
     async def test_idle_session_ends_and_waiters_get_an_error(self):
         server, port = await eot_server(self, "--eot-game-timeout", "30")
-        clock = sessions_of(server).clock = task.Clock()
+        clock = tables_of(server).clock = task.Clock()
         (player,) = await join_all(server, port, "Echo", "idle", 1)
         await player.state()
         waiting = player.start_state()      # parks until the session times out
-        session = sessions_of(server).sessions[("Echo", "idle")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("Echo", "idle")]
+        await until(lambda: table.parked)
         clock.advance(29)
         self.assertFalse(waiting.called)
         clock.advance(1)
@@ -514,8 +513,8 @@ class BadInputTests(unittest.TestCase):
         (player,) = await join_all(server, port, "Echo", "bystander", 1)
         await player.state()
         waiting = player.start_state()
-        session = sessions_of(server).sessions[("Echo", "bystander")]
-        await until(lambda: session.parked)
+        table = tables_of(server).tables[("Echo", "bystander")]
+        await until(lambda: table.parked)
         return player, waiting
 
     async def check_bystander(self, player, waiting):
@@ -670,14 +669,14 @@ class BadInputTests(unittest.TestCase):
 
     async def test_a_game_that_raises_is_contained(self):
         server, port = await eot_server(self)
-        server.core.component(MatchService).games["Exploding"] = GameFactory(Exploding)
+        tables_of(server).games["Exploding"] = GameFactory(Exploding)
         player, waiting = await self.parked_bystander(server, port)
         (boom,) = await join_all(server, port, "Exploding", "b", 1)
         reply = await boom.move(anything=1)
         self.assertEqual(reply, {"status": "error",
                                  "message": "framework: internal error in the game"})
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
-        server.core.component(MatchService).games["Unspeakable"] = GameFactory(Unspeakable)
+        tables_of(server).games["Unspeakable"] = GameFactory(Unspeakable)
         (mute,) = await join_all(server, port, "Unspeakable", "u", 1)
         reply = await mute.move(anything=1)
         self.assertEqual(reply, {"status": "error",
@@ -715,7 +714,7 @@ class Decorated(OneSeatGame):
 class SignatureTests(unittest.TestCase):
     async def test_wrong_arguments_of_a_decorated_move_are_illegal(self):
         server, port = await eot_server(self)
-        server.core.component(MatchService).games["Decorated"] = GameFactory(Decorated)
+        tables_of(server).games["Decorated"] = GameFactory(Decorated)
         (player,) = await join_all(server, port, "Decorated", "d", 1)
         for arguments in ({"wrod": "x"}, {}, {"word": "x", "extra": 1}, {"seat": 0},
                           {"self": 1, "word": "x"}):

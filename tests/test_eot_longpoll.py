@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from gtserver.client import GameClient, GameServerError, IllegalMove
-from tests.test_eot import Player, call, eot_server, join_all, sessions_of, start_call, until
+from tests.test_eot import Player, call, eot_server, join_all, start_call, tables_of, until
 
 #: Seconds after which a deadlocked test stops its server (which fails every
 #: parked request, so the client threads end); a passing test is never near it.
@@ -124,10 +124,10 @@ class ThreadedClientTests(unittest.TestCase):
                 seen.append(client.state()["echo"])
             return seen
 
-        session = sessions_of(server).sessions[("Echo", "watched")]
+        table = tables_of(server).tables[("Echo", "watched")]
 
         def observing_parked() -> bool:
-            return bool(session.seats[0].waiters)
+            return bool(table.seats[0].waiters)
 
         watched, played = await in_threads(self, server, observer, solo)
         self.assertEqual(played, ["a", "error", "b", "error", "quit"])
@@ -139,8 +139,8 @@ class LongPollTests(unittest.TestCase):
         players = await join_all(server, port, "TicTacToe", token, 2, ["ann", "bob"])
         first = await players[0].state()
         await players[1].state()
-        session = sessions_of(server).sessions[("TicTacToe", token)]
-        return players, first["data"]["current"][0], session
+        table = tables_of(server).tables[("TicTacToe", token)]
+        return players, first["data"]["current"][0], table
 
     async def observer(self, port: int, token: str, name: str) -> Player:
         reply = await call(port, {"type": "observe", "game": "TicTacToe",
@@ -150,13 +150,13 @@ class LongPollTests(unittest.TestCase):
 
     async def test_a_refused_move_answers_everybody(self):
         server, port = await eot_server(self)
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         watcher = await self.observer(port, "ttt", "bob")
         await watcher.state(observer=True)
         parked = [other.start_state(),
                   start_call(port, watcher.request("state", observer=True))]
-        await until(lambda: len(session.parked) == 2)
+        await until(lambda: len(table.parked) == 2)
         reply = await mover.move(position=9)
         self.assertEqual(reply["status"], "illegalmove")
         for waiting in parked:
@@ -165,33 +165,33 @@ class LongPollTests(unittest.TestCase):
         self.assertEqual((await mover.state())["data"]["board"], [-1] * 9)
         # Everybody is now up to date: the next states park until a change.
         again = [other.start_state(), mover.start_state()]
-        await until(lambda: len(session.parked) == 2)
+        await until(lambda: len(table.parked) == 2)
         self.assertEqual(await mover.move(position=4), {"status": "ok", "data": None})
         for waiting in again:
             self.assertEqual((await waiting)["data"]["board"][4], starter)
 
     async def test_a_refused_move_owes_the_idle_players_a_state(self):
         server, port = await eot_server(self)
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         self.assertEqual((await mover.move(position=9))["status"], "illegalmove")
         waiting = other.start_state()       # not parked at the refusal: answers at once
         await until(lambda: waiting.called)
         self.assertEqual((await waiting)["data"]["current"], [starter])
-        self.assertFalse(session.parked)
+        self.assertFalse(table.parked)
 
     async def test_framework_refusals_wake_nobody(self):
         server, port = await eot_server(self)
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         parked = [player.start_state() for player in players]
-        await until(lambda: len(session.parked) == 2)
+        await until(lambda: len(table.parked) == 2)
         for request in (other.request("move", move={"position": 0}),        # not its turn
                         {**mover.request("move", move={"position": 0}), "key": "0" * 32}):
             self.assertEqual((await call(port, request))["status"], "error")
-        self.assertEqual(len(session.parked), 2)
-        self.assertEqual([len(player.waiters) for player in session.players], [1, 1])
-        self.assertEqual(session.version, 1)
+        self.assertEqual(len(table.parked), 2)
+        self.assertEqual([len(player.waiters) for player in table.players], [1, 1])
+        self.assertEqual(table.version, 1)
         # Play to the end; then a move on the finished game wakes nobody either.
         for mine, theirs in ((0, 3), (1, 4)):
             await mover.move(position=mine)
@@ -202,19 +202,19 @@ class LongPollTests(unittest.TestCase):
         for player in players:
             self.assertTrue((await player.state())["data"]["gameover"])
         again = [player.start_state() for player in players]
-        await until(lambda: len(session.parked) == 2)
-        version = session.version
+        await until(lambda: len(table.parked) == 2)
+        version = table.version
         self.assertEqual((await other.move(position=8))["message"],
                          "framework: the game is over")
-        self.assertEqual(session.version, version)
-        self.assertEqual(len(session.parked), 2)
+        self.assertEqual(table.version, version)
+        self.assertEqual(len(table.parked), 2)
         await mover.restart()
         for waiting in again:
             self.assertEqual((await waiting)["status"], "ok")
 
     async def finished_game(self, server: Any, port: int):
         """A TicTacToe game played to its end, the final state seen by both players."""
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         mover, other = players[starter], players[1 - starter]
         for mine, theirs in ((0, 3), (1, 4)):
             await mover.move(position=mine)
@@ -223,11 +223,11 @@ class LongPollTests(unittest.TestCase):
         final = (await mover.state())["data"]
         self.assertEqual((await other.state())["data"], final)
         self.assertTrue(final["gameover"])
-        return players, session, final
+        return players, table, final
 
     async def test_restart_of_a_finished_game(self):
         server, port = await eot_server(self)
-        players, session, final = await self.finished_game(server, port)
+        players, table, final = await self.finished_game(server, port)
         ann, bob = players
         before = await self.observer(port, "ttt", "ann")
         self.assertEqual((await before.state(observer=True))["data"], final)
@@ -246,7 +246,7 @@ class LongPollTests(unittest.TestCase):
         # The seat has seen everything: both observers now park until a change.
         parked = [start_call(port, watcher.request("state", observer=True))
                   for watcher in (before, after)]
-        await until(lambda: len(session.seats[0].waiters) == 2)
+        await until(lambda: len(table.seats[0].waiters) == 2)
         mover = players[fresh["current"][0]]
         await mover.move(position=4)
         for waiting in parked:
@@ -254,7 +254,7 @@ class LongPollTests(unittest.TestCase):
 
     async def test_observer_attached_after_a_restart_sees_the_old_end_first(self):
         server, port = await eot_server(self)
-        players, session, final = await self.finished_game(server, port)
+        players, table, final = await self.finished_game(server, port)
         await players[1].restart()
         watcher = await self.observer(port, "ttt", "bob")
         self.assertEqual((await watcher.state(observer=True))["data"], final)
@@ -266,16 +266,16 @@ class LongPollTests(unittest.TestCase):
 
     async def test_restart_while_parked_delivers_the_old_end_first(self):
         server, port = await eot_server(self)
-        players, session, final = await self.finished_game(server, port)
+        players, table, final = await self.finished_game(server, port)
         waiting = players[1].start_state()
-        await until(lambda: session.parked)
+        await until(lambda: table.parked)
         await players[0].restart()
         self.assertEqual((await waiting)["data"], final)
         self.assertEqual((await players[1].state())["data"]["board"], [-1] * 9)
 
     async def test_restart_of_a_running_game_owes_nothing_old(self):
         server, port = await eot_server(self)
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         await players[starter].move(position=4)
         watcher = await self.observer(port, "ttt", "ann")
         await players[1 - starter].restart()
@@ -287,12 +287,12 @@ class LongPollTests(unittest.TestCase):
 
     async def test_several_observers_of_one_player_share_its_seat(self):
         server, port = await eot_server(self)
-        players, starter, session = await self.tictactoe(server, port)
+        players, starter, table = await self.tictactoe(server, port)
         watchers = [await self.observer(port, "ttt", "bob") for _ in range(3)]
         # The seat's first state goes to whoever asks first; the others wait.
         self.assertEqual((await watchers[0].state(observer=True))["data"]["board"], [-1] * 9)
         parked = [start_call(port, w.request("state", observer=True)) for w in watchers]
-        await until(lambda: len(session.seats[1].waiters) == 3)
+        await until(lambda: len(table.seats[1].waiters) == 3)
         await players[starter].move(position=0)
         replies = [await waiting for waiting in parked]
         self.assertEqual(replies[0], replies[1])

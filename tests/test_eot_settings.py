@@ -6,11 +6,10 @@ from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
-from gtserver.core.matches import MatchService
 from gtserver.games.chat import Chat
 from gtserver.plugins import gtserver_games
 from tests.support import parse_options
-from tests.test_eot import call, eot_server, join_all, sessions_of
+from tests.test_eot import call, eot_server, join_all, tables_of
 
 
 class PerServiceSettingsTests(unittest.TestCase):
@@ -24,7 +23,7 @@ class PerServiceSettingsTests(unittest.TestCase):
         second, second_port = await eot_server(self, "--pd-rounds", "7")
         self.assertEqual(await self.rounds_played(first, first_port), 2)
         self.assertEqual(await self.rounds_played(second, second_port), 7)
-        games = [server.core.component(MatchService).games for server in (first, second)]
+        games = [tables_of(server).games for server in (first, second)]
         self.assertEqual(games[0]["PrisonersDilemma"].settings["payoffs"][
             ("defect", "cooperate")], 9)
         self.assertEqual(games[1]["PrisonersDilemma"].settings["payoffs"][
@@ -87,7 +86,7 @@ class ChatBoundsTests(unittest.TestCase):
 class ReleaseOverTheWireTests(unittest.TestCase):
     async def test_a_finished_session_is_released_after_the_grace(self):
         server, port = await eot_server(self, "--eot-finished-grace", "5")
-        clock = sessions_of(server).clock = task.Clock()
+        clock = tables_of(server).clock = task.Clock()
         for token in ("kept", "released"):
             (player,) = await join_all(server, port, "Echo", token, 1, ["solo"])
             await player.move(msg="quit")
@@ -102,7 +101,7 @@ class ReleaseOverTheWireTests(unittest.TestCase):
                 reply = await player.state()
                 self.assertEqual(reply, {"status": "error",
                                          "message": "framework: no such session"})
-        self.assertEqual(list(sessions_of(server).sessions), [("Echo", "kept")])
+        self.assertEqual(list(tables_of(server).tables), [("Echo", "kept")])
 
     def test_options(self):
         self.assertEqual(parse_options()["eot-finished-grace"], 60.0)

@@ -1,32 +1,117 @@
-"""The shared match service: moves are stored before they count."""
+"""Stored matches: moves are stored before they count, and come back after a restart."""
 
 from __future__ import annotations
+
+import random
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail
 from twisted.trial import unittest
 
-from gtserver.core import Core
-from gtserver.core.matches import MatchClosed, MatchService, Seat
-from gtserver.core.passwords import PasswordHasher
+from gtserver.core.events import EventLog
+from gtserver.core.match_store import MatchStore
+from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat
 from gtserver.games import IllegalMove
+from gtserver.registry import games
 from gtserver.store import StoreUnavailable, open_store
 from tests.pgcluster import postgres_url
 
 
-class MatchServiceTests(unittest.TestCase):
+class RecordedEvents:
+    def __init__(self) -> None:
+        self.events = []
+
+    def record(self, source, kind, **fields) -> None:
+        self.events.append((source, kind, fields))
+
+
+class MatchTests(unittest.TestCase):
+    """The pure match: checks, moves, events through its recorder, rollback."""
+
+    def setUp(self):
+        self.events = RecordedEvents()
+        self.match = Match.new(games()["TicTacToe"], [Seat("ann"), Seat("bob")], "test",
+                               self.events, 10.0, rng=random.Random(1))
+
+    def kinds(self):
+        return [kind for _source, kind, _fields in self.events.events]
+
+    def test_a_move_is_checked_played_and_recorded(self):
+        self.match.started()
+        first = self.match.game.current()[0]
+        self.assertRaises(NotYourTurn, self.match.move, 1 - first, {"position": 0}, 11.0)
+        self.assertRaises(IllegalMove, self.match.move, first, {"square": 0}, 11.0)
+        self.assertRaises(IllegalMove, self.match.move, first, {"position": 9}, 11.0)
+        self.assertEqual((self.kinds(), self.match.updated), (["match_start"], 10.0))
+        self.match.move(first, {"position": 4}, 12.0, "127.0.0.1:5", {"note": 1})
+        self.assertEqual(self.match.updated, 12.0)
+        self.assertEqual(self.events.events[-1], (
+            "test", "move", {"user": ["ann", "bob"][first], "match": self.match.id,
+                             "address": "127.0.0.1:5",
+                             "data": {"seat": first, "move": {"position": 4}, "note": 1}}))
+
+    def test_the_end_is_recorded_once(self):
+        self.match.end(1, 13.0)
+        self.assertTrue(self.match.finished)
+        self.assertEqual(self.match.aborted_by, 1)
+        self.assertRaises(MatchOver, self.match.move, 0, {"position": 0}, 14.0)
+        self.assertRaises(MatchOver, self.match.abort, 0, 14.0)
+        self.match.end(None, 15.0)
+        self.assertEqual((self.kinds(), self.match.updated), (["match_end"], 13.0))
+
+    def test_rollback_undoes_a_move_and_an_abort(self):
+        before = self.match.snapshot()
+        game = self.match.game
+        self.match.apply(game.current()[0], {"position": 4}, 20.0)
+        self.match.abort(None, 21.0)
+        self.match.extra["end"] = "aborted"
+        self.match.rollback(before)
+        self.assertIsNot(self.match.game, game)     # a new object: renderings see the change
+        self.assertEqual(self.match.game.to_data(), Match.new(
+            games()["TicTacToe"], [Seat("a"), Seat("b")], "test", self.events, 0.0,
+            rng=random.Random(1)).game.to_data())
+        self.assertEqual((self.match.updated, self.match.aborted_by, self.match.extra),
+                         (10.0, None, {}))
+        self.assertEqual(self.events.events, [])
+
+
+class MatchStoreTests(unittest.TestCase):
     url = "sqlite::memory:"
 
     async def setUp(self):
         self.store = open_store(self.url or postgres_url(self), reactor)
         await self.store.start()
-        self.core = Core(self.store, reactor, hasher=PasswordHasher(log2_n=4))
-        self.core.startService()
+        self.events = EventLog(self.store, reactor)
+        self.events.startService()
         self.addCleanup(self.store.close)
-        self.addCleanup(self.core.stopService)
-        self.matches = self.core.component(MatchService)
+        self.addCleanup(self.events.stopService)
+        self.matches = self.new_match_store()
         self.match = await self.matches.create(
             "UltimateTicTacToe", [Seat("ann"), Seat("bob")], "test")
+
+    def new_match_store(self) -> MatchStore:
+        return MatchStore(self.store, games(), self.events, reactor)
+
+    async def move(self, match, seat, arguments):
+        """Apply, store (undone if that fails), then record: as a protocol does."""
+        before = match.snapshot()
+        match.apply(seat, arguments, reactor.seconds())
+        try:
+            await self.matches.save(match)
+        except Exception:
+            match.rollback(before)
+            raise
+        match.moved(seat, arguments)
+
+    async def end(self, match, by_seat):
+        before = match.snapshot()
+        match.abort(by_seat, reactor.seconds())
+        try:
+            await self.matches.save(match)
+        except Exception:
+            match.rollback(before)
+            raise
+        match.ended()
 
     async def test_move_is_undone_when_it_cannot_be_stored(self):
         def broken_save(*arguments):
@@ -34,14 +119,14 @@ class MatchServiceTests(unittest.TestCase):
 
         self.matches.writer.save = broken_save
         with self.assertRaises(StoreUnavailable):
-            await self.matches.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
+            await self.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
         state = self.match.game.state(0)
         self.assertEqual(sum(map(sum, state["complete_field"])), 0)
         self.assertEqual(self.match.updated, self.match.created)
         self.assertEqual(self.match.game.current(), [0])
 
         del self.matches.writer.save  # the database is back
-        await self.matches.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
+        await self.move(self.match, 0, {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
         self.assertEqual(self.match.game.state(0)["complete_field"][3][3], 1)
 
     async def test_end_is_undone_when_it_cannot_be_stored(self):
@@ -51,11 +136,11 @@ class MatchServiceTests(unittest.TestCase):
         updated = self.match.updated
         self.matches.writer.save = broken_save
         with self.assertRaises(StoreUnavailable):
-            await self.matches.end(self.match, by_seat=0)
+            await self.end(self.match, by_seat=0)
         self.assertFalse(self.match.finished)
         self.assertEqual(self.match.updated, updated)
         del self.matches.writer.save
-        await self.matches.end(self.match, by_seat=0)
+        await self.end(self.match, by_seat=0)
         self.assertTrue(self.match.finished)
 
     async def test_an_id_the_database_cannot_hold_names_no_match(self):
@@ -64,18 +149,18 @@ class MatchServiceTests(unittest.TestCase):
         self.assertIs(await self.matches.load(self.match.id), self.match)
 
     async def test_turns_and_end(self):
-        with self.assertRaises(IllegalMove):
-            await self.matches.move(self.match, 1, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
-        await self.matches.end(self.match, by_seat=1)
+        with self.assertRaises(NotYourTurn):
+            await self.move(self.match, 1, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
+        await self.end(self.match, by_seat=1)
         self.assertTrue(self.match.finished)
-        with self.assertRaises(MatchClosed):
-            await self.matches.move(self.match, 0, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
-        reloaded = MatchService(self.core)
+        with self.assertRaises(MatchOver):
+            await self.move(self.match, 0, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
+        reloaded = self.new_match_store()
         self.assertEqual(await reloaded.load_open("test"), [])
 
     async def test_open_matches_are_restored(self):
-        await self.matches.move(self.match, 0, {"sub_x": 2, "sub_y": 0, "x": 1, "y": 1})
-        reloaded = MatchService(self.core)
+        await self.move(self.match, 0, {"sub_x": 2, "sub_y": 0, "x": 1, "y": 1})
+        reloaded = self.new_match_store()
         [match] = await reloaded.load_open("test")
         self.assertEqual(match.id, self.match.id)
         self.assertEqual([seat.name for seat in match.seats], ["ann", "bob"])
@@ -83,7 +168,7 @@ class MatchServiceTests(unittest.TestCase):
         self.assertEqual(match.game.current(), [1])
 
 
-class PostgresMatchServiceTests(MatchServiceTests):
+class PostgresMatchStoreTests(MatchStoreTests):
     url = None
 
     async def test_an_id_the_database_cannot_hold_names_no_match(self):

@@ -40,6 +40,10 @@ def delete_events():
     yield Statement("DELETE FROM events")
 
 
+def delete_match(match_id: str):
+    yield Statement("DELETE FROM matches WHERE id = ?", (match_id,))
+
+
 def count_to(limit: int):
     rows = yield Statement(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
@@ -188,9 +192,9 @@ class StoreTestsMixin:
         [match] = await store.run(match_queries.open_matches, "eot")
         self.assertEqual(match, ("m1", "TicTacToe", '{"s": 1}', True, 5.0, 5.0, seats))
         self.assertIs(match[3], True)
-        await store.run(match_queries.update_match, "m1", '{"s": 2}', True, 6.0)
+        await store.run(match_queries.update_matches, [('{"s": 2}', True, 6.0, "m1")])
         self.assertEqual(await store.run(match_queries.open_matches, "eot"), [])
-        await store.run(match_queries.delete_match, "m1")
+        await store.run(delete_match, "m1")     # a match's players go with it
         self.assertEqual(await store.run(count_rows, "match_players"), 0)
 
     async def test_failed_transaction_rolls_back(self):

@@ -20,10 +20,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
 
-from gtserver.core.matches import MatchService
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import StoreUnavailable, Unstorable
+from gtserver.store import events as event_queries
 from gtserver.store import ratings as rating_queries
+from gtserver.uttt.matchmaking import UltimateMatches
 from tests.support import sqlite_url, start_server
 from tests.tls import write_self_signed_certificate
 
@@ -703,14 +704,15 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
         match_id = (await challenge(self, alice, bob, "bob"))["id"]
-        service = self.server.core.component(MatchService)
+        ultimate = self.server.core.component(UltimateMatches)
+        service = ultimate.match_store
         match = service.get(match_id)
         held = HeldStore(service.writer.store)
         service.writer.store = held
         alice.send("move", move_frame(match_id, (0, 0, 1, 1)))
         await until(lambda: held.held)
         bob.send("move", move_frame(match_id, (1, 1, 0, 0)))   # legal once alice's is in
-        await until(lambda: match.lock.waiting)
+        await until(lambda: ultimate.locks[match.id].waiting)
         service.writer.store = held.store
         held.release()
         first = await alice.expect("match_update")
@@ -726,6 +728,31 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
                          {"sub_x": 1, "sub_y": 1, "x": 0, "y": 0})
         await alice.nothing_more()
         await bob.nothing_more()
+
+    async def test_a_move_that_cannot_be_stored_does_not_count(self):
+        """Store, then tell: a move whose write fails is undone, nobody but the
+        mover hears of it (who gets the unchanged state), the research log
+        does not have it, and the same move counts once the database is back."""
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        ultimate = self.server.core.component(UltimateMatches)
+        writer = ultimate.match_store.writer
+        self.patch(writer, "save", lambda *arguments: fail(StoreUnavailable("database down")))
+        alice.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        self.assertEqual(await alice.expect("match_update"), update)
+        self.assertEqual(len(self.flushLoggedErrors(StoreUnavailable)), 0)   # a warning only
+        del writer.save
+        alice.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        moved = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), moved)   # bob's first since the start
+        self.assertEqual(moved["match_state"]["last_move"],
+                         {"sub_x": 0, "sub_y": 0, "x": 1, "y": 1})
+        await self.server.core.events.flush()
+        moves = await self.server.store.run(event_queries.select_events, 0, 100, "uttt",
+                                            ("move",))
+        self.assertEqual(len(moves), 1)
+        self.assertEqual(ultimate.locks[update["id"]].locked, False)
 
     async def test_end_match_before_both_moved_is_not_rated(self):
         await self.serve()
@@ -865,8 +892,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         marks = {sum(cell != 0 for row in field for cell in row) for field in fields}
         self.assertLessEqual(marks, {0, 1})
         final = fields[-1] if fields else None
-        matches = self.server.core.component(
-            __import__("gtserver.uttt.matchmaking", fromlist=["x"]).UltimateMatches)
+        matches = self.server.core.component(UltimateMatches)
         game = matches.open[update["id"]].game
         self.assertEqual(sum(cell != 0 for row in game.field for cell in row), 1)
         self.assertIsNotNone(final)

@@ -3,9 +3,9 @@
 :class:`Core` is a ``MultiService`` holding the store, the shared services
 (accounts, event log) and any *component* a protocol asks for. A component is
 created once, by its class, on first request, so two protocols that need the
-same service (say the match service) share one instance::
+same service (say the ratings) share one instance::
 
-    matches = core.component(MatchService)
+    ratings = core.component(Ratings)
 
 Components that are services are started and stopped with the core.
 """
@@ -45,9 +45,11 @@ class Core(MultiService):
         self._components: dict[Any, Any] = {}
 
     def component(self, kind: Callable[[Core], T]) -> T:
-        """The one instance of ``kind`` (built as ``kind(core)`` on first use)."""
+        """The one instance of ``kind`` (built as ``kind.from_core(core)`` when
+        ``kind`` has that class method, else as ``kind(core)``, on first use)."""
         if kind not in self._components:
-            instance = kind(self)
+            from_core = getattr(kind, "from_core", None)
+            instance = from_core(self) if from_core is not None else kind(self)
             self._components[kind] = instance
             if IService.providedBy(instance):
                 instance.setServiceParent(self)

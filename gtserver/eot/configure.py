@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gtserver.core.matches import MatchService
-from gtserver.eot.lobby import SessionService
+from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory
 from gtserver.games.chat import Chat
@@ -37,22 +36,22 @@ def game_settings(factory: Any, config: Mapping[str, Any]) -> dict[str, Any] | N
     return None
 
 
-def configure_games(matches: MatchService, config: Mapping[str, Any]) -> None:
-    """Give this match service its own copies of the games, configured.
+def configure_games(games: dict[str, Any], config: Mapping[str, Any]) -> None:
+    """Replace the games of one service by configured copies.
 
     The installed plugin objects are never changed, so services built with
     other options (a second daemon in one process, the tests) do not share
     settings.
     """
-    for name, factory in list(matches.games.items()):
+    for name, factory in list(games.items()):
         settings = game_settings(factory, config)
         if settings is not None:
-            matches.games[name] = factory.configured(**settings)
+            games[name] = factory.configured(**settings)
 
 
 def build_factory(core: Any, config: Mapping[str, Any]) -> EOTFactory:
-    sessions = core.component(SessionService)
-    configure_games(sessions.matches, config)
-    return EOTFactory(sessions, core.clock,
+    tables = core.component(TableService)
+    configure_games(tables.games, config)
+    return EOTFactory(tables, core.clock,
                       request_size_max=int(config.get("eot_request_size_max", 1_000_000)),
                       connection_timeout=float(config.get("eot_connection_timeout", 60.0)))

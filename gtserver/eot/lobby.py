@@ -1,16 +1,23 @@
-"""Game sessions of the EOT game API: seats, keys, long-poll waiters, timeouts.
+"""Tables of the EOT game API: seats, keys, long-poll waiters, timeouts.
 
-A *session* is a match of one game for a fixed number of players who find each
-other through a shared token (or through ``"auto"``). This module knows no
+A *table* is where a fixed number of players play one game, match after match,
+with an observer seat per player. Players find each other through a shared
+token (or through ``"auto"``); the wire and the original clients call the
+table a "session" and the token its session token (the request field
+``session``), which has nothing to do with the account sessions of the
+other protocols. This module knows no
 wire format: requests arrive as plain arguments, answers are plain values or
-Deferreds, refusals are :class:`SessionError` subclasses (their text is meant
-for the player) and :class:`gtserver.games.IllegalMove` (the game's message).
+Deferreds, refusals are :class:`TableError` subclasses (their text is meant
+for the player) and the refusals of a move every protocol shares
+(:class:`gtserver.core.matches.NotYourTurn`,
+:class:`gtserver.core.matches.MatchOver` and the game's
+:class:`gtserver.games.IllegalMove`).
 
 Waiting is cheap: a parked ``join`` or ``state`` is one Deferred in a list of
-its player; nothing runs until the session changes. Cancelling the Deferred
+its player; nothing runs until the table changes. Cancelling the Deferred
 (the adapter does so when the client disconnects) removes the waiter at once.
 
-State delivery follows a version number per session, bumped by every move
+State delivery follows a version number per table, bumped by every move
 handed to the game (accepted or refused as illegal) and every restart. Each
 player, and each player's observer seat (shared by every observer of that
 player), remembers the version it last received; ``state`` answers at once
@@ -18,18 +25,19 @@ when there is a newer one and parks otherwise. A restart of a finished game
 owes that game's final state, once, to every player but the restarter and to
 every observer seat; it is delivered before the new game.
 
-A state is computed once per session version and seat and handed to every
+A state is computed once per table version and seat and handed to every
 viewer of that seat as the same :class:`View` object (and players whose views
 are equal, as in Chat, share one object too), so an adapter can encode it once
 for all the waiters it releases.
 
-Sessions are kept in memory only; every accepted move goes to the research
-event log through the match service. Memory stays bounded: a session ends
-after ``game_timeout`` seconds without requests; one whose game is over and
-whose players have all received its final state is released sooner, after
-``finished_grace`` seconds without requests (a restart within that time
-keeps it); and at most ``sessions_max`` sessions are kept, the one idle the
-longest making room for a new one.
+Tables and their matches are kept in memory only; every accepted move goes
+to the research event log through the recorder the service is given. Memory
+stays bounded: a table ends after ``game_timeout`` seconds without
+requests; one whose game is over and whose players have all received its
+final state is released sooner, after ``finished_grace`` seconds without
+requests (a restart within that time keeps it); and at most
+``tables_max`` tables are kept, the one idle the longest making room for
+a new one.
 """
 
 from __future__ import annotations
@@ -37,80 +45,74 @@ from __future__ import annotations
 import hmac
 import random
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
-from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.core.matches import EventRecorder, Match, Seat
 from gtserver.games import IllegalMove
 
 AUTO = "auto"
 CONTEXT = "eot"
 
 
-class SessionError(CoreError):
+class TableError(CoreError):
     """A refused request; ``str(error)`` is the message for the client."""
 
 
-class NoSuchGame(SessionError):
+class NoSuchGame(TableError):
     def __init__(self, game: str) -> None:
         super().__init__("no such game")
         self.game = game
 
 
-class BadRequest(SessionError):
+class BadRequest(TableError):
     """The request's values do not make sense (e.g. a bad player count)."""
 
 
-class NoSuchSession(SessionError):
+class NoSuchTable(TableError):
     pass
 
 
-class SessionFull(SessionError):
+class TableFull(TableError):
     pass
 
 
-class ReservedToken(SessionError):
+class ReservedToken(TableError):
     pass
 
 
-class NotStarted(SessionError):
+class NotStarted(TableError):
     pass
 
 
-class BadKey(SessionError):
+class BadKey(TableError):
     """Unknown player id or wrong key."""
 
 
-class SessionReplaced(SessionError):
+class TableReplaced(TableError):
     pass
 
 
-class SessionEnded(SessionError):
-    """The session ended (idle timeout, server shutdown) while a client waited."""
+class TableEnded(TableError):
+    """The table ended (idle timeout, server shutdown) while a client waited."""
 
 
-class JoinTimeout(SessionError):
+class JoinTimeout(TableError):
     pass
 
 
-class NotYourTurn(SessionError):
+class NotObservable(TableError):
     pass
 
 
-class GameOver(SessionError):
-    pass
-
-
-class NotObservable(SessionError):
-    pass
-
-
-class GameFailed(SessionError):
+class GameFailed(TableError):
     """The game's code raised; the traceback is in the log."""
 
 
@@ -132,7 +134,8 @@ class View(dict):
 class Joined:
     player_id: int
     key: str
-    session: str
+    #: The table's token (the wire's ``session``).
+    token: str
 
 
 class Viewer:
@@ -143,7 +146,7 @@ class Viewer:
     def __init__(self, player_id: int, key: str) -> None:
         self.player_id = player_id
         self.key = key
-        #: Session version of the last state this viewer received.
+        #: Table version of the last state this viewer received.
         self.seen = 0
         #: The previous game's final state, owed once after a restart.
         self.final: View | None = None
@@ -160,7 +163,7 @@ class Player(Viewer):
         self.join_timer: Any = None
 
 
-class Session:
+class Table:
     __slots__ = ("game", "token", "size", "auto", "players", "observers", "seats", "match",
                  "version", "views", "touched", "timer", "parked", "replaced", "ended")
 
@@ -182,8 +185,8 @@ class Session:
         self.timer: Any = None
         #: Viewers with at least one parked state request.
         self.parked: set[Viewer] = set()
-        #: The session this one replaced (its keys get a clear error).
-        self.replaced: Session | None = None
+        #: The table this one replaced (its keys get a clear error).
+        self.replaced: Table | None = None
         self.ended = False
 
     @property
@@ -198,285 +201,299 @@ def _same(key: Any, expected: str) -> bool:
         key.encode("utf-8", "surrogatepass"), expected.encode())
 
 
-class SessionService(Service):
-    """Every EOT session of the daemon (a core component)."""
+class TableService(Service):
+    """Every EOT table of the daemon.
+
+    ``games`` are the game factories by the name clients use, ``recorder``
+    gets the matches' events. A join waits ``join_timeout`` seconds for its
+    table to fill; ``game_timeout``, ``finished_grace`` and
+    ``tables_max`` bound the tables kept (see the module's docstring).
+    ``rng`` draws the seed of each match.
+    """
 
     log = Logger()
 
-    def __init__(self, core: Any, join_timeout: float | None = None,
-                 game_timeout: float | None = None, rng: random.Random | None = None,
-                 finished_grace: float | None = None,
-                 sessions_max: int | None = None) -> None:
-        config = core.config
-        self.clock = core.clock
-        self.matches: MatchService = core.component(MatchService)
-        self.join_timeout = float(join_timeout if join_timeout is not None
-                                  else config.get("eot_join_timeout", 300.0))
-        self.game_timeout = float(game_timeout if game_timeout is not None
-                                  else config.get("eot_game_timeout", 3600.0))
-        self.finished_grace = float(finished_grace if finished_grace is not None
-                                    else config.get("eot_finished_grace", 60.0))
-        self.sessions_max = int(sessions_max if sessions_max is not None
-                                else config.get("eot_sessions_max", 10_000))
+    def __init__(self, games: Mapping[str, Any], recorder: EventRecorder,
+                 clock: IReactorTime, *, join_timeout: float, game_timeout: float,
+                 finished_grace: float, tables_max: int,
+                 rng: random.Random | None = None) -> None:
+        self.games = games
+        self.recorder = recorder
+        self.clock = clock
+        self.join_timeout = float(join_timeout)
+        self.game_timeout = float(game_timeout)
+        self.finished_grace = float(finished_grace)
+        self.tables_max = int(tables_max)
         self.rng = rng or random.SystemRandom()
-        #: Every session by (game, token), least recently requested first.
-        self.sessions: dict[tuple[str, str], Session] = {}
-        #: Open (not yet full) auto sessions per game, oldest first.
-        self.open_auto: dict[str, list[Session]] = {}
+        #: Every table by (game, token), least recently requested first.
+        self.tables: dict[tuple[str, str], Table] = {}
+        #: Open (not yet full) auto tables per game, oldest first.
+        self.open_auto: dict[str, list[Table]] = {}
+
+    @classmethod
+    def from_core(cls, core: Any) -> TableService:
+        """Built from the daemon's core and its flat configuration, with its
+        own copy of the installed games (the EOT listener configures them)."""
+        from gtserver.registry import games
+
+        config = core.config
+        return cls(dict(games()), core.events, core.clock,
+                   join_timeout=float(config.get("eot_join_timeout", 300.0)),
+                   game_timeout=float(config.get("eot_game_timeout", 3600.0)),
+                   finished_grace=float(config.get("eot_finished_grace", 60.0)),
+                   tables_max=int(config.get("eot_sessions_max", 10_000)))
 
     # requests
 
     def join(self, game: str, token: str, players: int | None, name: str) -> Deferred:
-        """Join (or start) a session; fires with :class:`Joined` once it is full."""
-        if game not in self.matches.games:
+        """Join (or start) a table; fires with :class:`Joined` once it is full."""
+        if game not in self.games:
             raise NoSuchGame(game)
         if token == AUTO:
-            session = self._auto_session(game, players)
+            table = self._auto_table(game, players)
         elif token.startswith(AUTO):
             raise ReservedToken("session tokens starting with 'auto' are reserved")
         else:
-            session = self._named_session(game, token, players)
-        player = Player(len(session.players), secrets.token_hex(16), name)
-        session.players.append(player)
-        self._touch(session)
-        if session.full:
-            self._start(session)
-            return succeed(Joined(player.player_id, player.key, session.token))
-        player.joined = Deferred(lambda d: self._leave(session, player))
+            table = self._named_table(game, token, players)
+        player = Player(len(table.players), secrets.token_hex(16), name)
+        table.players.append(player)
+        self._touch(table)
+        if table.full:
+            self._start(table)
+            return succeed(Joined(player.player_id, player.key, table.token))
+        player.joined = Deferred(lambda d: self._leave(table, player))
         player.join_timer = self.clock.callLater(
-            self.join_timeout, self._join_timed_out, session, player)
+            self.join_timeout, self._join_timed_out, table, player)
         return player.joined
 
     def move(self, game: str, token: str, player_id: int, key: str,
              arguments: dict[str, Any], address: str | None = None) -> None:
-        """Apply a move; raises a SessionError or the game's IllegalMove."""
-        session = self._session(game, token)
-        self._player(session, player_id, key)
-        match = self._running_match(session)
-        if match.finished:
-            raise GameOver("the game is over")
-        if player_id not in match.game.current():
-            raise NotYourTurn("it is not your turn")
+        """Apply a move; raises a TableError, MatchOver, NotYourTurn or the
+        game's IllegalMove."""
+        table = self._table(game, token)
+        self._player(table, player_id, key)
+        match = self._running_match(table)
+        match.check_turn(player_id)
         try:
-            self.matches.move_transient(
-                match, player_id, arguments, address,
-                {"game": game, "session": token, "player": player_id})
+            match.play(player_id, arguments, self.clock.seconds())
+            match.moved(player_id, arguments, address,
+                        {"game": game, "session": token, "player": player_id})
         except IllegalMove:
-            self._bump(session)     # a refused move is a change for everybody
+            self._bump(table)     # a refused move is a change for everybody
             raise
-        except MatchClosed:
-            raise GameOver("the game is over") from None
         except Exception:
             self.log.failure("game {game} raised on a move", game=game)
             raise GameFailed("internal error in the game") from None
-        self._bump(session)
+        self._bump(table)
 
     def state(self, game: str, token: str, player_id: int, key: str,
               observer: bool = False) -> View | Deferred:
         """The state for this viewer now, or a Deferred when it has to wait."""
-        session = self._session(game, token)
-        viewer = (self._observer(session, player_id, key) if observer
-                  else self._player(session, player_id, key))
-        self._running_match(session)
-        if viewer.final is not None or viewer.seen != session.version:
-            return self._deliver(session, viewer)
-        waiter = Deferred(lambda d: self._unpark(session, viewer, d))
+        table = self._table(game, token)
+        viewer = (self._observer(table, player_id, key) if observer
+                  else self._player(table, player_id, key))
+        self._running_match(table)
+        if viewer.final is not None or viewer.seen != table.version:
+            return self._deliver(table, viewer)
+        waiter = Deferred(lambda d: self._unpark(table, viewer, d))
         viewer.waiters.append(waiter)
-        session.parked.add(viewer)
+        table.parked.add(viewer)
         return waiter
 
     def observe(self, game: str, token: str, name: str) -> Joined:
-        """An observer key for the player called ``name`` of a running session."""
+        """An observer key for the player called ``name`` of a running table."""
         if token == AUTO or token.startswith(AUTO):
             raise NotObservable("auto-join sessions cannot be observed")
         if not name:
             raise BadRequest("name the player to observe")
-        session = self._session(game, token)
-        self._running_match(session)
-        for player in session.players:
+        table = self._table(game, token)
+        self._running_match(table)
+        for player in table.players:
             if player.name == name:
                 key = secrets.token_hex(16)
-                session.observers[key] = session.seats[player.player_id]
-                return Joined(player.player_id, key, session.token)
+                table.observers[key] = table.seats[player.player_id]
+                return Joined(player.player_id, key, table.token)
         raise BadRequest(f"no player called {name!r} in this session")
 
     def restart(self, game: str, token: str, player_id: int, key: str) -> None:
-        """A fresh game in the same session.
+        """A fresh game at the same table.
 
         When the old game was over, every player but the restarter and every
         observer seat get its final state first, once.
         """
-        session = self._session(game, token)
-        player = self._player(session, player_id, key)
-        old = self._running_match(session)
+        table = self._table(game, token)
+        player = self._player(table, player_id, key)
+        old = self._running_match(table)
         try:
             if old.finished:
-                for viewer in self._viewers(session):
+                for viewer in self._viewers(table):
                     if viewer is not player:
-                        viewer.final = self._shared_view(session, old, viewer.player_id)
-            new = self._new_match(session)
-        except SessionError:
+                        viewer.final = self._shared_view(table, old, viewer.player_id)
+            new = self._new_match(table)
+        except TableError:
             raise
         except Exception:
             self.log.failure("game {game} raised on a restart", game=game)
             raise GameFailed("internal error in the game") from None
-        self.matches.end_transient(old, player_id)
-        session.match = new
-        self._bump(session)
+        old.end(player_id, self.clock.seconds())
+        table.match = new
+        self._bump(table)
 
-    def _bump(self, session: Session) -> None:
+    def _bump(self, table: Table) -> None:
         """A new version: forget the old views, answer everyone parked."""
-        session.version += 1
-        session.views = {}
-        if session.parked:
-            self._wake(session)
+        table.version += 1
+        table.views = {}
+        if table.parked:
+            self._wake(table)
 
     # lookups
 
-    def _session(self, game: str, token: str) -> Session:
-        session = self.sessions.get((game, token))
-        if session is None:
-            if game not in self.matches.games:
+    def _table(self, game: str, token: str) -> Table:
+        table = self.tables.get((game, token))
+        if table is None:
+            if game not in self.games:
                 raise NoSuchGame(game)
-            raise NoSuchSession("no such session")
-        self._touch(session)
-        return session
+            raise NoSuchTable("no such session")
+        self._touch(table)
+        return table
 
-    def _touch(self, session: Session) -> None:
-        """A request for ``session``: it is the most recently used one now."""
-        session.touched = self.clock.seconds()
-        key = (session.game, session.token)
-        if self.sessions.get(key) is session:
-            del self.sessions[key]
-            self.sessions[key] = session
+    def _touch(self, table: Table) -> None:
+        """A request for ``table``: it is the most recently used one now."""
+        table.touched = self.clock.seconds()
+        key = (table.game, table.token)
+        if self.tables.get(key) is table:
+            del self.tables[key]
+            self.tables[key] = table
 
-    def _player(self, session: Session, player_id: int, key: str) -> Player:
-        if 0 <= player_id < len(session.players):
-            player = session.players[player_id]
+    def _player(self, table: Table, player_id: int, key: str) -> Player:
+        if 0 <= player_id < len(table.players):
+            player = table.players[player_id]
             if _same(key, player.key) and player.joined is None:
                 return player
-        raise self._key_error(session, key)
+        raise self._key_error(table, key)
 
-    def _observer(self, session: Session, player_id: int, key: str) -> Viewer:
-        viewer = session.observers.get(key) if isinstance(key, str) else None
+    def _observer(self, table: Table, player_id: int, key: str) -> Viewer:
+        viewer = table.observers.get(key) if isinstance(key, str) else None
         if viewer is not None and viewer.player_id == player_id:
             return viewer
-        raise self._key_error(session, key)
+        raise self._key_error(table, key)
 
     @staticmethod
-    def _key_error(session: Session, key: Any) -> SessionError:
-        old = session.replaced
+    def _key_error(table: Table, key: Any) -> TableError:
+        old = table.replaced
         if old is not None and isinstance(key, str) and (
                 any(_same(key, p.key) for p in old.players) or key in old.observers):
-            return SessionReplaced("the session was replaced by a new one")
+            return TableReplaced("the session was replaced by a new one")
         return BadKey("not joined: unknown player id or wrong key")
 
-    def _running_match(self, session: Session) -> Match:
-        if session.match is None:
+    def _running_match(self, table: Table) -> Match:
+        if table.match is None:
             raise NotStarted("the session has not started yet")
-        return session.match
+        return table.match
 
-    def _viewers(self, session: Session):
-        yield from session.players
-        yield from session.seats
+    def _viewers(self, table: Table):
+        yield from table.players
+        yield from table.seats
 
-    # sessions
+    # tables
 
-    def _auto_session(self, game: str, players: int | None) -> Session:
+    def _auto_table(self, game: str, players: int | None) -> Table:
         waiting = self.open_auto.get(game)
         if waiting:
             return waiting[0]
         if players is None:
-            raise NoSuchSession("no open session to join; give the number of players "
-                                "to start one")
-        session = self._new_session(game, f"{AUTO}-{secrets.token_hex(8)}", players, True)
-        self.open_auto.setdefault(game, []).append(session)
-        return session
+            raise NoSuchTable("no open session to join; give the number of players "
+                              "to start one")
+        table = self._new_table(game, f"{AUTO}-{secrets.token_hex(8)}", players, True)
+        self.open_auto.setdefault(game, []).append(table)
+        return table
 
-    def _named_session(self, game: str, token: str, players: int | None) -> Session:
-        session = self.sessions.get((game, token))
-        if session is not None and not session.full:
-            return session
+    def _named_table(self, game: str, token: str, players: int | None) -> Table:
+        table = self.tables.get((game, token))
+        if table is not None and not table.full:
+            return table
         if players is None:
-            if session is None:
-                raise NoSuchSession("no such session; give the number of players to "
-                                    "start one")
-            raise SessionFull("the session is full")
-        replacement = self._new_session(game, token, players, False)
-        if session is not None:
-            self._end(session, SessionReplaced("the session was replaced by a new one"))
-            session.replaced = None
-            replacement.replaced = session
-        self.sessions[(game, token)] = replacement
+            if table is None:
+                raise NoSuchTable("no such session; give the number of players to "
+                                  "start one")
+            raise TableFull("the session is full")
+        replacement = self._new_table(game, token, players, False)
+        if table is not None:
+            self._end(table, TableReplaced("the session was replaced by a new one"))
+            table.replaced = None
+            replacement.replaced = table
+        self.tables[(game, token)] = replacement
         return replacement
 
-    def _new_session(self, game: str, token: str, size: int, auto: bool) -> Session:
-        """A new session for ``size`` players.
+    def _new_table(self, game: str, token: str, size: int, auto: bool) -> Table:
+        """A new table for ``size`` players.
 
         The player count is checked only here: a join that enters an open
-        session ignores its ``players``, as the protocol says.
+        table ignores its ``players``, as the protocol says.
         """
-        factory = self.matches.games[game]
+        factory = self.games[game]
         if not factory.min_players <= size <= factory.max_players:
             raise BadRequest(f"{game} is played by {factory.min_players} to "
                              f"{factory.max_players} players")
-        while len(self.sessions) >= self.sessions_max:
-            idlest = next(iter(self.sessions.values()))
-            self._end(idlest, SessionEnded("the session ended to make room for new ones "
-                                           "(the server keeps a bounded number)"))
-        session = Session(game, token, size, auto, self.clock.seconds())
-        self.sessions[(game, token)] = session
-        session.timer = self.clock.callLater(self.game_timeout, self._check_idle, session)
-        return session
+        while len(self.tables) >= self.tables_max:
+            idlest = next(iter(self.tables.values()))
+            self._end(idlest, TableEnded("the session ended to make room for new ones "
+                                         "(the server keeps a bounded number)"))
+        table = Table(game, token, size, auto, self.clock.seconds())
+        self.tables[(game, token)] = table
+        table.timer = self.clock.callLater(self.game_timeout, self._check_idle, table)
+        return table
 
-    def _new_match(self, session: Session) -> Match:
-        """A new game for the session, with its own seeded random generator.
+    def _new_match(self, table: Table) -> Match:
+        """A new game for the table, with its own seeded random generator.
 
         The seed is in the match's start event, so a match can be replayed.
         """
-        seats = [Seat(player.name or f"player {player.player_id}") for player in session.players]
+        seats = [Seat(player.name or f"player {player.player_id}") for player in table.players]
         seed = self.rng.getrandbits(64)
-        return self.matches.create_transient(session.game, seats, CONTEXT,
-                                             random.Random(seed),
-                                             {"session": session.token, "seed": seed})
+        match = Match.new(self.games[table.game], seats, CONTEXT, self.recorder,
+                          self.clock.seconds(), rng=random.Random(seed),
+                          extra={"session": table.token, "seed": seed})
+        match.started()
+        return match
 
-    def _start(self, session: Session) -> None:
-        if session.auto:
-            waiting = self.open_auto.get(session.game, [])
-            if session in waiting:
-                waiting.remove(session)
+    def _start(self, table: Table) -> None:
+        if table.auto:
+            waiting = self.open_auto.get(table.game, [])
+            if table in waiting:
+                waiting.remove(table)
             if not waiting:
-                self.open_auto.pop(session.game, None)
+                self.open_auto.pop(table.game, None)
         try:
-            session.match = self._new_match(session)
+            table.match = self._new_match(table)
         except Exception:
-            self.log.failure("game {game} raised on start", game=session.game)
-            self._end(session, GameFailed("internal error in the game"))
+            self.log.failure("game {game} raised on start", game=table.game)
+            self._end(table, GameFailed("internal error in the game"))
             raise GameFailed("internal error in the game") from None
-        session.version = 1
-        session.views = {}
-        session.seats = [Viewer(player.player_id, "") for player in session.players]
-        for player in session.players:
+        table.version = 1
+        table.views = {}
+        table.seats = [Viewer(player.player_id, "") for player in table.players]
+        for player in table.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None
             if joined is not None:
-                joined.callback(Joined(player.player_id, player.key, session.token))
+                joined.callback(Joined(player.player_id, player.key, table.token))
 
-    def _leave(self, session: Session, player: Player) -> None:
-        """A joiner gave up (timeout or disconnect) before the session filled."""
+    def _leave(self, table: Table, player: Player) -> None:
+        """A joiner gave up (timeout or disconnect) before the table filled."""
         self._cancel_join_timer(player)
         player.joined = None
-        if player in session.players:
-            session.players.remove(player)
-            for index, other in enumerate(session.players):
+        if player in table.players:
+            table.players.remove(player)
+            for index, other in enumerate(table.players):
                 other.player_id = index
-        if not session.players:
-            self._discard(session)
+        if not table.players:
+            self._discard(table)
 
-    def _join_timed_out(self, session: Session, player: Player) -> None:
+    def _join_timed_out(self, table: Table, player: Player) -> None:
         player.join_timer = None
         joined = player.joined
-        self._leave(session, player)
+        self._leave(table, player)
         if joined is not None:
             joined.errback(JoinTimeout("not enough players joined in time"))
 
@@ -486,73 +503,73 @@ class SessionService(Service):
             player.join_timer.cancel()
         player.join_timer = None
 
-    def _end_seen(self, session: Session) -> bool:
+    def _end_seen(self, table: Table) -> bool:
         """Whether the game is over and every player has received its final state."""
-        match = session.match
+        match = table.match
         return (match is not None and match.finished
-                and all(player.seen == session.version and player.final is None
-                        for player in session.players))
+                and all(player.seen == table.version and player.final is None
+                        for player in table.players))
 
-    def _check_idle(self, session: Session) -> None:
-        """End the session once idle too long; else look again when it may be."""
-        finished = self._end_seen(session)
+    def _check_idle(self, table: Table) -> None:
+        """End the table once idle too long; else look again when it may be."""
+        finished = self._end_seen(table)
         limit = min(self.finished_grace, self.game_timeout) if finished else self.game_timeout
-        idle = self.clock.seconds() - session.touched
-        session.timer = None
+        idle = self.clock.seconds() - table.touched
+        table.timer = None
         if idle < limit:
-            session.timer = self.clock.callLater(limit - idle, self._check_idle, session)
+            table.timer = self.clock.callLater(limit - idle, self._check_idle, table)
         elif finished:
-            self._end(session, SessionEnded("the session was released: its game is over "
-                                            "and every player has seen the end"))
+            self._end(table, TableEnded("the session was released: its game is over "
+                                        "and every player has seen the end"))
         else:
-            self._end(session, SessionEnded(
+            self._end(table, TableEnded(
                 f"the session ended after {self.game_timeout:g} s without requests"))
 
-    def _end_delivered(self, session: Session) -> None:
-        """A player got the final state: release the session after the grace
+    def _end_delivered(self, table: Table) -> None:
+        """A player got the final state: release the table after the grace
         if that was the last one to see it."""
-        if session.ended or not self._end_seen(session):
+        if table.ended or not self._end_seen(table):
             return
-        if session.timer is not None and session.timer.active():
-            session.timer.cancel()
+        if table.timer is not None and table.timer.active():
+            table.timer.cancel()
         grace = min(self.finished_grace, self.game_timeout)
-        session.timer = self.clock.callLater(
-            max(0.0, session.touched + grace - self.clock.seconds()),
-            self._check_idle, session)
+        table.timer = self.clock.callLater(
+            max(0.0, table.touched + grace - self.clock.seconds()),
+            self._check_idle, table)
 
-    def _end(self, session: Session, reason: SessionError) -> None:
-        """End a session: every waiting client gets ``reason``."""
-        if session.ended:
+    def _end(self, table: Table, reason: TableError) -> None:
+        """End a table: every waiting client gets ``reason``."""
+        if table.ended:
             return
-        session.ended = True
-        self._discard(session)
-        if session.timer is not None and session.timer.active():
-            session.timer.cancel()
-        session.timer = None
-        if session.match is not None:
-            self.matches.end_transient(session.match, None)
-        for player in session.players:
+        table.ended = True
+        self._discard(table)
+        if table.timer is not None and table.timer.active():
+            table.timer.cancel()
+        table.timer = None
+        if table.match is not None:
+            table.match.end(None, self.clock.seconds())
+        for player in table.players:
             self._cancel_join_timer(player)
             joined, player.joined = player.joined, None
             if joined is not None:
                 joined.errback(reason)
-        for viewer in list(session.parked):
+        for viewer in list(table.parked):
             waiters, viewer.waiters = viewer.waiters, []
             for waiter in waiters:
                 waiter.errback(reason)
-        session.parked.clear()
+        table.parked.clear()
 
-    def _discard(self, session: Session) -> None:
-        if self.sessions.get((session.game, session.token)) is session:
-            del self.sessions[(session.game, session.token)]
-        waiting = self.open_auto.get(session.game)
-        if waiting and session in waiting:
-            waiting.remove(session)
+    def _discard(self, table: Table) -> None:
+        if self.tables.get((table.game, table.token)) is table:
+            del self.tables[(table.game, table.token)]
+        waiting = self.open_auto.get(table.game)
+        if waiting and table in waiting:
+            waiting.remove(table)
             if not waiting:
-                del self.open_auto[session.game]
-        if not session.ended and session.timer is not None and session.timer.active():
-            session.timer.cancel()
-            session.timer = None
+                del self.open_auto[table.game]
+        if not table.ended and table.timer is not None and table.timer.active():
+            table.timer.cancel()
+            table.timer = None
 
     # states
 
@@ -563,13 +580,13 @@ class SessionService(Service):
         view["gameover"] = bool(game.is_over())
         return view
 
-    def _shared_view(self, session: Session, match: Match, seat: int) -> View:
-        """The view of ``seat`` at the session's version, computed once.
+    def _shared_view(self, table: Table, match: Match, seat: int) -> View:
+        """The view of ``seat`` at the table's version, computed once.
 
         A seat whose view equals the one computed just before (every seat of
         Chat, say) gets that same object, so it is rendered once for all.
         """
-        views = session.views
+        views = table.views
         view = views.get(seat)
         if view is None:
             view = self._view(match, seat)
@@ -580,28 +597,28 @@ class SessionService(Service):
             views[seat] = view
         return view
 
-    def _deliver(self, session: Session, viewer: Viewer) -> View:
+    def _deliver(self, table: Table, viewer: Viewer) -> View:
         """What ``viewer`` is owed now: an old game's final state, else the current one."""
         if viewer.final is not None:
             final, viewer.final = viewer.final, None
             return final
         try:
-            view = self._shared_view(session, session.match, viewer.player_id)
+            view = self._shared_view(table, table.match, viewer.player_id)
         except Exception:
-            self.log.failure("game {game} raised in state()", game=session.game)
+            self.log.failure("game {game} raised in state()", game=table.game)
             raise GameFailed("internal error in the game") from None
-        viewer.seen = session.version
+        viewer.seen = table.version
         if view["gameover"] and type(viewer) is Player:
-            self._end_delivered(session)
+            self._end_delivered(table)
         return view
 
-    def _wake(self, session: Session) -> None:
+    def _wake(self, table: Table) -> None:
         """Answer every parked viewer."""
-        parked, session.parked = session.parked, set()
+        parked, table.parked = table.parked, set()
         for viewer in parked:
             waiters, viewer.waiters = viewer.waiters, []
             try:
-                view = self._deliver(session, viewer)
+                view = self._deliver(table, viewer)
             except GameFailed as error:
                 for waiter in waiters:
                     waiter.errback(error)
@@ -609,15 +626,15 @@ class SessionService(Service):
             for waiter in waiters:
                 waiter.callback(view)
 
-    def _unpark(self, session: Session, viewer: Viewer, waiter: Deferred) -> None:
+    def _unpark(self, table: Table, viewer: Viewer, waiter: Deferred) -> None:
         if waiter in viewer.waiters:
             viewer.waiters.remove(waiter)
         if not viewer.waiters:
-            session.parked.discard(viewer)
+            table.parked.discard(viewer)
 
     # service
 
     def stopService(self) -> None:
         super().stopService()
-        for session in list(self.sessions.values()):
-            self._end(session, SessionEnded("the server is shutting down"))
+        for table in list(self.tables.values()):
+            self._end(table, TableEnded("the server is shutting down"))

@@ -3,7 +3,7 @@
 A client sends a UTF-8 JSON object followed by ``EOT\\0``; the server answers
 with one JSON object and closes the connection. This module only frames,
 parses and renders: every decision is made by
-:class:`gtserver.eot.lobby.SessionService`.
+:class:`gtserver.eot.lobby.TableService`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.core.peers import Peer
-from gtserver.eot.lobby import Joined, SessionError, SessionService, View
+from gtserver.eot.lobby import Joined, TableError, TableService, View
 from gtserver.games import IllegalMove
 
 TERMINATOR = b"EOT\0"
@@ -172,9 +173,13 @@ class EOTProtocol(Protocol):
             self._send(_error("unknown request type"))
             return
         try:
-            result = handler(self, self.factory.sessions, request)
-        except SessionError as error:
+            result = handler(self, self.factory.tables, request)
+        except TableError as error:
             self._send(_error(str(error)))
+        except NotYourTurn:
+            self._send(_error("it is not your turn"))
+        except MatchOver:
+            self._send(_error("the game is over"))
         except IllegalMove as error:
             self._send(self._refusal(error.message))
         except BadField as error:
@@ -189,40 +194,40 @@ class EOTProtocol(Protocol):
             else:
                 self._send_data(result)
 
-    def _join(self, sessions: SessionService, request: dict) -> Deferred:
+    def _join(self, tables: TableService, request: dict) -> Deferred:
         name = request.get("name")
         if name is None:
             name = ""
         elif not isinstance(name, str):
             raise BadField("'name' must be a string")
-        return sessions.join(_string(request, "game"), _string(request, "session"),
-                             _integer(request, "players", optional=True), name)
+        return tables.join(_string(request, "game"), _string(request, "session"),
+                           _integer(request, "players", optional=True), name)
 
-    def _move(self, sessions: SessionService, request: dict) -> None:
+    def _move(self, tables: TableService, request: dict) -> None:
         arguments = request.get("move")
         if not isinstance(arguments, dict):
             raise BadField("'move' must be an object of keyword arguments")
-        sessions.move(_string(request, "game"), _string(request, "session"),
-                      _integer(request, "player_id"), _string(request, "key"), arguments,
-                      self.factory.address_of(self.transport))
+        tables.move(_string(request, "game"), _string(request, "session"),
+                    _integer(request, "player_id"), _string(request, "key"), arguments,
+                    self.factory.address_of(self.transport))
 
-    def _state(self, sessions: SessionService, request: dict) -> Any:
+    def _state(self, tables: TableService, request: dict) -> Any:
         observer = request.get("observer", False)
         if observer is None:
             observer = False
         elif not isinstance(observer, bool):
             raise BadField("'observer' must be true or false")
-        return sessions.state(_string(request, "game"), _string(request, "session"),
-                              _integer(request, "player_id"), _string(request, "key"),
-                              observer)
+        return tables.state(_string(request, "game"), _string(request, "session"),
+                            _integer(request, "player_id"), _string(request, "key"),
+                            observer)
 
-    def _observe(self, sessions: SessionService, request: dict) -> Joined:
-        return sessions.observe(_string(request, "game"), _string(request, "session"),
-                                _string(request, "name"))
+    def _observe(self, tables: TableService, request: dict) -> Joined:
+        return tables.observe(_string(request, "game"), _string(request, "session"),
+                              _string(request, "name"))
 
-    def _restart(self, sessions: SessionService, request: dict) -> None:
-        sessions.restart(_string(request, "game"), _string(request, "session"),
-                         _integer(request, "player_id"), _string(request, "key"))
+    def _restart(self, tables: TableService, request: dict) -> None:
+        tables.restart(_string(request, "game"), _string(request, "session"),
+                       _integer(request, "player_id"), _string(request, "key"))
 
     handlers = {"join": _join, "move": _move, "state": _state, "observe": _observe,
                 "restart": _restart}
@@ -237,7 +242,7 @@ class EOTProtocol(Protocol):
         self.waiting = None
         if failure.check(CancelledError):
             return      # the client went away while waiting
-        if failure.check(SessionError):
+        if failure.check(TableError):
             self._send(_error(str(failure.value)))
         else:
             self.log.failure("EOT request failed", failure)
@@ -255,7 +260,7 @@ class EOTProtocol(Protocol):
             return
         if isinstance(result, Joined):
             result = {"player_id": result.player_id, "key": result.key,
-                      "session": result.session,
+                      "session": result.token,
                       "request_size_max": self.factory.request_size_max}
         self._send(self._encode(result))
 
@@ -318,7 +323,7 @@ class EOTFactory(Factory):
 
     The connection timeout bounds the time to receive the request and, once
     the reply is written, the time for the client to take it (a client that
-    never reads is cut off). A parked request is bounded by its session's
+    never reads is cut off). A parked request is bounded by its table's
     idle timeout instead. Connection timeouts cost no timer per connection:
     connections sit in an insertion-ordered dict with their deadlines (so the
     oldest deadline is first) and one timer fires at the earliest deadline.
@@ -327,9 +332,9 @@ class EOTFactory(Factory):
     protocol = EOTProtocol
     noisy = False
 
-    def __init__(self, sessions: SessionService, clock: Any,
+    def __init__(self, tables: TableService, clock: Any,
                  request_size_max: int = 1_000_000, connection_timeout: float = 60.0) -> None:
-        self.sessions = sessions
+        self.tables = tables
         self.clock = clock
         self.request_size_max = request_size_max
         self.connection_timeout = connection_timeout

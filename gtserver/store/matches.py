@@ -16,11 +16,6 @@ def insert_match(match_id: str, game: str, context: str, state: str, ranked: boo
         [(match_id, seat, user_id, name) for seat, user_id, name in seats], many=True)
 
 
-def update_match(match_id: str, state: str, finished: bool, now: float):
-    yield Statement("UPDATE matches SET state = ?, finished = ?, updated = ? WHERE id = ?",
-                    (state, finished, now, match_id))
-
-
 def update_matches(rows: list[tuple[str, bool, float, str]]):
     """Store several match states in one transaction (group commit).
 
@@ -67,10 +62,6 @@ def match_by_id(match_id: str):
         "SELECT seat, user_id, name FROM match_players WHERE match_id = ? ORDER BY seat",
         (match_id,))
     return (*rows[0], [tuple(player) for player in players])
-
-
-def delete_match(match_id: str):
-    yield Statement("DELETE FROM matches WHERE id = ?", (match_id,))
 
 
 def open_matches_with_missing_users(context: str):

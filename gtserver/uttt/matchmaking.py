@@ -1,7 +1,10 @@
 """Ultimate tic-tac-toe matchmaking and play, independent of any wire format.
 
-:class:`UltimateMatches` sits on the shared :class:`MatchService` (context
-``"uttt"``, game ``UltimateTicTacToe``) and adds what the ultimate tic-tac-toe
+:class:`UltimateMatches` plays :class:`gtserver.core.matches.Match` objects
+kept in a :class:`gtserver.core.match_store.MatchStore` (context ``"uttt"``,
+game ``UltimateTicTacToe``). It serialises the changes of each match (one
+lock per match) and stores every change before it tells anyone, so an
+acknowledged move is never lost; and it adds what the ultimate tic-tac-toe
 clients expect: a random-opponent queue, named challenges, limits on open
 matches, the abort rule, idle-match expiry, the end of matches whose player's
 account expired, ratings after each finished match, and pushes to every
@@ -18,20 +21,22 @@ by someone else once it expires.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gtserver.core.accounts import DAY
+from gtserver.core.accounts import DAY, Accounts
 from gtserver.core.errors import CoreError
-from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.core.match_store import MatchStore
+from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
-from gtserver.store import matches as match_queries
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -64,25 +69,29 @@ class Sink(Protocol):
 
 
 class UltimateMatches(Service):
-    """Get the shared instance with ``core.component(UltimateMatches)``.
+    """Every ultimate tic-tac-toe match of the daemon.
 
-    Configuration (``core.config``): ``uttt_match_idle_days`` (7),
-    ``uttt_max_open_matches`` (5), ``uttt_expiry_interval`` seconds (3600).
+    ``idle_days``: days without a move after which a match is lost by the
+    player to move; ``max_open``: open matches a user may have at once;
+    ``check_interval``: seconds between idle-match checks.
     """
 
     log = Logger()
     #: How many finished matches stay answerable (e.g. a late move gets the final state).
     keep_finished = 10_000
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.clock = core.clock
-        config = core.config
-        self.idle = float(config.get("uttt_match_idle_days", 7.0)) * DAY
-        self.max_open = int(config.get("uttt_max_open_matches", 5))
-        self.check_interval = float(config.get("uttt_expiry_interval", 3600.0))
-        self.matches = core.component(MatchService)
-        self.ratings = core.component(Ratings)
+    def __init__(self, match_store: MatchStore, ratings: Ratings, accounts: Accounts,
+                 clock: IReactorTime, *, idle_days: float, max_open: int,
+                 check_interval: float) -> None:
+        self.match_store = match_store
+        self.ratings = ratings
+        self.accounts = accounts
+        self.clock = clock
+        self.idle = float(idle_days) * DAY
+        self.max_open = int(max_open)
+        self.check_interval = float(check_interval)
+        #: One lock per open match that is being changed: its changes are serialised.
+        self.locks: dict[str, DeferredLock] = {}
         self.open: dict[str, Match] = {}
         self.by_user: dict[int, dict[str, Match]] = {}
         self.finished: OrderedDict[str, Match] = OrderedDict()
@@ -94,6 +103,18 @@ class UltimateMatches(Service):
         self._ready: Deferred | None = None
         self._expiry: LoopingCall | None = None
 
+    @classmethod
+    def from_core(cls, core: Any) -> UltimateMatches:
+        """Built from the daemon's core and its flat configuration."""
+        from gtserver.registry import games
+
+        config = core.config
+        return cls(MatchStore(core.store, games(), core.events, core.clock),
+                   core.component(Ratings), core.accounts, core.clock,
+                   idle_days=float(config.get("uttt_match_idle_days", 7.0)),
+                   max_open=int(config.get("uttt_max_open_matches", 5)),
+                   check_interval=float(config.get("uttt_expiry_interval", 3600.0)))
+
     # lifecycle
 
     def startService(self) -> None:
@@ -102,11 +123,11 @@ class UltimateMatches(Service):
         self._expiry = LoopingCall(self._expire_logged)
         self._expiry.clock = self.clock
         self._expiry.start(self.check_interval, now=False)
-        self.core.accounts.after_expiry.append(self.end_orphaned)
+        self.accounts.after_expiry.append(self.end_orphaned)
 
     def stopService(self):
-        if self.end_orphaned in self.core.accounts.after_expiry:
-            self.core.accounts.after_expiry.remove(self.end_orphaned)
+        if self.end_orphaned in self.accounts.after_expiry:
+            self.accounts.after_expiry.remove(self.end_orphaned)
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         return super().stopService()
@@ -119,7 +140,7 @@ class UltimateMatches(Service):
             await self._ready
 
     async def _load(self) -> None:
-        for match in await self.matches.load_open(CONTEXT):
+        for match in await self.match_store.load_open(CONTEXT):
             if not match.finished:
                 self._index(match)
         self.log.info("ultimate tic-tac-toe: {count} open matches resumed", count=len(self.open))
@@ -200,7 +221,7 @@ class UltimateMatches(Service):
         for user_id, opponent_id in pair:
             self._creating.setdefault(user_id, []).append(opponent_id)
         try:
-            match = await self.matches.create(
+            match = await self.match_store.create(
                 GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], CONTEXT,
                 ranked=ranked)
         finally:
@@ -235,7 +256,7 @@ class UltimateMatches(Service):
         except UnknownMatch:
             if not isinstance(match_id, str):
                 raise
-            match = await self.matches.load(match_id)
+            match = await self.match_store.load(match_id)
             if match is None or match.context != CONTEXT or not match.finished:
                 raise
             self._remember_finished(match)
@@ -252,12 +273,13 @@ class UltimateMatches(Service):
         if match.finished:
             raise MoveRefused(match, "the match is over")
         try:
-            await self.matches.move(match, seat, arguments, address=address,
-                                    stored=lambda match: self._push_match(match, first_seat=seat))
+            await self._change(match, seat,
+                               lambda: match.apply(seat, arguments, self.clock.seconds()),
+                               lambda: match.moved(seat, arguments, address))
         except IllegalMove as refusal:
             raise MoveRefused(match, str(refusal.message)) from None
-        except MatchClosed:
-            raise MoveRefused(match, "the match is over") from None
+        except (MatchOver, NotYourTurn) as refusal:
+            raise MoveRefused(match, str(refusal)) from None
         except StoreError as error:  # an outage, not a bug: one line, no traceback
             self.log.warn("move in match {id} not stored: {error}", id=match.id, error=error)
             raise MoveRefused(match, "the move could not be stored, try again") from None
@@ -298,8 +320,7 @@ class UltimateMatches(Service):
         catches accounts removed while the server was down)."""
         await self.ready()
         ended = 0
-        for match_id, seat in await self.core.store.run(
-                match_queries.open_matches_with_missing_users, CONTEXT):
+        for match_id, seat in await self.match_store.seats_without_user(CONTEXT):
             match = self.open.get(match_id)
             if match is None or match.finished:
                 continue
@@ -328,18 +349,47 @@ class UltimateMatches(Service):
         match.seats[seat].user_id = None
 
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:
-        match.extra.update(end=how, forfeit=forfeit)
+        def abort() -> None:
+            match.abort(seat, self.clock.seconds())
+            match.extra.update(end=how, forfeit=forfeit)
+
         try:
-            await self.matches.end(match, seat,
-                                   stored=lambda match: self._push_match(match, first_seat=seat))
-        except MatchClosed:
+            await self._change(match, seat, abort, match.ended)
+        except MatchOver:
             raise MoveRefused(match, "the match is over") from None
         await self._finish(match)
+
+    async def _change(self, match: Match, seat: int, change: Callable[[], None],
+                      record: Callable[[], None]) -> None:
+        """Change a match, store it, then record the change and tell the players
+        (``seat`` first); the changes of one match run one at a time, in order.
+
+        The players are told before the next change of the match may start
+        (releasing the lock starts a waiting change at once). When the store
+        write fails the change is undone and the error raised.
+        """
+        lock = self.locks.get(match.id)
+        if lock is None:
+            lock = self.locks[match.id] = DeferredLock()
+        await lock.acquire()
+        try:
+            before = match.snapshot()
+            change()
+            try:
+                await self.match_store.save(match)
+            except Exception:
+                match.rollback(before)
+                raise
+            record()
+            self._push_match(match, first_seat=seat)
+        finally:
+            lock.release()
 
     async def _finish(self, match: Match) -> None:
         """Retire a finished match, rate it, and send both players their standing."""
         self._unindex(match)
-        self.matches.forget(match)
+        self.locks.pop(match.id, None)
+        self.match_store.forget(match)
         self._remember_finished(match)
         result = scores(match)
         players = [seat.user_id for seat in match.seats]

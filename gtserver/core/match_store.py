@@ -1,0 +1,126 @@
+"""Matches kept in the store: create, save, and bring them back after a restart.
+
+:class:`MatchStore` is the persistence part of matches, for a protocol whose
+matches must survive a restart (ultimate tic-tac-toe). It writes states
+through a :class:`GroupCommit`, so that concurrent moves share transactions,
+and keeps one :class:`Match` object per live match id (a match loaded twice
+is the same object). It holds no lock and tells nobody: the protocol
+serialises the changes of a match and tells its players once
+:meth:`MatchStore.save` returned.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from gtserver.core.errors import CoreError
+from gtserver.core.group_commit import GroupCommit
+from gtserver.core.matches import EventRecorder, Match, Seat
+from gtserver.store import Store, Unstorable
+from gtserver.store import matches as queries
+
+
+class UnknownGame(CoreError):
+    """No installed game has this name."""
+
+
+class MatchStore:
+    log = Logger()
+
+    def __init__(self, store: Store, games: Mapping[str, Any], recorder: EventRecorder,
+                 clock: IReactorTime, max_batch: int = 500) -> None:
+        self.store = store
+        #: The games by name (their factories), to start and restore matches.
+        self.games = games
+        self.recorder = recorder
+        self.clock = clock
+        #: Live matches by id: created or loaded, not yet forgotten.
+        self.matches: dict[str, Match] = {}
+        #: Coalesces the state writes of concurrent moves into shared transactions.
+        self.writer = GroupCommit(store, max_batch)
+
+    def factory(self, game_name: str) -> Any:
+        try:
+            return self.games[game_name]
+        except KeyError:
+            raise UnknownGame(game_name) from None
+
+    async def create(self, game_name: str, seats: list[Seat], context: str,
+                     ranked: bool = False, rng: random.Random | None = None,
+                     extra: dict[str, Any] | None = None) -> Match:
+        """Start a match; it is stored (and its start recorded) before it is returned."""
+        match = Match.new(self.factory(game_name), seats, context, self.recorder,
+                          self.clock.seconds(), ranked, rng, extra)
+        await self.store.run(
+            queries.insert_match, match.id, game_name, context, match.stored_state(), ranked,
+            False, match.created, [(i, s.user_id, s.name) for i, s in enumerate(match.seats)])
+        self.matches[match.id] = match
+        match.started()
+        return match
+
+    def get(self, match_id: str) -> Match | None:
+        return self.matches.get(match_id)
+
+    def save(self, match: Match) -> Any:
+        """Store the match as it is now; a Deferred firing once it is committed."""
+        return self.writer.save(match.id, match.stored_state(), match.finished, match.updated)
+
+    def forget(self, match: Match) -> None:
+        """Drop a finished match from the live ones."""
+        self.matches.pop(match.id, None)
+
+    async def load_open(self, context: str) -> list[Match]:
+        """The stored unfinished matches of ``context``, live from now on."""
+        loaded = []
+        for row in await self.store.run(queries.open_matches, context):
+            match_id, game_name, state, ranked, created, updated, seats = row
+            match = self.matches.get(match_id)
+            if match is None:
+                match = self._restored(match_id, game_name, context, state, ranked, created,
+                                       updated, seats)
+                if match is None:
+                    continue
+                self.matches[match_id] = match
+            loaded.append(match)
+        return loaded
+
+    async def load(self, match_id: str) -> Match | None:
+        """A match by id, finished or not: the live one, else the stored one
+        (not made live), else None. For answering late requests about
+        matches that were finished and forgotten."""
+        if match_id in self.matches:
+            return self.matches[match_id]
+        try:
+            row = await self.store.run(queries.match_by_id, match_id)
+        except Unstorable:  # an id the database cannot even hold names no match
+            return None
+        if row is None:
+            return None
+        match_id, game_name, context, state, ranked, _finished, created, updated, seats = row
+        return self._restored(match_id, game_name, context, state, ranked, created, updated,
+                              seats)
+
+    async def seats_without_user(self, context: str) -> list[tuple[str, int]]:
+        """``(match_id, seat)`` of the unfinished matches of ``context`` whose
+        player's account no longer exists."""
+        return await self.store.run(queries.open_matches_with_missing_users, context)
+
+    def _restored(self, match_id: str, game_name: str, context: str, state: str, ranked: Any,
+                  created: float, updated: float, seats: list[tuple]) -> Match | None:
+        try:
+            snapshot = json.loads(state)
+            factory = self.factory(game_name)
+            game = factory.restore(snapshot["game"])
+        except Exception:
+            self.log.failure("cannot restore match {id}", id=match_id)
+            return None
+        return Match(match_id, game_name, factory, game, context,
+                     [Seat(name, user_id) for _seat, user_id, name in seats], self.recorder,
+                     bool(ranked), created, updated, snapshot.get("aborted_by"),
+                     snapshot.get("extra", {}))
