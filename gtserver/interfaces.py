@@ -49,6 +49,31 @@ class IGameFactory(Interface):
         """The L{IGame} that L{IGame.to_data} serialised as C{data}."""
 
 
+class IConfigurableGameFactory(IGameFactory):
+    """A game with command-line options (optional: a plain IGameFactory has none).
+
+    The daemon lists every game's options in ``twistd gtserver --help`` and,
+    once per service, replaces each such factory by the copy that
+    :meth:`configured_from` returns for the values given; the installed plugin
+    object is never changed.
+    """
+
+    options = Attribute(
+        "Command-line parameters, in the format of IWireProtocol.options: "
+        "(long name, default, help, coerce) tuples, optionally with a fifth item, "
+        "a tuple of other (old) names. Long names are the full option names: start "
+        "them with the game's name (``nim-pile-size``). Games may share an option "
+        "by declaring the same tuple; each then receives its value.")
+
+    def configured_from(values):
+        """A configured copy of this factory.
+
+        @param values: mapping of each of C{options}' long names to its value
+            (the default when the option was not given).
+        @raise ValueError: for values the game cannot take.
+        """
+
+
 class IGame(Interface):
     """The pure rules of one game in progress: no I/O, no clock."""
 

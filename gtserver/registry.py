@@ -10,6 +10,7 @@ replaced by another module's) would only show as clients' errors later.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.plugin import getCache
@@ -17,7 +18,7 @@ from zope.interface import Invalid
 from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
-from gtserver.interfaces import IGameFactory, IWireProtocol
+from gtserver.interfaces import IConfigurableGameFactory, IGameFactory, IWireProtocol
 
 
 class PluginError(ValueError):
@@ -29,13 +30,14 @@ def _plugin_package():
     return gtserver.plugins
 
 
-def find_plugins(interface: InterfaceClass, kind: str, package: Any = None
-                 ) -> dict[str, Any]:
+def find_plugins(interface: InterfaceClass, kind: str, package: Any = None,
+                 extensions: tuple[InterfaceClass, ...] = ()) -> dict[str, Any]:
     """Every plugin providing ``interface`` in ``package``, by its ``name``.
 
     ``kind`` ("wire protocol", "game") names the plugins in error messages.
-    Raises PluginError for a plugin that fails ``verifyObject`` or whose name
-    another plugin already has.
+    Raises PluginError for a plugin that fails ``verifyObject`` (for
+    ``interface``, and for each of ``extensions`` that it claims) or whose
+    name another plugin already has.
     """
     found: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -49,11 +51,14 @@ def find_plugins(interface: InterfaceClass, kind: str, package: Any = None
                                   f"{type(error).__name__}: {error}") from error
             if plugin is None:
                 continue
-            try:
-                verifyObject(interface, plugin)
-            except Invalid as error:
-                raise PluginError(f"{kind} plugin {origin} does not provide "
-                                  f"{interface.__name__}: {error}") from None
+            for claimed in (interface, *extensions):
+                if not claimed.providedBy(plugin):
+                    continue
+                try:
+                    verifyObject(claimed, plugin)
+                except Invalid as error:
+                    raise PluginError(f"{kind} plugin {origin} does not provide "
+                                      f"{claimed.__name__}: {error}") from None
             name = plugin.name
             if found.get(name) is plugin:
                 continue            # one object under two names of a module
@@ -72,4 +77,54 @@ def wire_protocols() -> dict[str, IWireProtocol]:
 
 def games() -> dict[str, IGameFactory]:
     """Every installed game, by the name clients use."""
-    return find_plugins(IGameFactory, "game")
+    return find_plugins(IGameFactory, "game", extensions=(IConfigurableGameFactory,))
+
+
+def _game_options_of(factory: Any) -> tuple[tuple, ...]:
+    if not IConfigurableGameFactory.providedBy(factory):
+        return ()
+    return tuple(factory.options)
+
+
+def game_options(installed: Mapping[str, Any]) -> list[tuple]:
+    """The command-line options of the games ``installed``, each once.
+
+    Each entry is an option tuple whose help starts with the games that take
+    it (``[games PrisonersDilemma, StagHunt] ...``). Games may share an option
+    by declaring the same tuple; two different options of one name are a
+    PluginError.
+    """
+    entries: dict[str, tuple] = {}
+    takers: dict[str, list[str]] = {}
+    for name in sorted(installed):
+        for entry in _game_options_of(installed[name]):
+            long_name = entry[0]
+            if long_name in entries and entries[long_name] != tuple(entry):
+                raise PluginError(f"games {', '.join(takers[long_name])} and {name} declare "
+                                  f"different options named --{long_name}")
+            entries[long_name] = tuple(entry)
+            takers.setdefault(long_name, []).append(name)
+    options = []
+    for long_name, (_, default, help_text, coerce, *aliases) in entries.items():
+        label = ("game " if len(takers[long_name]) == 1 else "games ") + \
+            ", ".join(takers[long_name])
+        options.append((long_name, default, f"[{label}] {help_text}", coerce, *aliases))
+    return options
+
+
+def configured_games(values: Mapping[str, Any], installed: Mapping[str, Any] | None = None
+                     ) -> dict[str, IGameFactory]:
+    """The game table of one service: each game with options replaced by its copy
+    configured from ``values`` (parsed options by long name; an option absent
+    from them takes its default). The installed plugin objects are not changed.
+    """
+    if installed is None:
+        installed = games()
+    table = {}
+    for name, factory in installed.items():
+        options = _game_options_of(factory)
+        if options:
+            factory = factory.configured_from(
+                {entry[0]: values.get(entry[0], entry[1]) for entry in options})
+        table[name] = factory
+    return table

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from gtserver.core.errors import CoreError
 from gtserver.core.group_commit import GroupCommit
 from gtserver.games import IllegalMove
-from gtserver.registry import games as installed_games
+from gtserver.registry import configured_games
 from gtserver.store import Unstorable
 from gtserver.store import matches as queries
 
@@ -94,7 +94,8 @@ class MatchService(Service):
         self.store = core.store
         self.clock = core.clock
         self.events = core.events
-        self.games = installed_games()
+        games = getattr(core, "games", None)
+        self.games = dict(games) if games is not None else configured_games({})
         self.matches: dict[str, Match] = {}
         #: Coalesces the state writes of concurrent moves into shared transactions.
         self.writer = GroupCommit(self.store)
