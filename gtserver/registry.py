@@ -19,6 +19,7 @@ from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
 from gtserver.interfaces import IConfigurableGameFactory, IGameFactory, IWireProtocol
+from gtserver.store.schema import PluginMigrations, check_plugin_migrations
 
 
 class PluginError(ValueError):
@@ -128,3 +129,22 @@ def configured_games(values: Mapping[str, Any], installed: Mapping[str, Any] | N
                 {entry[0]: values.get(entry[0], entry[1]) for entry in options})
         table[name] = factory
     return table
+
+
+def plugin_migrations(protocols: Mapping[str, Any], installed_games: Mapping[str, Any]
+                      ) -> dict[str, PluginMigrations]:
+    """The migrations the plugins declare (their optional ``migrations``
+    attribute), by namespace: ``protocol:NAME`` and ``game:NAME``. A malformed
+    declaration is a PluginError naming the plugin."""
+    found: dict[str, PluginMigrations] = {}
+    for kind, plugins in (("protocol", protocols), ("game", installed_games)):
+        for name in sorted(plugins):
+            declared = getattr(plugins[name], "migrations", ())
+            if not declared:
+                continue
+            try:
+                found[f"{kind}:{name}"] = check_plugin_migrations(declared)
+            except ValueError as error:
+                raise PluginError(f"{kind} plugin {name!r} declares bad migrations: "
+                                  f"{error}") from None
+    return found

@@ -18,7 +18,14 @@ from gtserver.core.login import LoginOptions
 from gtserver.core.passwords import PasswordHasher
 from gtserver.logs import FORMATS, DaemonLog
 from gtserver.option_types import positive, read_database_url
-from gtserver.registry import PluginError, configured_games, game_options, games, wire_protocols
+from gtserver.registry import (
+    PluginError,
+    configured_games,
+    game_options,
+    games,
+    plugin_migrations,
+    wire_protocols,
+)
 from gtserver.service import (
     GtserverService,
     ListenerService,
@@ -274,7 +281,10 @@ def build_service(options: usage.Options, reactor: Any = None,
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     config = config_from_options(options)
+    installed_games = games()
     store = open_store(config["db"], reactor, timeout=config["db_timeout"])
+    for namespace, migrations in plugin_migrations(options.protocols, installed_games).items():
+        store.add_migrations(namespace, migrations)
     lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],
@@ -283,7 +293,7 @@ def build_service(options: usage.Options, reactor: Any = None,
     # Every game configured once for this service (games installed since the
     # options were parsed take their defaults).
     core = Core(store, reactor, config, hasher, lifetimes,
-                games=configured_games(options))
+                games=configured_games(options, installed_games))
     listeners = []
     protocols = options.protocols
     for name, endpoint_strings in sorted(options["listeners"].items()):

@@ -38,14 +38,16 @@ class GameFactory:
     ``options`` are the game's command-line options (see
     :class:`IConfigurableGameFactory`); the value of each reaches the class
     as the keyword ``setting_names[long name]`` (by default the long name
-    with dashes turned into underscores).
+    with dashes turned into underscores). ``migrations`` add tables of the
+    game's own (see :func:`gtserver.store.schema.check_plugin_migrations`).
     """
 
     def __init__(self, game_class: type, name: str | None = None,
                  min_players: int | None = None, max_players: int | None = None,
                  settings: Mapping[str, Any] | None = None,
                  options: Sequence[tuple] = (),
-                 setting_names: Mapping[str, str] | None = None) -> None:
+                 setting_names: Mapping[str, str] | None = None,
+                 migrations: Sequence[tuple[int, Sequence[str]]] = ()) -> None:
         self.game_class = game_class
         self.name = name or game_class.__name__
         self.min_players = min_players if min_players is not None else game_class.min_players
@@ -53,6 +55,8 @@ class GameFactory:
         self.settings: dict[str, Any] = dict(settings or {})
         self.options: tuple[tuple, ...] = tuple(options)
         self.setting_names: dict[str, str] = dict(setting_names or {})
+        #: Tables of the game's own: (version, statements), see docs/adding-a-game.md.
+        self.migrations = tuple(migrations)
 
     def settings_from_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword settings that the values of :attr:`options` give."""
