@@ -4,6 +4,10 @@ Wire protocols and games are found with :func:`twisted.plugin.getPlugins` in
 the :mod:`gtserver.plugins` package. The built-in ones register there exactly
 as a third-party distribution would, by shipping a module in
 ``gtserver/plugins/`` that provides one of these interfaces.
+
+Either kind of plugin may also have a ``migrations`` attribute: tables of its
+own, as ``(version, statements)`` pairs in a namespace of its own (see
+:func:`gtserver.store.schema.check_plugin_migrations`), applied at start.
 """
 
 from __future__ import annotations

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 from twisted.internet import reactor
 from twisted.trial import unittest
 
+from gtserver.games import GameFactory
+from gtserver.games.tictactoe import TicTacToe
 from gtserver.registry import PluginError, games, plugin_migrations, wire_protocols
 from gtserver.store import Statement, StoreError, open_store
 from gtserver.store.schema import MIGRATIONS
 from tests.pgcluster import postgres_url
 from tests.plugindirs import install_plugins
 from tests.support import sqlite_url, start_server
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "docs", "adding-a-game.md")
 
 #: A game that keeps a high-score table, grown by a second migration.
 SCORED_GAME = """
@@ -157,6 +165,10 @@ class PluginMigrationTestsMixin:
                          [("game:ScoredTicTacToe", 1)])
         await store.run(insert_score, 1.0, "new table")
 
+    async def test_the_documented_example(self):
+        store = await self.open({"game:Nim": documented_migrations()})
+        self.assertEqual(await store.run(insert_record, "ada", 7), [("ada", 7)])
+
     async def test_a_failing_migration_stops_the_start_and_leaves_nothing(self):
         broken = {"protocol:broken": [
             (1, ["CREATE TABLE broken_half (id INTEGER)", "CREATE TABLE broken_half (id TEXT)"]),
@@ -170,6 +182,26 @@ class PluginMigrationTestsMixin:
         with self.assertRaises(StoreError):       # its first statement was rolled back
             await store.run(count_rows, "broken_half")
         self.assertEqual(await store.run(recorded), [])
+
+
+def documented_migrations() -> list:
+    """The migrations of the example in docs/adding-a-game.md ("Tables of your own")."""
+    with open(DOCS, encoding="utf-8") as file:
+        blocks = re.findall(r"```python\n(.*?)```", file.read(), re.S)
+    (example,) = [block for block in blocks if "migrations=[" in block]
+    namespace = {"GameFactory": GameFactory, "Nim": TicTacToe}
+    exec(example, namespace)
+    return list(namespace["nim"].migrations)
+
+
+def insert_record(name: str, moves: int):
+    yield Statement("INSERT INTO users (name, temporary, created, last_seen) "
+                    "VALUES (?, FALSE, 1.0, 1.0)", (name,))
+    yield Statement("INSERT INTO nim_records (user_id, fewest_moves) "
+                    "SELECT id, ? FROM users WHERE name = ?", (moves, name))
+    rows = yield Statement("SELECT u.name, r.fewest_moves FROM nim_records r "
+                           "JOIN users u ON u.id = r.user_id")
+    return [tuple(row) for row in rows]
 
 
 class SQLitePluginMigrationTests(PluginMigrationTestsMixin, unittest.TestCase):
