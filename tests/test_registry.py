@@ -165,3 +165,29 @@ class OneObjectTwiceTests(unittest.TestCase):
             noughts = crosses = GameFactory(TicTacToe, name="NoughtsAndCrosses")
         """})
         self.assertEqual(games()["NoughtsAndCrosses"].name, "NoughtsAndCrosses")
+
+
+class DaemonRefusalTests(unittest.TestCase):
+    """The real ``twistd gtserver`` with a clashing plugin installed."""
+
+    async def test_twistd_refuses_to_start_and_says_why(self):
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        from tests.test_lifecycle import TWISTD, environment
+
+        root = install_plugins(self, {"my_copies": SECOND_TICTACTOE})
+        env = environment()
+        env["PYTHONPATH"] += os.pathsep + root
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for arguments in (("--help",), ("--port", "eot=off")):
+            out, err, code = await getProcessOutputAndValue(
+                sys.executable, ["-c", TWISTD, "-n", "gtserver", *arguments], env=env,
+                path=directory)
+            output = (out + err).decode()
+            self.assertEqual(code, 1, output)
+            self.assertIn("cannot start: two game plugins are named 'TicTacToe': "
+                          "gtserver.plugins.gtserver_games.tic_tac_toe and "
+                          "gtserver.plugins.my_copies.another_tictactoe", output)
+            self.assertNotIn("Traceback", output)
+            self.assertFalse(os.path.exists(os.path.join(directory, "gtserver.sqlite")))
