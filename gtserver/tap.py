@@ -274,6 +274,16 @@ def config_from_options(options: usage.Options) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in options.items()}
 
 
+def set_up_plugins(options: usage.Options, store: Any) -> dict[str, Any]:
+    """Give ``store`` the migrations of every installed plugin and return this
+    service's game table: every game, configured once from ``options`` (a game
+    installed since the options were parsed takes its options' defaults)."""
+    installed_games = games()
+    for namespace, migrations in plugin_migrations(options.protocols, installed_games).items():
+        store.add_migrations(namespace, migrations)
+    return configured_games(options, installed_games)
+
+
 def build_service(options: usage.Options, reactor: Any = None,
                   on_fatal: Any = None, freeze_heap: bool = False) -> GtserverService:
     """The daemon's service tree for parsed options."""
@@ -281,19 +291,14 @@ def build_service(options: usage.Options, reactor: Any = None,
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     config = config_from_options(options)
-    installed_games = games()
     store = open_store(config["db"], reactor, timeout=config["db_timeout"])
-    for namespace, migrations in plugin_migrations(options.protocols, installed_games).items():
-        store.add_migrations(namespace, migrations)
+    game_table = set_up_plugins(options, store)
     lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],
                           check_interval=config["expiry_interval"])
     hasher = PasswordHasher(log2_n=config["hash_cost"], threads=config["hash_threads"])
-    # Every game configured once for this service (games installed since the
-    # options were parsed take their defaults).
-    core = Core(store, reactor, config, hasher, lifetimes,
-                games=configured_games(options, installed_games))
+    core = Core(store, reactor, config, hasher, lifetimes, games=game_table)
     listeners = []
     protocols = options.protocols
     for name, endpoint_strings in sorted(options["listeners"].items()):
