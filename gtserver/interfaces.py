@@ -4,6 +4,10 @@ Wire protocols and games are found with :func:`twisted.plugin.getPlugins` in
 the :mod:`gtserver.plugins` package. The built-in ones register there exactly
 as a third-party distribution would, by shipping a module in
 ``gtserver/plugins/`` that provides one of these interfaces.
+
+Either kind of plugin may also have a ``migrations`` attribute: tables of its
+own, as ``(version, statements)`` pairs in a namespace of its own (see
+:func:`gtserver.store.schema.check_plugin_migrations`), applied at start.
 """
 
 from __future__ import annotations
@@ -47,6 +51,31 @@ class IGameFactory(Interface):
 
     def restore(data):
         """The L{IGame} that L{IGame.to_data} serialised as C{data}."""
+
+
+class IConfigurableGameFactory(IGameFactory):
+    """A game with command-line options (optional: a plain IGameFactory has none).
+
+    The daemon lists every game's options in ``twistd gtserver --help`` and,
+    once per service, replaces each such factory by the copy that
+    :meth:`configured_from` returns for the values given; the installed plugin
+    object is never changed.
+    """
+
+    options = Attribute(
+        "Command-line parameters, in the format of IWireProtocol.options: "
+        "(long name, default, help, coerce) tuples, optionally with a fifth item, "
+        "a tuple of other (old) names. Long names are the full option names: start "
+        "them with the game's name (``nim-pile-size``). Games may share an option "
+        "by declaring the same tuple; each then receives its value.")
+
+    def configured_from(values):
+        """A configured copy of this factory.
+
+        @param values: mapping of each of C{options}' long names to its value
+            (the default when the option was not given).
+        @raise ValueError: for values the game cannot take.
+        """
 
 
 class IGame(Interface):

@@ -18,7 +18,14 @@ from gtserver.core.login import LoginOptions
 from gtserver.core.passwords import PasswordHasher
 from gtserver.logs import FORMATS, DaemonLog
 from gtserver.option_types import positive, read_database_url
-from gtserver.registry import wire_protocols
+from gtserver.registry import (
+    PluginError,
+    configured_games,
+    game_options,
+    games,
+    plugin_migrations,
+    wire_protocols,
+)
 from gtserver.service import (
     GtserverService,
     ListenerService,
@@ -167,11 +174,15 @@ def check_endpoint(description: str) -> None:
         raise usage.UsageError(f"bad endpoint {description!r}: {error}") from None
 
 
-def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOptions]:
+def make_options_class(protocols: dict[str, Any] | None = None,
+                       installed_games: dict[str, Any] | None = None) -> type[BaseOptions]:
     """An Options class with the parameters and flags of every installed protocol
-    (or of ``protocols``, a mapping of listener name to IWireProtocol)."""
+    (or of ``protocols``, a mapping of listener name to IWireProtocol) and of
+    every installed game (or of ``installed_games``)."""
     if protocols is None:
         protocols = wire_protocols()
+    if installed_games is None:
+        installed_games = games()
     parameters = list(BaseOptions.optParameters)
     flags: list[list[Any]] = []
     aliases: dict[str, Any] = {}
@@ -191,6 +202,7 @@ def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOpti
             flags.append([long_name, None, f"[{name}] {help_text}"])
             for alias in old_names[0] if old_names else ():
                 add_alias(alias, flag_alias(long_name))
+    add_game_options(parameters, add_alias, installed_games)
     taken = {entry[0] for entry in parameters + flags} | {"port", "p", "version", "help"}
     clashes = sorted(set(aliases) & taken)
     if clashes:
@@ -203,6 +215,19 @@ def make_options_class(protocols: dict[str, Any] | None = None) -> type[BaseOpti
     return type("Options", (BaseOptions,), {
         "optParameters": parameters, "optFlags": flags, "protocols": protocols,
         "longdesc": BaseOptions.longdesc + " Listeners: " + listing + ".", **handlers})
+
+
+def add_game_options(parameters: list[list[Any]], add_alias: Any,
+                     installed_games: dict[str, Any]) -> None:
+    """Append the games' options (see :func:`gtserver.registry.game_options`)."""
+    taken = {entry[0] for entry in parameters}
+    for long_name, default, help_text, coerce, *old_names in game_options(installed_games):
+        if long_name in taken:
+            raise PluginError(f"game option --{long_name} clashes with an option of the "
+                              "daemon or of a wire protocol")
+        parameters.append([long_name, None, default, help_text, coerce])
+        for alias in old_names[0] if old_names else ():
+            add_alias(alias, parameter_alias(long_name, coerce))
 
 
 def parameter_alias(long_name: str, coerce: Any) -> Any:
@@ -225,12 +250,38 @@ def flag_alias(long_name: str) -> Any:
     return handler
 
 
-Options = make_options_class()
+def installed_options_class() -> type[BaseOptions]:
+    """The Options of the installed plugins; if a plugin is broken or clashes
+    with another, every command line (--help too) is refused with the reason."""
+    try:
+        return make_options_class()
+    except (PluginError, ValueError) as error:
+        reason = str(error)
+
+    class Refused(BaseOptions):
+        def parseOptions(self, options: list[str] | None = None) -> None:
+            self._refused = True
+            raise usage.UsageError(f"cannot start: {reason}")
+
+    return Refused
+
+
+Options = installed_options_class()
 
 
 def config_from_options(options: usage.Options) -> dict[str, Any]:
     """The options as a plain mapping, dashes in names turned into underscores."""
     return {str(key).replace("-", "_"): value for key, value in options.items()}
+
+
+def set_up_plugins(options: usage.Options, store: Any) -> dict[str, Any]:
+    """Give ``store`` the migrations of every installed plugin and return this
+    service's game table: every game, configured once from ``options`` (a game
+    installed since the options were parsed takes its options' defaults)."""
+    installed_games = games()
+    for namespace, migrations in plugin_migrations(options.protocols, installed_games).items():
+        store.add_migrations(namespace, migrations)
+    return configured_games(options, installed_games)
 
 
 def build_service(options: usage.Options, reactor: Any = None,
@@ -241,12 +292,13 @@ def build_service(options: usage.Options, reactor: Any = None,
         reactor = default_reactor
     config = config_from_options(options)
     store = open_store(config["db"], reactor, timeout=config["db_timeout"])
+    game_table = set_up_plugins(options, store)
     lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
                           session=config["session_idle_days"] * DAY,
                           temporary=config["temporary_idle"],
                           check_interval=config["expiry_interval"])
     hasher = PasswordHasher(log2_n=config["hash_cost"], threads=config["hash_threads"])
-    core = Core(store, reactor, config, hasher, lifetimes)
+    core = Core(store, reactor, config, hasher, lifetimes, games=game_table)
     listeners = []
     protocols = options.protocols
     for name, endpoint_strings in sorted(options["listeners"].items()):

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
+from gtserver.store import events as event_queries
 from gtserver.tap import Options, build_service, make_options_class
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -19,6 +20,20 @@ def parse_options(*arguments: str, protocols: dict[str, Any] | None = None) -> A
     options = (Options if protocols is None else make_options_class(protocols))()
     options.parseOptions(list(arguments))
     return options
+
+
+def select_events(after_id: int = 0, limit: int = 10000, source: str | None = None,
+                  kinds: tuple[str, ...] = (), room: str | None = None,
+                  match_id: str | None = None, since: float | None = None,
+                  until: float | None = None):
+    """Transaction: one page of the research log in id order, filtered by at most
+    one value of each column but the kinds; rows are ``(id, *EVENT_COLUMNS)``."""
+    def one(value: str | None) -> tuple[str, ...]:
+        return () if value is None else (value,)
+
+    return (yield from event_queries.select_event_page(
+        after_id, limit, sources=one(source), kinds=tuple(kinds), rooms=one(room),
+        match_ids=one(match_id), since=since, until=until))
 
 
 def sqlite_url(testcase: Any) -> str:

@@ -15,8 +15,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from gtserver.bots import Options, format_summary, run_bots
-from gtserver.store import events as event_queries
-from tests.support import start_server
+from tests.support import select_events, start_server
 from tests.wstimers import settle_websocket_timers
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +35,7 @@ class BotRunTests(unittest.TestCase):
 
     async def recorded(self, source: str) -> Counter:
         await self.server.core.events.flush()
-        rows = await self.server.store.run(event_queries.select_events, source=source,
+        rows = await self.server.store.run(select_events, source=source,
                                            limit=100000)
         return Counter(row[3] for row in rows)
 

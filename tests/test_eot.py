@@ -19,9 +19,8 @@ from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
-from gtserver.store import events as event_queries
 from tests.fakegames import OneSeatGame
-from tests.support import start_server
+from tests.support import select_events, start_server
 
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7     # Linux tcpi_state values
 
@@ -483,7 +482,7 @@ class PlayTests(unittest.TestCase):
         (player,) = await join_all(server, port, "Echo", "logged", 1, ["eve"])
         await player.move(msg="hello")
         await server.core.events.flush()
-        rows = await server.store.run(event_queries.select_events, 0, 100, "eot", ("move",))
+        rows = await server.store.run(select_events, 0, 100, "eot", ("move",))
         self.assertEqual(len(rows), 1)
         data = json.loads(rows[0][-1])
         self.assertEqual(data["game"], "Echo")

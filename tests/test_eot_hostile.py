@@ -6,9 +6,8 @@ import json
 
 from twisted.trial import unittest
 
-from gtserver.store import events as event_queries
 from tests.pgcluster import postgres_url
-from tests.support import start_server
+from tests.support import select_events, start_server
 from tests.test_eot import call, encode, exchange, join_all, join_request
 
 BAD_KEY = "framework: not joined: unknown player id or wrong key"
@@ -69,7 +68,7 @@ class HostileInputTests(unittest.TestCase):
         # Nothing was played, and the next good move is logged as usual.
         self.assertEqual((await player.move(message="fine"))["status"], "ok")
         await server.core.events.flush()
-        rows = await server.store.run(event_queries.select_events, 0, 100, "eot", ("move",))
+        rows = await server.store.run(select_events, 0, 100, "eot", ("move",))
         moves = [json.loads(row[-1])["move"] for row in rows]
         self.assertEqual(moves, [{"name": "eve"}, {"message": "fine"}])
         state = (await player.state())["data"]

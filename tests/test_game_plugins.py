@@ -10,13 +10,15 @@ import tempfile
 
 from twisted.internet.threads import deferToThread
 from twisted.plugin import IPlugin, pluginPackagePaths
+from twisted.python import usage
 from twisted.trial import unittest
 
 import gtserver.plugins
 from gtserver.client import GameClient, IllegalMove
 from gtserver.interfaces import IGameFactory
-from gtserver.registry import games
-from tests.support import start_server
+from gtserver.registry import games, wire_protocols
+from gtserver.tap import make_options_class
+from tests.support import parse_options, start_server
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "docs", "adding-a-game.md")
@@ -61,6 +63,26 @@ class GamePluginTests(unittest.TestCase):
         self.assertIn("TicTacToe", installed)       # the built-ins are still there
         self.assertTrue(os.path.exists(
             os.path.join(self.root, "gtserver", "plugins", "dropin.cache")))
+
+    def test_help_lists_its_option(self):
+        text = " ".join(make_options_class()().getUsage().split())
+        self.assertIn("--nim-pile-size= [game Nim] Sticks on the pile when a game of Nim "
+                      "starts. [default: 15]", text)
+
+    async def test_its_option_sets_the_pile(self):
+        for arguments, sticks in (((), 15), (("--nim-pile-size", "4"), 4)):
+            server = await start_server(self, *arguments, listeners={"eot": None},
+                                        protocols=wire_protocols())
+            clients = [GameClient("127.0.0.1", server.port("eot"), "Nim", "pile", 2)
+                       for _ in range(2)]
+            joins = [deferToThread(client.join) for client in clients]
+            for joined in joins:
+                await joined
+            state = await deferToThread(clients[0].state)
+            self.assertEqual(state["sticks"], sticks)
+        error = self.assertRaises(usage.UsageError, parse_options, "--nim-pile-size", "0",
+                                  protocols=wire_protocols())
+        self.assertIn("--nim-pile-size must be at least 1, got '0'", str(error))
 
     async def test_play_it_over_the_wire(self):
         server = await start_server(self, listeners={"eot": None})

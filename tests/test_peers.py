@@ -9,8 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from gtserver.core.peers import Peer, TrustedProxies
-from gtserver.store import events as event_queries
-from tests.support import start_server
+from tests.support import select_events, start_server
 from tests.test_throttle import uttt_client, vr_client
 
 
@@ -80,7 +79,7 @@ class ForwardedForOverSocketsTests(unittest.TestCase):
 
     async def event_addresses(self, kind: str) -> list[tuple[str, str]]:
         await self.server.core.events.flush()
-        rows = await self.server.store.run(event_queries.select_events)
+        rows = await self.server.store.run(select_events)
         return [(row[4], row[7]) for row in rows if row[3] == kind]
 
     async def test_vr_event_log_uses_the_forwarded_client_from_a_trusted_proxy_only(self):
@@ -138,7 +137,7 @@ class AddressColumnTests(unittest.TestCase):
         alice.send("move", move_frame(update["id"], scripted_game("a")[0]))
         await alice.expect("match_update")
         await server.core.events.flush()
-        rows = await server.store.run(event_queries.select_events)
+        rows = await server.store.run(select_events)
         moves = [row for row in rows if row[3] == "move"]
         self.assertEqual(len(moves), 1)
         self.assertRegex(moves[0][7], r"^127\.0\.0\.1:\d+$")
@@ -149,7 +148,7 @@ class AddressColumnTests(unittest.TestCase):
         (player,) = await join_all(server, server.port("eot"), "Echo", "logged", 1, ["eve"])
         await player.move(msg="hello")
         await server.core.events.flush()
-        rows = await server.store.run(event_queries.select_events, 0, 100, "eot", ("move",))
+        rows = await server.store.run(select_events, 0, 100, "eot", ("move",))
         self.assertEqual(len(rows), 1)
         self.assertEqual(json.loads(rows[0][-1])["move"], {"msg": "hello"})
         self.assertRegex(rows[0][7], r"^127\.0\.0\.1:\d+$")

@@ -48,8 +48,8 @@ class RatingServiceTests(unittest.TestCase):
     async def test_standings_rank_and_top_list(self):
         alice, bob, carol = [await self.user(n) for n in ("alice", "bob", "carol")]
         guest = await self.user("guest", temporary=True)
-        await self.ratings.record_result("m1", [alice.id, bob.id], [1, 0], "test")
-        await self.ratings.record_result("m2", [carol.id, bob.id], [0.5, 0.5], "test")
+        await self.ratings.finish("m1", [alice.id, bob.id], [1, 0], "test")
+        await self.ratings.finish("m2", [carol.id, bob.id], [0.5, 0.5], "test")
         standings = await self.ratings.standings([alice.id, bob.id, carol.id, guest.id, None])
         self.assertEqual([(s.elo, s.rank) for s in standings],
                          [(1010, 1), (990, 3), (1000, 2), (None, None), (None, None)])

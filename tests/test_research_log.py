@@ -16,15 +16,14 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from gtserver.core.events import UNSTORABLE_KIND
-from gtserver.store import events as event_queries
 from gtserver.store import open_store
 from tests.pgcluster import postgres_url
-from tests.support import sqlite_url, start_server
+from tests.support import select_events, sqlite_url, start_server
 from tests.test_eot import Player, call, join_request, joined_so_far, start_call, until
 
 
 def all_events():
-    return (yield from event_queries.select_events(limit=100_000))
+    return (yield from select_events(limit=100_000))
 
 
 class PoisonedLogTestsMixin:

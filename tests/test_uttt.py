@@ -22,10 +22,9 @@ from twisted.trial import unittest
 
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import StoreUnavailable, Unstorable
-from gtserver.store import events as event_queries
 from gtserver.store import ratings as rating_queries
 from gtserver.uttt.matchmaking import UltimateMatches
-from tests.support import sqlite_url, start_server
+from tests.support import select_events, sqlite_url, start_server
 from tests.tls import write_self_signed_certificate
 
 
@@ -749,7 +748,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         self.assertEqual(moved["match_state"]["last_move"],
                          {"sub_x": 0, "sub_y": 0, "x": 1, "y": 1})
         await self.server.core.events.flush()
-        moves = await self.server.store.run(event_queries.select_events, 0, 100, "uttt",
+        moves = await self.server.store.run(select_events, 0, 100, "uttt",
                                             ("move",))
         self.assertEqual(len(moves), 1)
         self.assertEqual(ultimate.locks[update["id"]].locked, False)

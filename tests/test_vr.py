@@ -603,7 +603,7 @@ class HistoryTests(VRTestCase):
         await self.expect_code(bob, 220)
 
     async def test_recorded_time_is_server_time(self):
-        from gtserver.store import events as event_queries
+        from tests.support import select_events
         await self.start()
         before = time.time()
         alice = await self.client("alice")
@@ -611,7 +611,7 @@ class HistoryTests(VRTestCase):
         await alice.next()
         after = time.time()
         await self.server.core.events.flush()
-        rows = await self.server.store.run(event_queries.select_events, source="vr")
+        rows = await self.server.store.run(select_events, source="vr")
         self.assertEqual([r[3] for r in rows], ["join", "msg"])
         for row in rows:
             self.assertTrue(before - 1 <= row[1] <= after + 1, row)

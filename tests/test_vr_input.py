@@ -10,9 +10,8 @@ import json
 
 from twisted.trial import unittest
 
-from gtserver.store import events as event_queries
 from tests.pgcluster import postgres_url
-from tests.support import sqlite_url
+from tests.support import select_events, sqlite_url
 from tests.test_vr import VRTestCase, summary
 from tests.test_vr import events as room_events
 
@@ -35,7 +34,7 @@ class InputTestsMixin:
 
     async def recorded(self) -> list[tuple]:
         await self.server.core.events.flush()
-        rows = await self.server.store.run(event_queries.select_events, source="vr")
+        rows = await self.server.store.run(select_events, source="vr")
         return [(r[3], r[4], r[5], None if r[8] is None else json.loads(r[8])) for r in rows]
 
     async def test_lone_surrogate_in_a_chat_line_is_refused_and_nobody_else_notices(self):

@@ -8,7 +8,7 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from gtserver.store import events as event_queries
+from tests.support import select_events
 from tests.test_vr import VRTestCase, sleep, summary
 from tests.test_vr import events as room_events
 from tests.test_vr_client import TIMEOUT
@@ -109,7 +109,7 @@ class LimitTests(VRTestCase):
         bob.transport.loseConnection()
         await alice.next()
         await self.server.core.events.flush()
-        rows = await self.server.store.run(event_queries.select_events, source="vr")
+        rows = await self.server.store.run(select_events, source="vr")
         events = [(r[3], r[4], r[5], None if r[8] is None else json.loads(r[8])) for r in rows]
         self.assertEqual(events, [
             ("join", "alice", "lobby", None), ("join", "bob", "lobby", None),

@@ -10,11 +10,10 @@ from twisted.trial import unittest
 
 from gtserver.core import Core
 from gtserver.core.passwords import PasswordHasher
-from gtserver.store import events as event_queries
 from gtserver.store import open_store
 from gtserver.vr.adapter import VRServerFactory
 from gtserver.vr.rooms import RoomService
-from tests.support import sqlite_url
+from tests.support import select_events, sqlite_url
 from tests.test_vr import sleep
 from tests.test_vr_client import connect
 
@@ -140,7 +139,7 @@ class FullTickTests(TickTestCase):
         await self.tick()
         await self.tick()
         await self.core.events.flush()
-        rows = await self.store.run(event_queries.select_events, kinds=("transform",))
+        rows = await self.store.run(select_events, kinds=("transform",))
         self.assertEqual([(r[4], r[5], json.loads(r[8])) for r in rows],
                          [("alice", "lobby", pose(2.0))] * 2)
         self.assertTrue(rows[0][7].startswith("127.0.0.1:"))
@@ -153,7 +152,7 @@ class FullTickTests(TickTestCase):
         for _ in range(20):  # two seconds
             await self.tick()
         await self.core.events.flush()
-        rows = await self.store.run(event_queries.select_events, kinds=("transform",))
+        rows = await self.store.run(select_events, kinds=("transform",))
         self.assertEqual(len(rows), 4)
 
 

@@ -14,8 +14,7 @@ from twisted.trial import unittest
 from gtserver.client import GameClient, IllegalMove
 from gtserver.games import IllegalMove as Refusal
 from gtserver.games.yahtzee import CATEGORIES, LOWER, UPPER, Yahtzee, points, total
-from gtserver.store import events as event_queries
-from tests.support import start_server
+from tests.support import select_events, start_server
 
 dice_strategy = st.lists(st.integers(1, 6), min_size=5, max_size=5)
 
@@ -283,6 +282,6 @@ class YahtzeeOverTheWireTests(unittest.TestCase):
             self.assertEqual(final["state"]["current"], [])
         # Every move is in the research log, with the seed in the match's start.
         await server.core.events.flush()
-        starts = await server.store.run(event_queries.select_events, 0, 10, "eot",
+        starts = await server.store.run(select_events, 0, 10, "eot",
                                         ("match_start",))
         self.assertIsInstance(json.loads(starts[0][-1])["seed"], int)

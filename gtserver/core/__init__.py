@@ -30,7 +30,8 @@ class Core(MultiService):
     def __init__(self, store: Store, clock: Any, config: Mapping[str, Any] | None = None,
                  hasher: PasswordHasher | None = None,
                  lifetimes: Lifetimes | None = None,
-                 login_limits: LoginLimits | None = None) -> None:
+                 login_limits: LoginLimits | None = None,
+                 games: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.setName("core")
         self.store = store
@@ -42,6 +43,9 @@ class Core(MultiService):
         self.accounts.setServiceParent(self)
         self.events = EventLog(store, clock)
         self.events.setServiceParent(self)
+        #: The configured game table of this service (None: the installed games
+        #: with their options' defaults, built by the match service).
+        self.games = games
         self._components: dict[Any, Any] = {}
 
     def component(self, kind: Callable[[Core], T]) -> T:

@@ -192,9 +192,6 @@ class Accounts(Service):
             raise UnknownSession(token)
         return User.from_row(row)
 
-    async def end_session(self, token: str) -> None:
-        await self.store.run(queries.delete_session, token)
-
     # expiry
 
     async def expire(self) -> tuple[int, int]:

@@ -75,33 +75,13 @@ class Ratings:
     async def standing(self, user_id: int | None) -> Standing:
         return (await self.standings([user_id]))[0]
 
-    async def record_result(self, match_id: str, user_ids: Sequence[int],
-                            scores: Sequence[float], source: str,
-                            names: Sequence[str] = ()) -> list[tuple[int, int]]:
-        """Rate a finished two-player match; returns ``[(old, new), ...]`` by seat.
-
-        Every change is stored with its match and written to the event log.
-        """
-        k = self.k
-
-        def compute(old: list[int]) -> list[int]:
-            return updated_pair(old, scores, k)
-
-        changes = await self.store.run(queries.record_result, match_id, list(user_ids),
-                                       self.start, self.clock.seconds(), compute)
-        for seat, (old, new) in enumerate(changes):
-            self.events.record(source, "rating_change", match=match_id,
-                               user=names[seat] if seat < len(names) else None,
-                               data={"old": old, "new": new, "score": scores[seat]})
-        return changes
-
     async def finish(self, match_id: str, user_ids: Sequence[int | None],
                      scores: Sequence[float] | None, source: str,
                      names: Sequence[str] = ()) -> list[Standing]:
         """Rate a finished two-player match (unless ``scores`` is None or a
         player is not registered) and return the players' standings, all in
-        one transaction. Rating changes go to the event log as in
-        :meth:`record_result`."""
+        one transaction. Every rating change is stored with its match and
+        written to the event log."""
         k = self.k
         compute = None
         if scores is not None:

@@ -233,11 +233,12 @@ class TableService(Service):
     @classmethod
     def from_core(cls, core: Any) -> TableService:
         """Built from the daemon's core and its flat configuration, with its
-        own copy of the installed games (the EOT listener configures them)."""
-        from gtserver.registry import games
+        own copy of the configured games."""
+        from gtserver.registry import configured_games
 
         config = core.config
-        return cls(dict(games()), core.events, core.clock,
+        games = core.games if core.games is not None else configured_games({})
+        return cls(dict(games), core.events, core.clock,
                    join_timeout=float(config.get("eot_join_timeout", 300.0)),
                    game_timeout=float(config.get("eot_game_timeout", 3600.0)),
                    finished_grace=float(config.get("eot_finished_grace", 60.0)),

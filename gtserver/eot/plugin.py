@@ -7,18 +7,6 @@ from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
 
 
-def payoffs(text: str) -> str:
-    """Check ``--eot-pd-payoffs``: four numbers T,R,P,S."""
-    parts = text.split(",")
-    try:
-        [float(part) for part in parts]
-    except ValueError:
-        parts = []
-    if len(parts) != 4:
-        raise ValueError(f"--eot-pd-payoffs wants four numbers T,R,P,S, got {text!r}")
-    return text
-
-
 @implementer(IPlugin, IWireProtocol)
 class EOTGameAPI:
     name = "eot"
@@ -43,15 +31,6 @@ class EOTGameAPI:
         ("eot-sessions-max", 10_000,
          "Sessions kept in memory at most; a new one ends the one idle the longest.",
          positive(int, "eot-sessions-max")),
-        ("eot-chat-line-max", 4096,
-         "Longest Chat name or message, in UTF-8 bytes.", positive(int, "eot-chat-line-max")),
-        ("eot-chat-history-max", 256 * 1024,
-         "Chat history kept per session (names and texts), in UTF-8 bytes.",
-         positive(int, "eot-chat-history-max")),
-        ("eot-pd-rounds", 5, "Rounds of PrisonersDilemma and StagHunt.",
-         positive(int, "eot-pd-rounds"), ("pd-rounds",)),
-        ("eot-pd-payoffs", "5,3,1,0", "PrisonersDilemma payoffs T,R,P,S.", payoffs,
-         ("pd-payoffs",)),
     ]
     flags: list = []
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from gtserver.interfaces import IGameFactory
+from gtserver.interfaces import IConfigurableGameFactory
 
 
 class IllegalMove(Exception):
@@ -25,25 +25,47 @@ class IllegalMove(Exception):
         self.message = message
 
 
-@implementer(IPlugin, IGameFactory)
+@implementer(IPlugin, IConfigurableGameFactory)
 class GameFactory:
     """Registers a game class as a plugin.
 
     The class is built as ``game_class(players, rng, **settings)`` for a new
     game and restored with ``game_class.restore(data)``. ``settings`` are
-    the game's options (keyword arguments of the class); the installed
-    plugin object keeps none, and :meth:`configured` makes a copy with some,
-    so that every daemon service configures its own copy.
+    keyword arguments of the class; the installed plugin object keeps none,
+    and :meth:`configured` makes a copy with some, so that every daemon
+    service configures its own copy.
+
+    ``options`` are the game's command-line options (see
+    :class:`IConfigurableGameFactory`); the value of each reaches the class
+    as the keyword ``setting_names[long name]`` (by default the long name
+    with dashes turned into underscores). ``migrations`` add tables of the
+    game's own (see :func:`gtserver.store.schema.check_plugin_migrations`).
     """
 
     def __init__(self, game_class: type, name: str | None = None,
                  min_players: int | None = None, max_players: int | None = None,
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None,
+                 options: Sequence[tuple] = (),
+                 setting_names: Mapping[str, str] | None = None,
+                 migrations: Sequence[tuple[int, Sequence[str]]] = ()) -> None:
         self.game_class = game_class
         self.name = name or game_class.__name__
         self.min_players = min_players if min_players is not None else game_class.min_players
         self.max_players = max_players if max_players is not None else game_class.max_players
         self.settings: dict[str, Any] = dict(settings or {})
+        self.options: tuple[tuple, ...] = tuple(options)
+        self.setting_names: dict[str, str] = dict(setting_names or {})
+        #: Tables of the game's own: (version, statements), see docs/adding-a-game.md.
+        self.migrations = tuple(migrations)
+
+    def settings_from_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword settings that the values of :attr:`options` give."""
+        return {self.setting_names.get(long_name, long_name.replace("-", "_")):
+                values[long_name] for long_name, *_ in self.options}
+
+    def configured_from(self, values: Mapping[str, Any]) -> GameFactory:
+        """A copy configured with the values of its options (by long name)."""
+        return self.configured(**self.settings_from_options(values))
 
     def configured(self, **settings: Any) -> GameFactory:
         """A copy of this factory whose games get ``settings`` (None: the default)."""

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from gtserver.games.base import IllegalMove
 from gtserver.interfaces import IGame
+from gtserver.option_types import positive
 
 
 @implementer(IGame)
@@ -121,3 +122,15 @@ def _bytes(text: str) -> int:
 
 def _line_bytes(line: list[str]) -> int:
     return _bytes(line[0]) + _bytes(line[1])
+
+
+#: Chat's command-line options (named for the EOT listener, which first served Chat).
+OPTIONS = (
+    ("eot-chat-line-max", Chat.default_line_max,
+     "Longest name or message, in UTF-8 bytes.", positive(int, "eot-chat-line-max")),
+    ("eot-chat-history-max", Chat.default_history_max,
+     "History kept per game (names and texts), in UTF-8 bytes.",
+     positive(int, "eot-chat-history-max")),
+)
+#: The keyword of :class:`Chat` that each option sets.
+SETTING_NAMES = {"eot-chat-line-max": "line_max", "eot-chat-history-max": "history_max"}

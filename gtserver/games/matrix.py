@@ -8,8 +8,10 @@ round in progress, never the opponent's.
 :class:`PrisonersDilemma` (``choice="cooperate"`` or ``"defect"``) takes its
 payoffs from the classic T > R > P > S; :class:`StagHunt` (``choice="stag"``
 or ``"hare"``) rewards trust. Rounds and payoffs are game settings
-(``rounds``, ``payoffs``: see :meth:`GameFactory.configured`, set from the
-daemon's options).
+(``rounds``, ``payoffs``: see :meth:`GameFactory.configured`), set from the
+daemon's options ``--eot-pd-rounds`` and ``--eot-pd-payoffs`` (:data:`ROUNDS`,
+:data:`PAYOFFS`; the option names date from when only the EOT listener
+played these games).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from zope.interface import implementer
 
 from gtserver.games.base import GameFactory, IllegalMove
 from gtserver.interfaces import IGame
+from gtserver.option_types import positive
 
 #: Payoffs of the row player for (own choice, other's choice).
 Payoffs = dict[tuple[str, str], float]
@@ -141,11 +144,48 @@ class StagHunt(MatrixGame):
                 ("hare", "hare"): 3}
 
 
-class MatrixGameFactory(GameFactory):
-    """The factory of a matrix game: its settings are ``rounds`` and ``payoffs``."""
+def parse_payoffs(text: str) -> Payoffs:
+    """``"T,R,P,S"`` as a prisoner's dilemma payoff matrix."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"payoffs must be four numbers T,R,P,S, got {text!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"payoffs must be four numbers T,R,P,S, got {text!r}")
+    return dilemma_payoffs(*values)
 
-    def __init__(self, game_class: type[MatrixGame], name: str | None = None) -> None:
-        super().__init__(game_class, name)
+
+def payoffs_option(text: str) -> str:
+    """Check ``--eot-pd-payoffs``: four numbers T,R,P,S (kept as text)."""
+    try:
+        parse_payoffs(text)
+    except ValueError:
+        raise ValueError(f"--eot-pd-payoffs wants four numbers T,R,P,S, got {text!r}") from None
+    return text
+
+
+#: The option that sets the rounds of every matrix game.
+ROUNDS = ("eot-pd-rounds", 5, "Rounds of a matrix game.",
+          positive(int, "eot-pd-rounds"), ("pd-rounds",))
+#: The option that sets the prisoner's dilemma payoffs.
+PAYOFFS = ("eot-pd-payoffs", "5,3,1,0", "Payoffs T,R,P,S of the prisoner's dilemma.",
+           payoffs_option, ("pd-payoffs",))
+
+
+class MatrixGameFactory(GameFactory):
+    """The factory of a matrix game: its settings are ``rounds`` and ``payoffs``
+    (``options`` among :data:`ROUNDS` and :data:`PAYOFFS`)."""
+
+    def __init__(self, game_class: type[MatrixGame], name: str | None = None,
+                 options: tuple[tuple, ...] = (ROUNDS,)) -> None:
+        super().__init__(game_class, name, options=options,
+                         setting_names={ROUNDS[0]: "rounds", PAYOFFS[0]: "payoffs"})
+
+    def settings_from_options(self, values: Any) -> dict[str, Any]:
+        settings = super().settings_from_options(values)
+        if isinstance(settings.get("payoffs"), str):
+            settings["payoffs"] = parse_payoffs(settings["payoffs"])
+        return settings
 
     def check_settings(self) -> None:
         rounds = self.settings.get("rounds")

@@ -12,11 +12,6 @@ def user_by_name(name: str):
     return rows[0] if rows else None
 
 
-def user_by_id(user_id: int):
-    rows = yield Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
-    return rows[0] if rows else None
-
-
 def insert_user(name: str, password_hash: str | None, temporary: bool, now: float):
     rows = yield Statement(
         "INSERT INTO users (name, password_hash, temporary, created, last_seen) "
@@ -55,10 +50,6 @@ def resume_session(token: str, now: float, session_idle: float, temporary_idle: 
     yield Statement("UPDATE sessions SET last_used = ? WHERE token = ?", (now, token))
     yield Statement("UPDATE users SET last_seen = ? WHERE id = ?", (now, user[0]))
     return (*user[:5], now)
-
-
-def delete_session(token: str):
-    yield Statement("DELETE FROM sessions WHERE token = ?", (token,))
 
 
 def touch_user(user_id: int, now: float):

@@ -98,6 +98,20 @@ class Store:
         self.timeout = timeout
         self._inflight: set[Deferred] = set()
         self._closing = False
+        #: Plugin migrations applied at start, by namespace (see add_migrations).
+        self.plugin_migrations: dict[str, PluginMigrations] = {}
+
+    def add_migrations(self, namespace: str,
+                       migrations: Sequence[tuple[int, Sequence[str]]]) -> None:
+        """Also bring ``namespace``'s tables up to date at :meth:`start`.
+
+        ``migrations`` is a plugin's ``(version, statements)`` list (checked by
+        :func:`gtserver.store.schema.check_plugin_migrations`: ValueError if
+        it is malformed). Call it before the store starts.
+        """
+        if namespace in self.plugin_migrations:
+            raise ValueError(f"migrations of {namespace!r} are added twice")
+        self.plugin_migrations[namespace] = check_plugin_migrations(migrations)
 
     def run(self, function: TransactionFunction, *args: Any, **kwargs: Any) -> Deferred:
         """Run ``function(*args, **kwargs)`` as one transaction.
@@ -134,6 +148,13 @@ class Store:
         for migration in pending:
             await self._submit(apply_migration, (migration, self.engine, self.reactor.seconds()),
                                {}, None)
+        for namespace, migrations in self.plugin_migrations.items():
+            done = await self._submit(plugin_versions, (namespace,), {}, None)
+            for version, statements in migrations:
+                if version not in done:
+                    await self._submit(apply_plugin_migration,
+                                       (namespace, version, statements, self.engine,
+                                        self.reactor.seconds()), {}, None)
 
     async def close(self) -> None:
         """Refuse new work, let in-flight transactions finish, disconnect."""
@@ -196,4 +217,11 @@ def drive_synchronously(cursor: Any, function: TransactionFunction, args: tuple,
         return stop.value
 
 
-from gtserver.store.schema import apply_migration, migrate  # noqa: E402  (schema needs Statement)
+from gtserver.store.schema import (  # noqa: E402  (schema needs Statement)
+    PluginMigrations,
+    apply_migration,
+    apply_plugin_migration,
+    check_plugin_migrations,
+    migrate,
+    plugin_versions,
+)

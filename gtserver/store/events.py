@@ -19,19 +19,6 @@ def append_events(rows: Iterable[tuple]):
     return len(rows)
 
 
-def select_events(after_id: int = 0, limit: int = 10000, source: str | None = None,
-                  kinds: tuple[str, ...] = (), room: str | None = None,
-                  match_id: str | None = None, since: float | None = None,
-                  until: float | None = None):
-    """One page of events in id order, filtered; rows are ``(id, *EVENT_COLUMNS)``."""
-    def one(value: str | None) -> tuple[str, ...]:
-        return () if value is None else (value,)
-
-    return (yield from select_event_page(
-        after_id, limit, sources=one(source), kinds=tuple(kinds), rooms=one(room),
-        match_ids=one(match_id), since=since, until=until))
-
-
 def select_event_page(after_id: int = 0, limit: int = 10000, *, sources: tuple[str, ...] = (),
                       kinds: tuple[str, ...] = (), rooms: tuple[str, ...] = (),
                       match_ids: tuple[str, ...] = (), since: float | None = None,

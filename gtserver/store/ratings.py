@@ -39,29 +39,6 @@ def standings(user_ids: Sequence[int | None], start: int, top: int, now: float):
     return ranked, [tuple(row) for row in best]
 
 
-def record_result(match_id: str, user_ids: Sequence[int], start: int, now: float,
-                  compute: Callable[[list[int]], list[int]]):
-    """Apply one match result: read the players' ratings, store ``compute(old)``.
-
-    ``compute`` maps the list of old ratings (seat order) to the new ones. Every
-    change is kept in ``rating_changes`` with its match. Returns
-    ``[(old, new), ...]`` in seat order.
-    """
-    old = []
-    for user_id in user_ids:
-        yield from _ensure(user_id, start, now)
-        rows = yield Statement("SELECT elo FROM ratings WHERE user_id = ?", (user_id,))
-        old.append(rows[0][0])
-    new = compute(old)
-    for user_id, before, after in zip(user_ids, old, new, strict=True):
-        yield Statement("UPDATE ratings SET elo = ?, updated = ? WHERE user_id = ?",
-                        (after, now, user_id))
-        yield Statement(
-            "INSERT INTO rating_changes (user_id, match_id, old_elo, new_elo, time) "
-            "VALUES (?, ?, ?, ?, ?)", (user_id, match_id, before, after, now))
-    return list(zip(old, new, strict=True))
-
-
 def rating_changes(user_id: int):
     """The rating history of one user, oldest first: ``(match_id, old, new, time)``."""
     rows = yield Statement(
@@ -97,8 +74,9 @@ def _ratings_of(user_ids: Sequence[int | None], start: int, now: float):
 def finish_and_rank(match_id: str, user_ids: Sequence[int | None], start: int, top: int,
                     now: float, compute: Callable[[list[int]], list[int]] | None):
     """The end of a match in one transaction: apply its result (when
-    ``compute`` is given and every player is registered, as in
-    :func:`record_result`), then the players' standings (as in
+    ``compute`` is given and every player is registered: ``compute`` maps the
+    old ratings, in seat order, to the new ones, and every change is kept in
+    ``rating_changes`` with its match), then the players' standings (as in
     :func:`standings`).
 
     Returns ``(changes, ranked, best)``: ``[(old, new), ...]`` by seat or None

@@ -7,10 +7,18 @@ applied in id order, each in its own transaction, and recorded in
 purpose: 1-99 core, 100-199 game matches, 200-299 rooms, 300-399 ratings and
 friends, so independent parts of the server can add migrations without
 renumbering one another's.
+
+Plugins (wire protocols and games) bring migrations of their own, numbered in
+a *namespace* of their own (``protocol:NAME``, ``game:NAME``): see
+:func:`check_plugin_migrations`. They are recorded in ``plugin_migrations``
+(namespace, version), created by core migration 2, and applied after the
+core's, so they may refer to the core's tables. A database from before
+migration 2 opens as any other: the migration only adds that table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gtserver.store.base import Statement
@@ -71,6 +79,14 @@ MIGRATIONS: list[Migration] = [
         "CREATE INDEX events_time ON events(time)",
         "CREATE INDEX events_room ON events(room)",
         "CREATE INDEX events_match ON events(match_id)",
+    )),
+    Migration(2, "migrations of plugins, by namespace", (
+        """CREATE TABLE plugin_migrations (
+            namespace TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            applied {real} NOT NULL,
+            PRIMARY KEY (namespace, version)
+        )""",
     )),
     Migration(100, "matches of any game", (
         """CREATE TABLE matches (
@@ -143,4 +159,68 @@ def apply_migration(migration: Migration, engine: str, now: float):
     yield Statement(
         "INSERT INTO schema_migrations (id, name, applied) VALUES (?, ?, ?)",
         (migration.id, migration.name, now))
+    return True
+
+
+#: One plugin's migrations: (version, DDL statements), versions ascending.
+PluginMigrations = tuple[tuple[int, tuple[str, ...]], ...]
+
+
+def check_plugin_migrations(migrations: Sequence[tuple[int, Sequence[str]]]
+                            ) -> PluginMigrations:
+    """A plugin's ``migrations`` attribute checked and sorted by version.
+
+    Each item is ``(version, statements)``: a whole number from 1, unique
+    within the plugin, and a sequence of DDL strings using the markers of
+    :data:`DDL_MARKERS` (``{serial}``, ``{bigint}``, ``{real}``, ``{bool}``;
+    braces meant literally are doubled). ValueError says what is wrong.
+    """
+    checked: dict[int, tuple[str, ...]] = {}
+    for item in migrations:
+        try:
+            version, statements = item
+        except (TypeError, ValueError):
+            raise ValueError(f"a migration must be (version, statements), got {item!r}"
+                             ) from None
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"a migration version must be a whole number from 1, "
+                             f"got {version!r}")
+        if version in checked:
+            raise ValueError(f"migration version {version} is given twice")
+        if isinstance(statements, str) or not statements or not all(
+                isinstance(sql, str) and sql.strip() for sql in statements):
+            raise ValueError(f"migration {version} must give a list of SQL statements, "
+                             f"got {statements!r}")
+        for sql in statements:
+            try:
+                render(sql, "sqlite")
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(f"migration {version} has an unknown marker or a single "
+                                 f"brace ({error!r}): markers are "
+                                 f"{', '.join('{' + m + '}' for m in DDL_MARKERS['sqlite'])}"
+                                 ", and literal braces are doubled") from None
+        checked[version] = tuple(statements)
+    return tuple(sorted(checked.items()))
+
+
+def plugin_versions(namespace: str):
+    """Transaction: the versions of ``namespace`` applied already."""
+    rows = yield Statement("SELECT version FROM plugin_migrations WHERE namespace = ?",
+                           (namespace,))
+    return {row[0] for row in rows}
+
+
+def apply_plugin_migration(namespace: str, version: int, statements: tuple[str, ...],
+                           engine: str, now: float):
+    """Transaction: apply one plugin migration and record it (False: done already)."""
+    rows = yield Statement(
+        "SELECT version FROM plugin_migrations WHERE namespace = ? AND version = ?",
+        (namespace, version))
+    if rows:
+        return False
+    for sql in statements:
+        yield Statement(render(sql, engine))
+    yield Statement(
+        "INSERT INTO plugin_migrations (namespace, version, applied) VALUES (?, ?, ?)",
+        (namespace, version, now))
     return True

@@ -106,10 +106,11 @@ class UltimateMatches(Service):
     @classmethod
     def from_core(cls, core: Any) -> UltimateMatches:
         """Built from the daemon's core and its flat configuration."""
-        from gtserver.registry import games
+        from gtserver.registry import configured_games
 
         config = core.config
-        return cls(MatchStore(core.store, games(), core.events, core.clock),
+        games = core.games if core.games is not None else configured_games({})
+        return cls(MatchStore(core.store, games, core.events, core.clock),
                    core.component(Ratings), core.accounts, core.clock,
                    idle_days=float(config.get("uttt_match_idle_days", 7.0)),
                    max_open=int(config.get("uttt_max_open_matches", 5)),
