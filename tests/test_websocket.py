@@ -1,4 +1,4 @@
-"""The WebSocket deadlines mixin on its own: any Autobahn server protocol, in memory."""
+"""The WebSocket connection guard on its own, with a protocol that knows no messages, in memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import os
 import struct
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -15,21 +15,18 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
+from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 OPEN = WebSocketProtocol.STATE_OPEN
 
 
-class EchoProtocol(WebSocketDeadlines, WebSocketServerProtocol):
+class EchoProtocol(GuardedServerProtocol):
     """A protocol that knows only that ``login`` logs it in."""
-
-    def onOpen(self) -> None:
-        self.opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if payload == b"login":
             self.authenticated()
-        self.sendMessage(payload)
+        self.send_bytes(payload)
 
 
 def masked_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -56,13 +53,14 @@ def lose(protocol) -> None:
         protocol.connectionLost(Failure(ConnectionDone()))
 
 
-class DeadlineMixinTests(unittest.TestCase):
+class GuardTestCase(unittest.TestCase):
+    limits = Limits(handshake_timeout=5, login_timeout=30, message_timeout=10)
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.factory = WebSocketServerFactory()
         self.factory.protocol = EchoProtocol
-        self.factory.deadlines = Deadlines(self.clock, handshake=5, login=30, message=10)
-        self.factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        guard_factory(self.factory, self.limits, self.clock)
 
     def connect(self, handshake: bool = True):
         protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -78,6 +76,8 @@ class DeadlineMixinTests(unittest.TestCase):
         self.addCleanup(lose, protocol)
         return protocol, transport
 
+
+class DeadlineTests(GuardTestCase):
     def test_handshake_deadline_aborts(self):
         protocol, transport = self.connect(handshake=False)
         protocol.dataReceived(b"GET / HTTP/1.1\r\n")
