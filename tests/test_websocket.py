@@ -123,3 +123,137 @@ class DeadlineTests(GuardTestCase):
         protocol.dataReceived(masked_frame(b"hello")[:3])
         lose(protocol)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reads_that_end_inside_a_frame_restart_the_clock(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(masked_frame(b"login"))
+        frames = [masked_frame(b"message %d" % n) for n in range(5)]
+        protocol.dataReceived(frames[0][:4])
+        for n in range(4):  # no read ends between two messages
+            self.clock.advance(6)
+            protocol.dataReceived(frames[n][4:] + frames[n + 1][:4])
+            self.assertIn(b"message %d" % n, transport.value())
+        self.assertEqual(protocol.state, OPEN)  # 24 s since the first byte
+        self.clock.advance(9.9)
+        self.assertEqual(protocol.state, OPEN)
+        self.clock.advance(0.2)  # the last message began 10.1 s ago
+        self.assertEqual(close_code(transport.value()), 1008)
+        self.assertTrue(transport.disconnecting)  # no close handshake after a partial frame
+
+
+def long_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked frame of 126 to 65535 bytes."""
+    mask = os.urandom(4)
+    return (struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, len(payload)) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def text_frames(written: bytes) -> list[bytes]:
+    """The server's (unmasked) text frames of under 126 bytes, in order."""
+    position = written.find(b"\r\n\r\n") + 4
+    frames = []
+    while position + 2 <= len(written):
+        opcode, length = written[position] & 0x0F, written[position + 1] & 0x7F
+        if opcode == 0x1:
+            frames.append(written[position + 2:position + 2 + length])
+        position += 2 + length
+    return frames
+
+
+class RecordingProtocol(EchoProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[int] = []
+        self.late_logins = 0
+
+    def onRefusedMessage(self, size: int) -> None:
+        self.refused.append(size)
+        self.send_bytes(b"refused")
+
+    def onOversizedMessage(self, size: int) -> None:
+        self.send_bytes(b"too big")
+
+    def onLoginTimeout(self) -> None:
+        self.late_logins += 1  # as if a login were being checked
+
+
+class IncomingLimitTests(GuardTestCase):
+    limits = Limits(max_message=1000, refuse_above=100, max_rate=5.0)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.protocol = RecordingProtocol
+
+    def test_a_message_over_refuse_above_is_reported_not_delivered(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(long_frame(b"r" * 500))
+        self.assertEqual(protocol.refused, [500])
+        protocol.dataReceived(masked_frame(b"small"))
+        self.assertEqual(text_frames(transport.value()), [b"refused", b"small"])
+        self.assertEqual(protocol.state, OPEN)
+
+    def test_an_oversized_message_gets_the_protocols_reply_then_1009(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(long_frame(b"o" * 2000)[:20])  # the header says 2000 bytes
+        self.assertEqual(text_frames(transport.value()), [b"too big"])
+        self.assertEqual(close_code(transport.value()), 1009)
+        self.assertNotEqual(protocol.state, OPEN)
+
+    def test_pings_count_against_the_rate(self):
+        protocol, transport = self.connect()
+        for _ in range(10):  # the burst: twice max_rate, at least 10
+            protocol.dataReceived(masked_frame(b"", opcode=0x9))
+        self.assertEqual(protocol.state, OPEN)
+        self.clock.advance(0.2)  # one more token
+        protocol.dataReceived(masked_frame(b"", opcode=0x9))
+        self.assertEqual(protocol.state, OPEN)
+        protocol.dataReceived(masked_frame(b"", opcode=0x9))
+        self.assertEqual(close_code(transport.value()), 1008)
+
+    def test_a_protocol_may_wait_at_the_login_timeout(self):
+        protocol, transport = self.connect()
+        self.clock.advance(30)
+        self.assertEqual((protocol.late_logins, protocol.state), (1, OPEN))
+        protocol.close_late_login()  # the login it waited for failed
+        self.assertEqual(close_code(transport.value()), 1008)
+
+
+class SendTests(GuardTestCase):
+    limits = Limits(send_buffer=100)
+
+    def congested(self):
+        protocol, transport = self.connect()
+        transport.clear()
+        transport.producer.pauseProducing()  # the transport's buffer is full
+        return protocol, transport
+
+    def test_droppable_messages_are_skipped_while_the_client_is_not_reading(self):
+        protocol, transport = self.congested()
+        prepared = self.factory.prepareMessage(b"tick")
+        self.assertFalse(protocol.send_prepared(prepared, droppable=True))
+        self.assertFalse(protocol.send_bytes(b"tick", droppable=True))
+        self.assertEqual((transport.value(), protocol.sent_while_congested), (b"", 0))
+        self.assertTrue(protocol.send_bytes(b"x" * 60))  # queued, and counted
+        self.assertEqual(protocol.sent_while_congested, 60)
+        transport.producer.resumeProducing()  # the client reads again
+        self.assertEqual(protocol.sent_while_congested, 0)
+        self.assertTrue(protocol.send_prepared(prepared, droppable=True))
+        self.assertTrue(transport.value().endswith(prepared.payloadHybi))
+
+    def test_past_the_send_buffer_the_connection_closes_with_1008(self):
+        protocol, transport = self.congested()
+        self.assertTrue(protocol.send_bytes(b"x" * 60))
+        self.assertFalse(protocol.send_prepared(self.factory.prepareMessage(b"y" * 60)))
+        self.assertEqual(close_code(transport.value()), 1008)
+        self.assertNotIn(b"y" * 60, transport.value())
+        written = transport.value()
+        self.assertFalse(protocol.send_bytes(b"late reply"))  # closing: silently nothing
+        self.assertEqual(transport.value(), written)
+
+    def test_a_peer_that_does_not_answer_the_close_is_aborted(self):
+        protocol, transport = self.congested()
+        protocol.close_connection("testing")
+        self.clock.advance(1.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
