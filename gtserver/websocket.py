@@ -235,7 +235,8 @@ class GuardedServerProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Autobahn's ``dataReceived`` without its debug line (formatted on
-        every read even when debug logging is off), then the message clock.
+        every read even when debug logging is off, about a tenth of the CPU
+        of a VR pose stream), then the message clock.
 
         A message's clock starts with the read that brought its first byte:
         the read that ended the previous message, or the first read after a
