@@ -158,6 +158,25 @@ class MessageDeadlineTests(DeadlineTestCase):
         _, code, reason = await closed(alice)
         self.assertEqual((code, reason), (1008, "a message took longer than 10 s to arrive"))
 
+    async def test_reads_that_end_inside_a_frame_restart_the_clock(self):
+        await self.start(vr_frame_timeout=10.0)
+        alice, server_side = await self.connected()
+        await alice.login("alice")
+        frames = [masked_frame(b'{"room":"lobby","type":"msg","data":"%d"}' % n)
+                  for n in range(5)]
+        alice.transport.write(frames[0][:5])
+        await until(lambda: server_side.incomplete_since is not None, "a first part")
+        for n in range(4):  # each write ends one message and begins the next
+            self.clock.advance(6)
+            alice.transport.write(frames[n][5:] + frames[n + 1][:5])
+            self.assertEqual((await alice.next())["payload"][0]["data"], str(n))
+        self.assertEqual(server_side.state, OPEN)  # 24 s, every message in 6 s
+        self.clock.advance(9.9)
+        self.assertEqual(server_side.state, OPEN)
+        self.clock.advance(0.2)
+        _, code, reason = await closed(alice)
+        self.assertEqual((code, reason), (1008, "a message took longer than 10 s to arrive"))
+
     async def test_a_fragmented_message_that_never_ends(self):
         await self.start(vr_frame_timeout=10.0)
         bob = await self.member("bob")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -12,6 +13,8 @@ from tests.support import select_events
 from tests.test_vr import VRTestCase, sleep, summary
 from tests.test_vr import events as room_events
 from tests.test_vr_client import TIMEOUT
+from tests.test_vr_deadlines import OPEN, until
+from tests.test_vr_ticks import TickTestCase, pose
 
 
 async def closed(client) -> tuple:
@@ -143,3 +146,43 @@ class LimitTests(VRTestCase):
         self.assertEqual(summary(await other.next()), [("bad", "leave", "")])
         other.send_raw(b'{"system":"ping","x":"\xff"}', binary=True)
         await self.expect_code(other, 406)  # the same bytes in a binary frame
+
+
+class SlowReaderTickTests(TickTestCase):
+    async def test_pose_ticks_are_skipped_for_a_client_that_stops_reading(self):
+        await self.start(vr_send_buffer=64 << 20, vr_max_rate=100000, vr_max_frame=200000)
+        fast, slow = await self.member("fast"), await self.member("slow")
+        await fast.next()  # slow's join
+        [slow_side] = [c for c in self.factory.connections if c.user == "slow"]
+        # Small kernel buffers on both ends (no autotuning), so that a little
+        # data fills them.
+        for transport, option in ((slow_side.transport, socket.SO_SNDBUF),
+                                  (slow.transport, socket.SO_RCVBUF)):
+            transport.getHandle().setsockopt(socket.SOL_SOCKET, option, 16384)
+        slow.transport.pauseProducing()  # stop reading; the kernel buffers fill up
+        # Queued far past what those buffers hold, the frames cannot all drain
+        # while the client does not read: its connection stays congested.
+        for _ in range(2000):
+            fast.say("lobby", "msg", "y" * 60000)
+            await fast.next()
+            if slow_side.sent_while_congested > 1 << 20:
+                break
+        self.assertTrue(slow_side.congested, "the slow client's buffers never filled")
+        fast.say("lobby", "transform", pose(1.0))
+        await self.settle(fast)
+        queued = slow_side.sent_while_congested
+        await self.tick()
+        self.assertEqual(set(self.poses(await fast.next())), {"fast", "slow"})
+        self.assertEqual(slow_side.sent_while_congested, queued)  # skipped, not queued
+        fast.say("lobby", "msg", "after the tick")
+        self.assertEqual(summary(await fast.next()), [("fast", "msg", "after the tick")])
+        self.assertGreater(slow_side.sent_while_congested, queued)  # chat is queued
+        slow.transport.resumeProducing()
+        kinds = set()
+        while (frame := await slow.next())["payload"][0]["data"] != "after the tick":
+            kinds.update(entry["type"] for entry in frame["payload"])
+        self.assertEqual(kinds, {"msg"})  # every chat line, no pose tick
+        await until(lambda: not slow_side.congested, "the slow client caught up")
+        await self.tick()
+        self.assertEqual(set(self.poses(await slow.next())), {"fast", "slow"})
+        self.assertEqual(slow_side.state, OPEN)

@@ -4,7 +4,7 @@ Every frame is ``{"type": T, "data": {...}}``. This module only parses frames,
 calls the core (accounts, :class:`UltimateMatches`, ratings, friends) and
 renders replies; it keeps per-connection state only. Frames of one connection
 are handled strictly in order, one at a time. Connection limits (frame size,
-rate, slow readers, login and frame timeouts) are :mod:`gtserver.wslimits`.
+rate, slow readers, login and frame timeouts) are :mod:`gtserver.websocket`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from gtserver.uttt.matchmaking import (
     seat_to_move,
     winner,
 )
-from gtserver.wslimits import GuardedServerProtocol, Limits, guard_factory
+from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
 #: Frames larger than this get an error reply (and are never buffered).

@@ -6,23 +6,24 @@ replies. It is the room service's *sink* for that connection: room frames are
 encoded once per broadcast (an Autobahn prepared message) and the same bytes
 go to every member.
 
-Protection against slow and hostile clients, per connection:
+Protection against slow and hostile clients is the connection guard of
+:mod:`gtserver.websocket`, with the ``--vr-...`` limits (:func:`vr_limits`):
 
-* outgoing bytes: the connection registers as a streaming producer on its
-  transport, so it learns when the transport's buffer is full. While it is,
-  pose ticks are dropped (the next one supersedes them anyway) and every other
-  frame counts against ``send_buffer`` bytes; past that the connection is
-  closed with code 1008 and a log line. Its memory stays bounded and nobody
-  else waits for it.
-* incoming frames: a message larger than ``max_frame`` bytes is answered
-  with 400 as soon as its frame header announces the size, and the
+* outgoing bytes: while a client's socket buffer is full, pose ticks to it
+  are dropped (sent as droppable: the next one supersedes them anyway) and
+  every other frame counts against ``--vr-send-buffer`` bytes; past that the
+  connection is closed with code 1008 and leaves its rooms at once. Its
+  memory stays bounded and nobody else waits for it.
+* incoming frames: a message larger than ``--vr-max-frame`` bytes is
+  answered with 400 as soon as its frame header announces the size, and the
   connection is closed with code 1009 (its data is never buffered). More
-  than ``max_rate`` frames a second
-  (with a burst of two seconds' worth) close the connection with code 1008.
-* time (:mod:`gtserver.core.deadlines`): the opening handshake and each
-  incoming message must arrive within ``frame_timeout`` seconds, and a
-  connection must log in within ``login_timeout`` seconds of opening; else it
-  is closed with code 1008 (a handshake that never ends is cut off).
+  than ``--vr-max-rate`` frames a second (with a burst of two seconds'
+  worth) close the connection with code 1008.
+* time: the opening handshake and each incoming message must arrive within
+  ``--vr-frame-timeout`` seconds, and a connection must log in within
+  ``--vr-login-timeout`` seconds of opening; else it is closed with code
+  1008 (a handshake that never ends is cut off). A login being checked when
+  the time is up decides.
 """
 
 from __future__ import annotations
@@ -31,14 +32,11 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
 from gtserver.core.peers import Peer, TrustedProxies
@@ -56,40 +54,17 @@ from gtserver.vr.rooms import (
     RoomService,
     storable,
 )
+from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
-CLOSE_POLICY = 1008
-#: WebSocket close code for a message over the size limit ("message too big").
-CLOSE_TOO_BIG = 1009
-#: Seconds a peer has to answer our close frame before the TCP connection is aborted.
-CLOSE_TIMEOUT = 2.0
 MAX_NAME = 64
 #: Frames queued while a login is in progress; more than this is a flood.
 MAX_BACKLOG = 256
 _OPEN = WebSocketProtocol.STATE_OPEN
 
 
-@implementer(IPushProducer)
-class _SendGate:
-    """Told by the transport when its write buffer is over/under its limit."""
-
-    def __init__(self, connection: VRServerProtocol) -> None:
-        self.connection = connection
-
-    def pauseProducing(self) -> None:
-        self.connection.congested = True
-
-    def resumeProducing(self) -> None:
-        self.connection.congested = False
-        self.connection.queued_while_congested = 0
-
-    def stopProducing(self) -> None:
-        self.connection.congested = True
-
-
-class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
-    # Not ``log``: that would replace Autobahn's own logger, whose disabled
-    # debug calls are free, with one that builds an event for every frame.
+class VRServerProtocol(GuardedServerProtocol):
     logger = Logger()
+    kind = "VR"
 
     factory: VRServerFactory
 
@@ -99,16 +74,9 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         #: The client (behind a trusted proxy, the one it names).
         self.peer: Peer | None = None
         self.address: str | None = None
-        self.congested = False
-        self.queued_while_congested = 0
         self._backlog: deque[bytes | None] = deque()
         self._busy = False
-        self._tokens = 0.0
-        self._refilled = 0.0
-        self._close_timer: Any = None
-        #: The message arriving now is over ``max_frame``: its data is dropped.
-        self._oversized = False
-        #: The login deadline passed while a login was being checked.
+        #: The login timeout passed while a login was being checked.
         self._login_overdue = False
 
     # connection lifecycle
@@ -119,11 +87,12 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self.address = self.peer.address
         return None
 
+    def describe_peer(self) -> str:
+        """Who the connection is, for log lines."""
+        return f"{self.user} at {self.address}"
+
     def onOpen(self) -> None:
-        self.opened()  # the login deadline starts
-        self.transport.registerProducer(_SendGate(self), True)
-        self._tokens = self.factory.burst
-        self._refilled = self.factory.clock.seconds()
+        super().onOpen()
         self.factory.connections.add(self)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
@@ -134,66 +103,22 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
 
     # incoming frames
 
-    def dataReceived(self, data: bytes) -> None:
-        """Autobahn's ``dataReceived`` without its debug line.
+    def onOversizedMessage(self, size: int) -> None:
+        self._reply(wire.BAD_REQUEST)  # before the close frame (1009)
 
-        Autobahn formats that line's arguments on every read even when debug
-        logging is off, which costs about a tenth of the CPU of a pose stream.
-        """
-        self._dataReceived(data)
-        self.watch_input()
-
-    # Autobahn's own size limits are off: they would drop the connection
-    # without a word. These hooks notice a message growing past ``max_frame``
-    # as soon as its frame header says so, answer 400 and close with 1009,
-    # never buffering the excess.
-
-    def onMessageBegin(self, isBinary: bool) -> None:
-        super().onMessageBegin(isBinary)
-        self._oversized = False
-
-    def onMessageFrameBegin(self, length: int) -> None:
-        super().onMessageFrameBegin(length)
-        if self.message_data_total_length > self.factory.max_frame and not self._oversized:
-            self._oversized = True
-            self.message_data = []
-            self._reply(wire.BAD_REQUEST)
-            self._close_for_policy(
-                f"message over {self.factory.max_frame} bytes", code=CLOSE_TOO_BIG)
-
-    def onMessageFrameData(self, payload: bytes) -> None:
-        if not self._oversized:
-            super().onMessageFrameData(payload)
-
-    def onMessageEnd(self) -> None:
-        if not self._oversized:
-            super().onMessageEnd()
-            return
-        self._oversized = False
-        self.message_data = None
+    def onClosing(self) -> None:
+        self._backlog.clear()
+        if self.user is not None:
+            self.factory.rooms.disconnect(self)  # others see it leave now
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not self._admit():
-            return
         if self._busy:
             if len(self._backlog) >= MAX_BACKLOG:
-                self._close_for_policy("too many frames while logging in")
+                self.close_connection("too many frames while logging in")
                 return
             self._backlog.append(payload)
             return
         self._handle(payload)
-
-    def _admit(self) -> bool:
-        """Token bucket: False (and the connection closing) for a flooding client."""
-        factory = self.factory
-        now = factory.clock.seconds()
-        self._tokens = min(factory.burst, self._tokens + (now - self._refilled) * factory.max_rate)
-        self._refilled = now
-        if self._tokens < 1.0:
-            self._close_for_policy(f"flood: more than {factory.max_rate:g} frames a second")
-            return False
-        self._tokens -= 1.0
-        return True
 
     def _handle(self, payload: bytes) -> None:
         try:
@@ -298,20 +223,16 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 
-    def login_deadline_passed(self) -> None:
+    def onLoginTimeout(self) -> None:
         if self._busy:  # a login sent in time is being checked: its outcome decides
             self._login_overdue = True
             return
-        self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
-
-    def message_deadline_passed(self) -> None:
-        self._close_for_policy(
-            f"a message took longer than {self.factory.deadlines.message:g} s to arrive")
+        self.close_late_login()
 
     def _drain_backlog(self, _: Any) -> None:
         self._busy = False
         if self._login_overdue and self.user is None and self.state == _OPEN:
-            self._close_for_policy(f"no login within {self.factory.deadlines.login:g} s")
+            self.close_late_login()
             return
         while self._backlog and not self._busy and self.state == _OPEN:
             self._handle(self._backlog.popleft())
@@ -324,7 +245,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         if prepared is None:
             prepared = shared[VRServerFactory] = self.factory.prepareMessage(
                 wire.room_frame(room, events))
-        return self._send_prepared(prepared, droppable)
+        return self.send_prepared(prepared, droppable)
 
     def _send_join_sequence(self, room: str, sequence: Any) -> None:
         self._send_frame(wire.member_list_frame(room, sequence.member_entries))
@@ -336,49 +257,13 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self.factory.rooms.catch_up(self)
         prepared = self.factory.prepareMessage(frame)
         self.factory.heap.wrote(len(prepared.payloadHybi))
-        self._send_prepared(prepared, False)
+        self.send_prepared(prepared)
 
     def _reply(self, code: int, detail: Any = None) -> None:
         if self.user is not None:
             self.factory.rooms.catch_up(self)  # room events that came first go first
         data = wire.reply(code, self.factory.clock.seconds(), detail)
-        self._send_prepared(self.factory.prepareMessage(data), False)
-
-    def _send_prepared(self, prepared: Any, droppable: bool) -> bool:
-        if self.state != _OPEN:
-            return False
-        frame = prepared.payloadHybi
-        if self.congested:
-            if droppable:
-                return False
-            self.queued_while_congested += len(frame)
-            if self.queued_while_congested > self.factory.send_buffer:
-                self._close_for_policy(
-                    f"too slow: {self.queued_while_congested} bytes waiting to be sent")
-                return False
-        # The prepared frame's bytes straight to the transport: this is what
-        # sendPreparedMessage does without compression (never negotiated here),
-        # minus its per-call debug formatting.
-        self.transport.write(frame)
-        return True
-
-    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
-                       isReply: bool = False) -> None:
-        """Close, and abort the TCP connection if the peer does not answer in time.
-
-        The factory turns Autobahn's own close timeout off and this timer
-        replaces it, because it can be cancelled once the connection is gone.
-        """
-        super().sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=isReply)
-        if not isReply and self._close_timer is None:
-            self._close_timer = self.factory.reactor.callLater(
-                CLOSE_TIMEOUT, self.transport.abortConnection)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
-        self._close_timer = None
-        super().connectionLost(reason)
+        self.send_prepared(self.factory.prepareMessage(data))
 
     def going_away(self) -> None:
         """The server is shutting down."""
@@ -389,18 +274,6 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         if self.state == _OPEN:
             self.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down")
         self.transport.loseConnection()
-
-    def _close_for_policy(self, reason: str, code: int = CLOSE_POLICY) -> None:
-        self.logger.warn("closing VR connection of {user} at {address}: {reason}",
-                      user=self.user, address=self.address, reason=reason)
-        self._backlog.clear()
-        if self.user is not None:
-            self.factory.rooms.disconnect(self)  # others see it leave now
-        if self.state == _OPEN:
-            # sendClose only takes 1000 and 3000-4999; 1008 is the standard
-            # "policy violation" code. Autobahn drops the TCP connection if the
-            # peer does not answer within closeHandshakeTimeout.
-            self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123])
 
 
 def _credentials(options: Any) -> tuple[str, str] | None:
@@ -427,6 +300,18 @@ def vr_name(name: Any) -> str:
     return name
 
 
+def vr_limits(config: Mapping[str, Any]) -> Limits:
+    """The connection limits of the ``--vr-...`` options (unset or 0: the default)."""
+    max_frame = int(config.get("vr_max_frame") or 64 * 1024)
+    frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
+    return Limits(max_message=max_frame, refuse_above=max_frame,
+                  max_rate=float(config.get("vr_max_rate") or 300.0),
+                  send_buffer=int(config.get("vr_send_buffer") or 1 << 20),
+                  handshake_timeout=frame_timeout,
+                  login_timeout=float(config.get("vr_login_timeout") or 30.0),
+                  message_timeout=frame_timeout)
+
+
 class VRServerFactory(WebSocketServerFactory):
     """Serves the VR rooms protocol on every endpoint of the ``vr`` listener."""
 
@@ -446,19 +331,9 @@ class VRServerFactory(WebSocketServerFactory):
             vr_name, failures_per_account=config.get("vr_login_failures"),
             window=config.get("vr_login_window"))
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
-        self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
-        self.max_rate = float(config.get("vr_max_rate") or 300.0)
-        self.burst = max(2.0 * self.max_rate, 10.0)
-        self.max_frame = int(config.get("vr_max_frame") or 64 * 1024)
-        frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
-        self.deadlines = Deadlines(self.clock, handshake=frame_timeout,
-                                   login=float(config.get("vr_login_timeout") or 30.0),
-                                   message=frame_timeout)
+        guard_factory(self, vr_limits(config), self.clock)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
-        self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
-                                failByDrop=False, closeHandshakeTimeout=0,
-                                openHandshakeTimeout=0)  # self.deadlines bounds it
         if config.get("vr_csv_log"):
             from gtserver.vr.csvlog import CsvEventFile
             core.component(CsvEventFile)

@@ -1,4 +1,4 @@
-"""Per-connection limits for a WebSocket listener, whatever protocol it speaks.
+"""The connection guard of every WebSocket listener, whatever protocol it speaks.
 
 :class:`GuardedServerProtocol` is an Autobahn server protocol that enforces
 its factory's :class:`Limits` (``factory.limits``), with every timer on
@@ -6,11 +6,14 @@ its factory's :class:`Limits` (``factory.limits``), with every timer on
 :func:`guard_factory` on the factory once. Per connection:
 
 * the opening handshake must be done within ``handshake_timeout`` seconds,
-  or the TCP connection is dropped;
+  or the TCP connection is dropped (there is no WebSocket yet to close);
 * until the protocol calls :meth:`~GuardedServerProtocol.authenticated`, the
-  connection is closed (1008) ``login_timeout`` seconds after it opened;
+  connection is closed (1008) ``login_timeout`` seconds after it opened
+  (:meth:`~GuardedServerProtocol.onLoginTimeout` may wait for a login that is
+  being checked);
 * one message must arrive within ``message_timeout`` seconds from its first
-  byte to its last (a client trickling a frame is closed with 1008);
+  byte to its last, control frames and partial headers included (a client
+  trickling a frame is closed with 1008 and its TCP connection ended);
 * a message over ``refuse_above`` bytes is not buffered: at its end the
   protocol's :meth:`~GuardedServerProtocol.onRefusedMessage` is called
   instead of ``onMessage``; one over ``max_message`` bytes gets
@@ -19,14 +22,17 @@ its factory's :class:`Limits` (``factory.limits``), with every timer on
 * more than ``max_rate`` messages (and pings) a second, with a burst of two
   seconds' worth, close the connection with 1008;
 * the connection is a streaming producer of its transport, so it learns when
-  the client stops reading; past ``send_buffer`` bytes sent while the
-  transport's buffer is full, the connection is closed with 1008;
+  the client stops reading. While the transport's buffer is full, messages
+  sent as *droppable* (superseded by the next one, like a pose tick) are
+  skipped, and past ``send_buffer`` bytes of the others the connection is
+  closed with 1008;
 * a peer that does not answer our close frame within ``close_timeout``
   seconds has its TCP connection aborted.
 
 Sending on a connection that is closing or closed is a silent no-op
-(:meth:`~GuardedServerProtocol.send_bytes`): a reply that was on its way when
-the client left is nobody's error.
+(:meth:`~GuardedServerProtocol.send_bytes`,
+:meth:`~GuardedServerProtocol.send_prepared`): a reply that was on its way
+when the client left is nobody's error.
 """
 
 from __future__ import annotations
@@ -103,8 +109,9 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     """A WebSocket server protocol that enforces ``factory.limits``.
 
     Subclasses call ``super()`` in the Autobahn callbacks they override
-    (``connectionMade``, ``onOpen``, ``connectionLost``, the ``onMessage*``
-    hooks) and send with :meth:`send_bytes`.
+    (``connectionMade``, ``onOpen``, ``connectionLost``, ``dataReceived``,
+    the ``onMessage*`` and ``onFrame*`` hooks) and send with
+    :meth:`send_bytes` or :meth:`send_prepared`.
     """
 
     # Not ``log``: that would replace Autobahn's own logger, whose disabled
@@ -115,7 +122,9 @@ class GuardedServerProtocol(WebSocketServerProtocol):
 
     def __init__(self) -> None:
         super().__init__()
+        #: The transport's write buffer is full: the client is not reading.
         self.congested = False
+        #: Bytes sent since the buffer filled up (reset when it drains).
         self.sent_while_congested = 0
         self._tokens = 0.0
         self._refilled = 0.0
@@ -123,6 +132,8 @@ class GuardedServerProtocol(WebSocketServerProtocol):
         self._login_timer: Any = None
         self._message_timer: Any = None
         self._close_timer: Any = None
+        #: When the message being received began to arrive (None between messages).
+        self._partial_since: float | None = None
         #: Messages (and control frames outside a message) received in full.
         self._completed = 0
         #: The message arriving now is over ``refuse_above``: its data is dropped.
@@ -134,6 +145,11 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     def limits(self) -> Limits:
         return self.factory.limits
 
+    @property
+    def incomplete_since(self) -> float | None:
+        """When the message being received began to arrive; None between messages."""
+        return self._partial_since
+
     def describe_peer(self) -> str:
         """Who the connection is, for log lines."""
         return str(self.peer)
@@ -143,14 +159,14 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self._handshake_timer = self._later(self.limits.handshake_timeout,
-                                            self._handshake_overdue)
+                                            self._handshake_timeout_passed)
 
     def onOpen(self) -> None:
         self._handshake_timer = _cancel(self._handshake_timer)
         self.transport.registerProducer(_SendGate(self), True)
         self._tokens = self.limits.burst
         self._refilled = self.factory.clock.seconds()
-        self._login_timer = self._later(self.limits.login_timeout, self._login_overdue)
+        self._login_timer = self._later(self.limits.login_timeout, self._login_timeout_passed)
 
     def authenticated(self) -> None:
         """The client has identified itself: the login timeout no longer applies."""
@@ -159,6 +175,7 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Any = None) -> None:
         for name in ("_handshake_timer", "_login_timer", "_message_timer", "_close_timer"):
             setattr(self, name, _cancel(getattr(self, name)))
+        self._partial_since = None
         super().connectionLost(reason)
 
     # timers
@@ -166,7 +183,7 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     def _later(self, delay: float, function: Any) -> Any:
         return self.factory.clock.callLater(delay, function) if delay > 0 else None
 
-    def _handshake_overdue(self) -> None:
+    def _handshake_timeout_passed(self) -> None:
         self._handshake_timer = None
         if self.state == _CONNECTING:
             self.logger.info("dropping {kind} connection of {peer}: no handshake within "
@@ -174,42 +191,67 @@ class GuardedServerProtocol(WebSocketServerProtocol):
                              timeout=self.limits.handshake_timeout)
             self.transport.abortConnection()
 
-    def _login_overdue(self) -> None:
+    def _login_timeout_passed(self) -> None:
         self._login_timer = None
+        if self.state == _OPEN:
+            self.onLoginTimeout()
+
+    def onLoginTimeout(self) -> None:
+        """No login within ``login_timeout``: by default, :meth:`close_late_login`.
+
+        A protocol checking a login that arrived in time may instead wait for
+        its outcome, and call :meth:`close_late_login` if it fails.
+        """
+        self.close_late_login()
+
+    def close_late_login(self) -> None:
+        """Close (1008) a connection that did not log in within ``login_timeout``."""
         self.close_connection(f"no login within {self.limits.login_timeout:g} s",
                               warn=False)
 
-    def _message_overdue(self) -> None:
+    def _message_timeout_passed(self) -> None:
+        """The one message timer fired: close, or wait for a message begun since.
+
+        The timer is not moved for every message (that would cost two heap
+        operations per read that ends inside a frame); it checks when the
+        message now arriving began and reschedules itself if that was later.
+        """
         self._message_timer = None
+        since = self._partial_since
+        if since is None or self.state != _OPEN:
+            return
+        timeout = self.limits.message_timeout
+        left = since + timeout - self.factory.clock.seconds()
+        if left > 0:
+            self._message_timer = self.factory.clock.callLater(left, self._message_timeout_passed)
+            return
+        self._partial_since = None
         # The peer's answer to our close frame would be read as the rest of
         # the unfinished message: no handshake, the TCP connection ends too.
-        self.close_connection(
-            f"a message took longer than {self.limits.message_timeout:g} s to arrive",
-            then_drop=True)
+        self.close_connection(f"a message took longer than {timeout:g} s to arrive",
+                              then_drop=True)
 
     # incoming data
 
     def dataReceived(self, data: bytes) -> None:
         """Autobahn's ``dataReceived`` without its debug line (formatted on
-        every read even when debug logging is off), then the message timer."""
+        every read even when debug logging is off, about a tenth of the CPU
+        of a VR pose stream), then the message clock.
+
+        A message's clock starts with the read that brought its first byte:
+        the read that ended the previous message, or the first read after a
+        quiet spell.
+        """
         completed = self._completed
         self._dataReceived(data)
-        self._watch_partial_message(completed)
-
-    def _watch_partial_message(self, completed_before: int) -> None:
-        """Time the message whose first bytes have arrived but not its last.
-
-        Its clock starts with the read that brought its first byte: the read
-        that ended the previous message, or the first read after a quiet spell.
-        """
-        partial = self.state == _OPEN and (
-            bool(self.data) or self.current_frame is not None or self.inside_message)
-        if not partial:
-            self._message_timer = _cancel(self._message_timer)
-        elif self._message_timer is None or self._completed != completed_before:
-            _cancel(self._message_timer)
-            self._message_timer = self._later(self.limits.message_timeout,
-                                              self._message_overdue)
+        if self.state != _OPEN or not (self.data or self.current_frame is not None
+                                       or self.inside_message):
+            self._partial_since = None
+        elif self._partial_since is None or self._completed != completed:
+            self._partial_since = self.factory.clock.seconds()
+            if self._message_timer is None and self.limits.message_timeout > 0:
+                self._message_timer = self.factory.clock.callLater(
+                    self.limits.message_timeout, self._message_timeout_passed)
 
     def onFrameEnd(self) -> Any:
         result = super().onFrameEnd()
@@ -259,7 +301,8 @@ class GuardedServerProtocol(WebSocketServerProtocol):
         """A message over ``refuse_above`` (at most ``max_message``) bytes ended."""
 
     def onOversizedMessage(self, size: int) -> None:
-        """A message grew past ``max_message`` bytes; the connection closes next."""
+        """A message grew past ``max_message`` bytes; the connection closes next
+        (a reply sent now goes out before the close frame)."""
 
     def _admit(self) -> bool:
         """Token bucket: False (and the connection closing) for a flooding client."""
@@ -277,18 +320,46 @@ class GuardedServerProtocol(WebSocketServerProtocol):
 
     # outgoing data
 
-    def send_bytes(self, payload: bytes) -> bool:
+    def send_bytes(self, payload: bytes, droppable: bool = False) -> bool:
         """Send a text message; False (and nothing sent) when the connection is
-        closing or closed, or was just closed for being too slow."""
+        closing or closed, or the message was dropped or was one too many for
+        a client that is not reading (see :meth:`send_prepared`)."""
         if self.state != _OPEN:
             return False
-        if self.congested:
-            self.sent_while_congested += len(payload)
-            if self.sent_while_congested > self.limits.send_buffer:
-                self.close_connection(
-                    f"too slow: {self.sent_while_congested} bytes waiting to be sent")
-                return False
+        if self.congested and not self._may_queue(len(payload), droppable):
+            return False
         self.sendMessage(payload)
+        return True
+
+    def send_prepared(self, prepared: Any, droppable: bool = False) -> bool:
+        """Send an Autobahn prepared message (the same bytes for many connections).
+
+        While the client is not reading, a ``droppable`` message (one the next
+        supersedes) is skipped; any other counts against ``send_buffer``, and
+        past that the connection is closed. Returns False if nothing was sent.
+        """
+        if self.state != _OPEN:
+            return False
+        frame = prepared.payloadHybi
+        if self.congested and not self._may_queue(len(frame), droppable):
+            return False
+        if self._perMessageCompress is None:
+            # What sendPreparedMessage does without compression, minus its
+            # per-call debug formatting.
+            self.transport.write(frame)
+        else:
+            self.sendPreparedMessage(prepared)
+        return True
+
+    def _may_queue(self, size: int, droppable: bool) -> bool:
+        """Whether a message of ``size`` bytes may join a full send buffer."""
+        if droppable:
+            return False
+        self.sent_while_congested += size
+        if self.sent_while_congested > self.limits.send_buffer:
+            self.close_connection(
+                f"too slow: {self.sent_while_congested} bytes waiting to be sent")
+            return False
         return True
 
     # closing
