@@ -15,7 +15,6 @@ from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from gtserver.core.matches import MatchService
 from gtserver.eot.lobby import SessionService
 from gtserver.eot.protocol import EOTFactory
 from gtserver.games import GameFactory, IllegalMove
@@ -92,7 +91,7 @@ async def eot_server(testcase: unittest.TestCase, *arguments: str, endpoint: str
 
 
 def sessions_of(server: Any) -> SessionService:
-    return server.core.component(SessionService)
+    return server.factory("eot").sessions
 
 
 def eot_factory(server: Any) -> EOTFactory:
@@ -670,14 +669,14 @@ class BadInputTests(unittest.TestCase):
 
     async def test_a_game_that_raises_is_contained(self):
         server, port = await eot_server(self)
-        server.core.component(MatchService).games["Exploding"] = GameFactory(Exploding)
+        server.core.matches.games["Exploding"] = GameFactory(Exploding)
         player, waiting = await self.parked_bystander(server, port)
         (boom,) = await join_all(server, port, "Exploding", "b", 1)
         reply = await boom.move(anything=1)
         self.assertEqual(reply, {"status": "error",
                                  "message": "framework: internal error in the game"})
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
-        server.core.component(MatchService).games["Unspeakable"] = GameFactory(Unspeakable)
+        server.core.matches.games["Unspeakable"] = GameFactory(Unspeakable)
         (mute,) = await join_all(server, port, "Unspeakable", "u", 1)
         reply = await mute.move(anything=1)
         self.assertEqual(reply, {"status": "error",
@@ -715,7 +714,7 @@ class Decorated(OneSeatGame):
 class SignatureTests(unittest.TestCase):
     async def test_wrong_arguments_of_a_decorated_move_are_illegal(self):
         server, port = await eot_server(self)
-        server.core.component(MatchService).games["Decorated"] = GameFactory(Decorated)
+        server.core.matches.games["Decorated"] = GameFactory(Decorated)
         (player,) = await join_all(server, port, "Decorated", "d", 1)
         for arguments in ({"wrod": "x"}, {}, {"word": "x", "extra": 1}, {"seat": 0},
                           {"self": 1, "word": "x"}):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet import task
 from twisted.trial import unittest
 
@@ -15,7 +17,11 @@ from gtserver.eot.lobby import (
     SessionEnded,
     SessionService,
 )
+from gtserver.eot.plugin import eot
+from gtserver.eot.settings import LobbySettings
 from gtserver.games import IllegalMove
+from gtserver.option_types import default_settings
+from gtserver.registry import games
 
 
 class RecordedEvents:
@@ -27,19 +33,16 @@ class RecordedEvents:
 
 
 class FakeCore:
-    """What the session service needs of the core: a clock, config, components."""
+    """What the session service needs: a clock and a match service without a store."""
 
     def __init__(self) -> None:
         self.clock = task.Clock()
-        self.config = {}
-        self.store = None
         self.events = RecordedEvents()
-        self._components = {}
+        self.matches = MatchService(None, self.clock, self.events, games())
 
-    def component(self, kind):
-        if kind not in self._components:
-            self._components[kind] = kind(self)
-        return self._components[kind]
+
+def lobby_settings(**changes) -> LobbySettings:
+    return replace(default_settings(eot).lobby, **changes)
 
 
 def joined(deferred):
@@ -51,7 +54,8 @@ def joined(deferred):
 class SessionServiceTests(unittest.TestCase):
     def setUp(self):
         self.core = FakeCore()
-        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=100)
+        self.sessions = SessionService(self.core.matches, self.core.clock,
+                                       lobby_settings(join_timeout=10, game_timeout=100))
         self.clock = self.core.clock
 
     def join(self, game, token, players, name=""):
@@ -189,7 +193,7 @@ class SessionServiceTests(unittest.TestCase):
         self.sessions.stopService()
         self.assertIsInstance(pending[0].value, SessionEnded)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertIsInstance(self.core.component(MatchService), MatchService)
+        self.assertIsInstance(self.core.matches, MatchService)
 
 
 class ReleaseTests(unittest.TestCase):
@@ -197,8 +201,8 @@ class ReleaseTests(unittest.TestCase):
 
     def setUp(self):
         self.core = FakeCore()
-        self.sessions = SessionService(self.core, join_timeout=10, game_timeout=3600,
-                                       finished_grace=30, sessions_max=5)
+        self.sessions = SessionService(self.core.matches, self.core.clock, lobby_settings(
+            join_timeout=10, game_timeout=3600, finished_grace=30, sessions_max=5))
         self.clock = self.core.clock
 
     def finished_tictactoe(self, token="t"):
@@ -228,7 +232,7 @@ class ReleaseTests(unittest.TestCase):
         self.assertIn("released", str(waiting[0].value))
         self.assertRaises(NoSuchSession, self.sessions.state, *requests[0])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.core.component(MatchService).matches, {})
+        self.assertEqual(self.core.matches.matches, {})
 
     def test_restart_within_the_grace_keeps_the_session(self):
         requests = self.finished_tictactoe()

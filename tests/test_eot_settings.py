@@ -6,7 +6,6 @@ from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
-from gtserver.core.matches import MatchService
 from gtserver.games.chat import Chat
 from gtserver.plugins import gtserver_games
 from tests.support import parse_options
@@ -24,7 +23,7 @@ class PerServiceSettingsTests(unittest.TestCase):
         second, second_port = await eot_server(self, "--pd-rounds", "7")
         self.assertEqual(await self.rounds_played(first, first_port), 2)
         self.assertEqual(await self.rounds_played(second, second_port), 7)
-        games = [server.core.component(MatchService).games for server in (first, second)]
+        games = [server.core.matches.games for server in (first, second)]
         self.assertEqual(games[0]["PrisonersDilemma"].settings["payoffs"][
             ("defect", "cooperate")], 9)
         self.assertEqual(games[1]["PrisonersDilemma"].settings["payoffs"][

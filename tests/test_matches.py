@@ -24,7 +24,7 @@ class MatchServiceTests(unittest.TestCase):
         self.core.startService()
         self.addCleanup(self.store.close)
         self.addCleanup(self.core.stopService)
-        self.matches = self.core.component(MatchService)
+        self.matches = self.core.matches
         self.match = await self.matches.create(
             "UltimateTicTacToe", [Seat("ann"), Seat("bob")], "test")
 
@@ -70,12 +70,12 @@ class MatchServiceTests(unittest.TestCase):
         self.assertTrue(self.match.finished)
         with self.assertRaises(MatchClosed):
             await self.matches.move(self.match, 0, {"sub_x": 0, "sub_y": 0, "x": 0, "y": 0})
-        reloaded = MatchService(self.core)
+        reloaded = MatchService(self.store, reactor, self.core.events, dict(self.core.games))
         self.assertEqual(await reloaded.load_open("test"), [])
 
     async def test_open_matches_are_restored(self):
         await self.matches.move(self.match, 0, {"sub_x": 2, "sub_y": 0, "x": 1, "y": 1})
-        reloaded = MatchService(self.core)
+        reloaded = MatchService(self.store, reactor, self.core.events, dict(self.core.games))
         [match] = await reloaded.load_open("test")
         self.assertEqual(match.id, self.match.id)
         self.assertEqual([seat.name for seat in match.seats], ["ann", "bob"])

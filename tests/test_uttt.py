@@ -20,7 +20,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial import unittest
 
-from gtserver.core.matches import MatchService
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import StoreUnavailable
 from gtserver.store import ratings as rating_queries
@@ -681,7 +680,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
         match_id = (await challenge(self, alice, bob, "bob"))["id"]
-        service = self.server.core.component(MatchService)
+        service = self.server.core.matches
         match = service.get(match_id)
         held = HeldStore(service.writer.store)
         service.writer.store = held
@@ -843,8 +842,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         marks = {sum(cell != 0 for row in field for cell in row) for field in fields}
         self.assertLessEqual(marks, {0, 1})
         final = fields[-1] if fields else None
-        matches = self.server.core.component(
-            __import__("gtserver.uttt.matchmaking", fromlist=["x"]).UltimateMatches)
+        matches = self.server.factory("uttt").service
         game = matches.open[update["id"]].game
         self.assertEqual(sum(cell != 0 for row in game.field for cell in row), 1)
         self.assertIsNotNone(final)

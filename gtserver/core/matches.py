@@ -24,7 +24,6 @@ from twisted.logger import Logger
 from gtserver.core.errors import CoreError
 from gtserver.core.group_commit import GroupCommit
 from gtserver.games import IllegalMove
-from gtserver.registry import games as installed_games
 from gtserver.store import Unstorable
 from gtserver.store import matches as queries
 
@@ -89,12 +88,12 @@ class Match:
 class MatchService(Service):
     log = Logger()
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.store = core.store
-        self.clock = core.clock
-        self.events = core.events
-        self.games = installed_games()
+    def __init__(self, store: Any, clock: Any, events: Any, games: dict[str, Any]) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
+        #: The games clients may choose, by name (this service's own mapping).
+        self.games = games
         self.matches: dict[str, Match] = {}
         #: Coalesces the state writes of concurrent moves into shared transactions.
         self.writer = GroupCommit(self.store)

@@ -1,43 +1,31 @@
-"""Builds the EOT listener's factory from the daemon's configuration."""
+"""Builds the EOT listener's factory from its settings and the core's services."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gtserver.core.matches import MatchService
 from gtserver.eot.lobby import SessionService
 from gtserver.eot.protocol import EOTFactory
+from gtserver.eot.settings import EOTSettings
 from gtserver.games import GameFactory
 from gtserver.games.chat import Chat
 from gtserver.games.matrix import MatrixGameFactory, PrisonersDilemma, dilemma_payoffs
 
 
-def parse_payoffs(text: str) -> dict:
-    """``"T,R,P,S"`` as a prisoner's dilemma payoff matrix."""
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"payoffs must be four numbers T,R,P,S, got {text!r}") from None
-    if len(values) != 4:
-        raise ValueError(f"payoffs must be four numbers T,R,P,S, got {text!r}")
-    return dilemma_payoffs(*values)
-
-
-def game_settings(factory: Any, config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The settings the configuration gives games of ``factory`` (None: not configurable)."""
+def game_settings(factory: Any, settings: EOTSettings) -> dict[str, Any] | None:
+    """The settings the EOT options give games of ``factory`` (None: not configurable)."""
     if isinstance(factory, MatrixGameFactory):
-        payoffs = config.get("eot_pd_payoffs")
-        return {"rounds": config.get("eot_pd_rounds"),
-                "payoffs": parse_payoffs(payoffs)
-                if payoffs and issubclass(factory.game_class, PrisonersDilemma) else None}
+        return {"rounds": settings.pd_rounds,
+                "payoffs": dilemma_payoffs(*settings.pd_payoffs)
+                if issubclass(factory.game_class, PrisonersDilemma) else None}
     if isinstance(factory, GameFactory) and issubclass(factory.game_class, Chat):
-        return {"line_max": config.get("eot_chat_line_max"),
-                "history_max": config.get("eot_chat_history_max")}
+        return {"line_max": settings.chat_line_max,
+                "history_max": settings.chat_history_max}
     return None
 
 
-def configure_games(matches: MatchService, config: Mapping[str, Any]) -> None:
+def configure_games(matches: MatchService, settings: EOTSettings) -> None:
     """Give this match service its own copies of the games, configured.
 
     The installed plugin objects are never changed, so services built with
@@ -45,14 +33,14 @@ def configure_games(matches: MatchService, config: Mapping[str, Any]) -> None:
     settings.
     """
     for name, factory in list(matches.games.items()):
-        settings = game_settings(factory, config)
-        if settings is not None:
-            matches.games[name] = factory.configured(**settings)
+        game = game_settings(factory, settings)
+        if game is not None:
+            matches.games[name] = factory.configured(**game)
 
 
-def build_factory(core: Any, config: Mapping[str, Any]) -> EOTFactory:
-    sessions = core.component(SessionService)
-    configure_games(sessions.matches, config)
-    return EOTFactory(sessions, core.clock,
-                      request_size_max=int(config.get("eot_request_size_max", 1_000_000)),
-                      connection_timeout=float(config.get("eot_connection_timeout", 60.0)))
+def build_factory(core: Any, settings: EOTSettings) -> EOTFactory:
+    """The EOT factory, its lobby attached to ``core`` (a L{gtserver.core.Core})."""
+    configure_games(core.matches, settings)
+    lobby = core.attach(SessionService(core.matches, core.clock, settings.lobby))
+    return EOTFactory(lobby, core.clock, request_size_max=settings.request_size_max,
+                      connection_timeout=settings.connection_timeout)

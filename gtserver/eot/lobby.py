@@ -46,6 +46,7 @@ from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
 from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.eot.settings import LobbySettings
 from gtserver.games import IllegalMove
 
 AUTO = "auto"
@@ -199,25 +200,18 @@ def _same(key: Any, expected: str) -> bool:
 
 
 class SessionService(Service):
-    """Every EOT session of the daemon (a core component)."""
+    """Every EOT session of the ``eot`` listener."""
 
     log = Logger()
 
-    def __init__(self, core: Any, join_timeout: float | None = None,
-                 game_timeout: float | None = None, rng: random.Random | None = None,
-                 finished_grace: float | None = None,
-                 sessions_max: int | None = None) -> None:
-        config = core.config
-        self.clock = core.clock
-        self.matches: MatchService = core.component(MatchService)
-        self.join_timeout = float(join_timeout if join_timeout is not None
-                                  else config.get("eot_join_timeout", 300.0))
-        self.game_timeout = float(game_timeout if game_timeout is not None
-                                  else config.get("eot_game_timeout", 3600.0))
-        self.finished_grace = float(finished_grace if finished_grace is not None
-                                    else config.get("eot_finished_grace", 60.0))
-        self.sessions_max = int(sessions_max if sessions_max is not None
-                                else config.get("eot_sessions_max", 10_000))
+    def __init__(self, matches: MatchService, clock: Any, settings: LobbySettings,
+                 rng: random.Random | None = None) -> None:
+        self.clock = clock
+        self.matches = matches
+        self.join_timeout = settings.join_timeout
+        self.game_timeout = settings.game_timeout
+        self.finished_grace = settings.finished_grace
+        self.sessions_max = settings.sessions_max
         self.rng = rng or random.SystemRandom()
         #: Every session by (game, token), least recently requested first.
         self.sessions: dict[tuple[str, str], Session] = {}

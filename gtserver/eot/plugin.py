@@ -3,19 +3,14 @@
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from gtserver.eot.settings import parse_payoffs
 from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
 
 
 def payoffs(text: str) -> str:
     """Check ``--eot-pd-payoffs``: four numbers T,R,P,S."""
-    parts = text.split(",")
-    try:
-        [float(part) for part in parts]
-    except ValueError:
-        parts = []
-    if len(parts) != 4:
-        raise ValueError(f"--eot-pd-payoffs wants four numbers T,R,P,S, got {text!r}")
+    parse_payoffs(text)
     return text
 
 
@@ -55,9 +50,13 @@ class EOTGameAPI:
     ]
     flags: list = []
 
-    def build_factory(self, core, config):
+    def settings(self, options):
+        from gtserver.eot.settings import EOTSettings
+        return EOTSettings.from_options(options)
+
+    def build_factory(self, core, settings):
         from gtserver.eot.configure import build_factory
-        return build_factory(core, config)
+        return build_factory(core, settings)
 
 
 eot = EOTGameAPI()

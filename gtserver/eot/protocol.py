@@ -327,8 +327,8 @@ class EOTFactory(Factory):
     protocol = EOTProtocol
     noisy = False
 
-    def __init__(self, sessions: SessionService, clock: Any,
-                 request_size_max: int = 1_000_000, connection_timeout: float = 60.0) -> None:
+    def __init__(self, sessions: SessionService, clock: Any, request_size_max: int,
+                 connection_timeout: float) -> None:
         self.sessions = sessions
         self.clock = clock
         self.request_size_max = request_size_max

@@ -25,13 +25,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gtserver.core.accounts import DAY
 from gtserver.core.errors import CoreError
 from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
 from gtserver.store import matches as match_queries
+from gtserver.uttt.settings import MatchmakingSettings
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -64,25 +64,22 @@ class Sink(Protocol):
 
 
 class UltimateMatches(Service):
-    """Get the shared instance with ``core.component(UltimateMatches)``.
-
-    Configuration (``core.config``): ``uttt_match_idle_days`` (7),
-    ``uttt_max_open_matches`` (5), ``uttt_expiry_interval`` seconds (3600).
-    """
+    """The uttt listener's matchmaking, limits and idle-match expiry."""
 
     log = Logger()
     #: How many finished matches stay answerable (e.g. a late move gets the final state).
     keep_finished = 10_000
 
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.clock = core.clock
-        config = core.config
-        self.idle = float(config.get("uttt_match_idle_days", 7.0)) * DAY
-        self.max_open = int(config.get("uttt_max_open_matches", 5))
-        self.check_interval = float(config.get("uttt_expiry_interval", 3600.0))
-        self.matches = core.component(MatchService)
-        self.ratings = core.component(Ratings)
+    def __init__(self, store: Any, clock: Any, accounts: Any, matches: MatchService,
+                 ratings: Ratings, settings: MatchmakingSettings) -> None:
+        self.store = store
+        self.clock = clock
+        self.accounts = accounts
+        self.idle = settings.match_idle
+        self.max_open = settings.max_open_matches
+        self.check_interval = settings.expiry_interval
+        self.matches = matches
+        self.ratings = ratings
         self.open: dict[str, Match] = {}
         self.by_user: dict[int, dict[str, Match]] = {}
         self.finished: OrderedDict[str, Match] = OrderedDict()
@@ -102,11 +99,11 @@ class UltimateMatches(Service):
         self._expiry = LoopingCall(self._expire_logged)
         self._expiry.clock = self.clock
         self._expiry.start(self.check_interval, now=False)
-        self.core.accounts.after_expiry.append(self.end_orphaned)
+        self.accounts.after_expiry.append(self.end_orphaned)
 
     def stopService(self):
-        if self.end_orphaned in self.core.accounts.after_expiry:
-            self.core.accounts.after_expiry.remove(self.end_orphaned)
+        if self.end_orphaned in self.accounts.after_expiry:
+            self.accounts.after_expiry.remove(self.end_orphaned)
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         return super().stopService()
@@ -298,7 +295,7 @@ class UltimateMatches(Service):
         catches accounts removed while the server was down)."""
         await self.ready()
         ended = 0
-        for match_id, seat in await self.core.store.run(
+        for match_id, seat in await self.store.run(
                 match_queries.open_matches_with_missing_users, CONTEXT):
             match = self.open.get(match_id)
             if match is None or match.finished:

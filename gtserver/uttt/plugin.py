@@ -64,9 +64,20 @@ class UltimateTicTacToeListener:
     ]
     flags = []
 
-    def build_factory(self, core, config):
+    def settings(self, options):
+        from gtserver.uttt.settings import UtttSettings
+        return UtttSettings.from_options(options)
+
+    def build_factory(self, core, settings):
         from gtserver.uttt.adapter import UtttServerFactory
-        return UtttServerFactory(core, config)
+        from gtserver.uttt.matchmaking import UltimateMatches
+
+        matchmaking = core.attach(UltimateMatches(core.store, core.clock, core.accounts,
+                                                  core.matches, core.ratings,
+                                                  settings.matchmaking))
+        return UtttServerFactory(core.accounts, matchmaking, core.ratings, core.friends,
+                                 core.clock, settings, core.trusted_proxies,
+                                 reactor=core.reactor)
 
 
 uttt = UltimateTicTacToeListener()

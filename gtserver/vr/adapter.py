@@ -28,7 +28,6 @@ Protection against slow and hostile clients, per connection:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -38,6 +37,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gtserver.core.accounts import Accounts
 from gtserver.core.deadlines import Deadlines, WebSocketDeadlines
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
@@ -56,6 +56,7 @@ from gtserver.vr.rooms import (
     RoomService,
     storable,
 )
+from gtserver.vr.settings import VRSettings
 
 CLOSE_POLICY = 1008
 #: WebSocket close code for a message over the size limit ("message too big").
@@ -275,7 +276,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         factory = self.factory
         if not factory.any_password:
             try:
-                await factory.core.accounts.login(name, password, self.peer,
+                await factory.accounts.login(name, password, self.peer,
                                                   factory.login_policy)
             except CoreError:  # wrong password, throttled and the like
                 self._reply(wire.ACCESS_DENIED)
@@ -429,36 +430,31 @@ class VRServerFactory(WebSocketServerFactory):
 
     protocol = VRServerProtocol
 
-    def __init__(self, core: Any, config: Mapping[str, Any] | None = None,
+    def __init__(self, accounts: Accounts, rooms: RoomService, clock: Any,
+                 settings: VRSettings, trusted_proxies: TrustedProxies,
                  reactor: Any = None) -> None:
-        config = dict(core.config if config is None else config)
         super().__init__(reactor=reactor)
-        self.core = core
-        self.clock = core.clock
-        self.rooms = core.component(RoomService)
-        # Coalesced room events go out at the end of this reactor's turn.
-        self.rooms.call_soon = lambda function: self.reactor.callLater(0, function)
-        self.any_password = bool(config.get("vr_any_password", False))
+        self.accounts = accounts
+        self.clock = clock
+        self.rooms = rooms
+        self.settings = settings
+        self.any_password = settings.any_password
         self.login_policy = LoginPolicy(
-            vr_name, failures_per_account=config.get("vr_login_failures"),
-            window=config.get("vr_login_window"))
-        self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
-        self.send_buffer = int(config.get("vr_send_buffer") or 1 << 20)
-        self.max_rate = float(config.get("vr_max_rate") or 300.0)
+            vr_name, failures_per_account=settings.login_failures,
+            window=settings.login_window)
+        self.trusted_proxies = trusted_proxies
+        self.send_buffer = settings.send_buffer
+        self.max_rate = settings.max_rate
         self.burst = max(2.0 * self.max_rate, 10.0)
-        self.max_frame = int(config.get("vr_max_frame") or 64 * 1024)
-        frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
-        self.deadlines = Deadlines(self.clock, handshake=frame_timeout,
-                                   login=float(config.get("vr_login_timeout") or 30.0),
-                                   message=frame_timeout)
+        self.max_frame = settings.max_frame
+        self.deadlines = Deadlines(self.clock, handshake=settings.frame_timeout,
+                                   login=settings.login_timeout,
+                                   message=settings.frame_timeout)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
         self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0,
                                 failByDrop=False, closeHandshakeTimeout=0,
                                 openHandshakeTimeout=0)  # self.deadlines bounds it
-        if config.get("vr_csv_log"):
-            from gtserver.vr.csvlog import CsvEventFile
-            core.component(CsvEventFile)
 
     def stopFactory(self) -> None:
         """The last endpoint stopped listening: close every connection.

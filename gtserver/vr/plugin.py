@@ -70,9 +70,23 @@ class VRRooms:
          "Ticks carry only the poses that changed (joiners get the full set once)."),
     ]
 
-    def build_factory(self, core, config):
+    def settings(self, options):
+        from gtserver.vr.settings import VRSettings
+        return VRSettings.from_options(options)
+
+    def build_factory(self, core, settings):
         from gtserver.vr.adapter import VRServerFactory
-        return VRServerFactory(core, config)
+        from gtserver.vr.rooms import RoomService
+
+        reactor = core.reactor
+        # Coalesced room events go out at the end of the reactor's turn.
+        rooms = core.attach(RoomService(core.clock, core.events, settings.rooms,
+                                        call_soon=lambda function: reactor.callLater(0, function)))
+        if settings.csv_log:
+            from gtserver.vr.csvlog import CsvEventFile
+            core.attach(CsvEventFile(settings.csv_log, core.clock, rooms))
+        return VRServerFactory(core.accounts, rooms, core.clock, settings, core.trusted_proxies,
+                               reactor=reactor)
 
 
 vr = VRRooms()
