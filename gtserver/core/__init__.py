@@ -17,21 +17,19 @@ the tree with :meth:`Core.attach`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.application.service import IService, MultiService
 
 from gtserver.core.accounts import Accounts
 from gtserver.core.events import EventLog
+from gtserver.core.friends import Friends
+from gtserver.core.matches import MatchService
 from gtserver.core.passwords import PasswordHasher
 from gtserver.core.peers import TrustedProxies
+from gtserver.core.ratings import Ratings
 from gtserver.core.settings import CoreSettings
 from gtserver.store import Store
-
-if TYPE_CHECKING:
-    from gtserver.core.friends import Friends
-    from gtserver.core.matches import MatchService
-    from gtserver.core.ratings import Ratings
 
 T = TypeVar("T")
 S = TypeVar("S", bound=IService)
@@ -124,23 +122,20 @@ class Core(MultiService):
         """The games clients may choose, by name."""
         if self._games is not None:
             return self._games
-        from gtserver.registry import games
+        from gtserver.registry import games  # the plugins import the features, and them us
         return games()
 
     @built_once
     def matches(self) -> MatchService:
         """Matches of any game, stored."""
-        from gtserver.core.matches import MatchService
         return MatchService(self.store, self.clock, self.events, dict(self.games))
 
     @built_once
     def ratings(self) -> Ratings:
-        from gtserver.core.ratings import Ratings
         return Ratings(self.store, self.clock, self.events)
 
     @built_once
     def friends(self) -> Friends:
-        from gtserver.core.friends import Friends
         return Friends(self.store, self.clock)
 
     @built_once
