@@ -1,11 +1,22 @@
 """The ``eot`` listener: the turn-based game API (JSON requests ending in EOT\\0)."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.eot.settings import parse_payoffs
 from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.eot.settings import EOTSettings
 
 
 def payoffs(text: str) -> str:
@@ -50,11 +61,11 @@ class EOTGameAPI:
     ]
     flags: list = []
 
-    def settings(self, options):
+    def settings(self, options: Mapping[str, Any]) -> EOTSettings:
         from gtserver.eot.settings import EOTSettings
         return EOTSettings.from_options(options)
 
-    def build_factory(self, core, settings):
+    def build_factory(self, core: Core, settings: EOTSettings) -> Factory:
         from gtserver.eot.configure import build_factory
         return build_factory(core, settings)
 

@@ -1,10 +1,21 @@
 """The ultimate tic-tac-toe WebSocket listener, registered as a wire-protocol plugin."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.uttt.settings import UtttSettings
 
 
 def _ranged(kind, low, high, what, low_allowed=False):
@@ -64,11 +75,11 @@ class UltimateTicTacToeListener:
     ]
     flags = []
 
-    def settings(self, options):
+    def settings(self, options: Mapping[str, Any]) -> UtttSettings:
         from gtserver.uttt.settings import UtttSettings
         return UtttSettings.from_options(options)
 
-    def build_factory(self, core, settings):
+    def build_factory(self, core: Core, settings: UtttSettings) -> Factory:
         from gtserver.uttt.adapter import UtttServerFactory
         from gtserver.uttt.matchmaking import UltimateMatches
 

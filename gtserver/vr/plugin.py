@@ -1,9 +1,20 @@
 """The VR rooms listener (``vr``), registered like any third-party protocol."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.vr.settings import VRSettings
 
 
 def _ranged(kind, low, high, what):
@@ -70,11 +81,11 @@ class VRRooms:
          "Ticks carry only the poses that changed (joiners get the full set once)."),
     ]
 
-    def settings(self, options):
+    def settings(self, options: Mapping[str, Any]) -> VRSettings:
         from gtserver.vr.settings import VRSettings
         return VRSettings.from_options(options)
 
-    def build_factory(self, core, settings):
+    def build_factory(self, core: Core, settings: VRSettings) -> Factory:
         from gtserver.vr.adapter import VRServerFactory
         from gtserver.vr.rooms import RoomService
 
