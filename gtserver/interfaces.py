@@ -25,16 +25,28 @@ class IWireProtocol(Interface):
     options = Attribute(
         "Extra command-line parameters: a list of (long name, default, help, "
         "coerce) tuples, optionally with a fifth item, a tuple of other (old) "
-        "names accepted for the same option. Values reach build_factory in its "
-        "config mapping, keyed by long name with dashes turned into underscores.")
+        "names accepted for the same option. This table is the one place of "
+        "their defaults and checks: settings() reads the parsed values.")
     flags = Attribute("Extra command-line flags: a list of (long name, help) tuples, "
                       "optionally with a third item, a tuple of other names.")
 
-    def build_factory(core, config):
+    def settings(options):
+        """This protocol's settings (best a frozen dataclass), built once.
+
+        @param options: the parsed command line, keyed by long option name
+            (C{options["vr-fps"]}); each of this protocol's options and flags
+            is there, at its default if the command line does not give it.
+        """
+
+    def build_factory(core, settings):
         """Return the IProtocolFactory served on every endpoint of this listener.
 
-        @param core: the shared L{gtserver.core.Core}.
-        @param config: mapping of every command-line option's value.
+        @param core: the shared L{gtserver.core.Core}: typed getters of the
+            shared services (C{core.accounts}, C{core.events}, C{core.match_store},
+            C{core.ratings}, C{core.friends}, C{core.trusted_proxies}), the
+            store, the clock and the reactor; C{core.attach(service)} starts and
+            stops a service of this protocol's own with the core.
+        @param settings: what L{settings} returned.
         """
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import stat
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -56,3 +57,16 @@ def has_password(url: str) -> bool:
         return urlsplit(url).password is not None
     except ValueError:
         return ":" in url.partition("://")[2].rpartition("@")[0]
+
+
+def option_defaults(plugin: Any) -> dict[str, Any]:
+    """What parsed options hold for ``plugin`` when the command line names none
+    of its options: each option's default and each flag off, by long name."""
+    values: dict[str, Any] = {entry[0]: entry[1] for entry in getattr(plugin, "options", ())}
+    values.update((entry[0], 0) for entry in getattr(plugin, "flags", ()))
+    return values
+
+
+def default_settings(plugin: Any) -> Any:
+    """``plugin``'s settings when the command line sets none of its options."""
+    return plugin.settings(option_defaults(plugin))

@@ -1,8 +1,9 @@
 """The service tree of the daemon: store, core, one listener per endpoint.
 
 Start order: open the store (migrations included), start the core, then
-listen. Stop order is the reverse: stop accepting, stop the core (which
-flushes the event log), then close the store once in-flight writes are done.
+accept connections (the listeners bind earlier, in privilegedStartService).
+Stop order is the reverse: stop accepting, stop the core (which flushes the
+event log), then close the store once in-flight writes are done.
 """
 
 from __future__ import annotations
@@ -16,54 +17,139 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 
 from gtserver.core import Core
 from gtserver.logs import DaemonLog
 from gtserver.store import Store
 
 
-class ListenerService(Service):
-    """Serves one protocol factory on one endpoint string."""
+class StoreService(Service):
+    """The store as a service: starting it opens the database and migrates
+    its tables (:meth:`whenStarted` fires once that is done), stopping it
+    closes the database once the writes in flight are done."""
+
+    log = Logger()
+
+    def __init__(self, store: Store) -> None:
+        self.setName("store")
+        self.store = store
+        self._opened: Deferred | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.log.info("store: {engine} at {where}", engine=self.store.engine,
+                      where=self.store.describe())
+        self._opened = ensureDeferred(self.store.start())
+
+    def whenStarted(self) -> Deferred:
+        """Fires once the database is open and migrated (fails if it cannot be)."""
+        assert self._opened is not None, "the store service is not started"
+        return self._opened
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        return ensureDeferred(self.store.close())
+
+
+class ListenerService(StreamServerEndpointService):
+    """Serves one protocol factory on one endpoint string.
+
+    The endpoint is bound in :meth:`privilegedStartService` (before twistd
+    drops privileges, so ports below 1024 work), but connections are only
+    accepted from :meth:`startService` on, which the daemon calls once the
+    store is open: until then clients wait in the listen backlog. A bind that
+    fails is reported by :meth:`whenStarted`, not logged as a traceback.
+    """
 
     log = Logger()
 
     def __init__(self, protocol_name: str, description: str, endpoint: str,
                  factory: Any, reactor: Any) -> None:
-        self.setName(f"{protocol_name}@{endpoint}")
         self.protocol_name = protocol_name
         self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
-        self.reactor = reactor
-        self.port: Any = None
+        #: The endpoint string (``self.endpoint`` is the parsed endpoint).
+        self.endpoint_string = endpoint
         #: The TLS settings of an ``ssl:`` listener, replaced by reload_tls().
         self.tls: ReloadableTLS | None = None
+        if self.is_tls:
+            self.tls = ReloadableTLS()
+            reactor = _ReloadableTLSReactor(reactor, self.tls)
+        super().__init__(endpoints.serverFromString(reactor, endpoint), factory)
+        self.setName(f"{protocol_name}@{endpoint}")
+        self.port: Any = None
+        self._bind_failure: Failure | None = None
+        self._accepting = False
+        self._waiters: list[Deferred] = []
 
     @property
     def is_tls(self) -> bool:
-        return self.endpoint.split(":", 1)[0].lower() == "ssl"
+        return self.endpoint_string.split(":", 1)[0].lower() == "ssl"
 
-    async def listen(self) -> Any:
-        """Start listening; fires with the listening port."""
+    def privilegedStartService(self) -> None:
+        """Bind the endpoint, without accepting connections yet."""
+        Service.privilegedStartService(self)
+        self.factory.noisy = False  # the start-up line says it all, once per endpoint
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        self._waitingForPort.addCallbacks(self._bound, self._not_bound)
+
+    def _bound(self, port: Any) -> Any:
+        self.port = port
+        pause = getattr(port, "stopReading", None)
+        if pause is not None and not self.running:
+            pause()
+        set_tcp_nodelay(port)
+        self._settle()
+        return port
+
+    def _not_bound(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            self._bind_failure = failure
+        self._settle()
+        return None
+
+    def startService(self) -> None:
+        """Accept connections (binding first if that is not done yet)."""
         Service.startService(self)
-        reactor = self.reactor
-        if self.is_tls:
-            self.tls = ReloadableTLS()
-            reactor = _ReloadableTLSReactor(self.reactor, self.tls)
-        endpoint = endpoints.serverFromString(reactor, self.endpoint)
-        self.factory.noisy = False  # the line below says it all, once per endpoint
-        self.port = await endpoint.listen(self.factory)
-        set_tcp_nodelay(self.port)
-        scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
-        self.log.info("listener {name} ({description}) on {where}{scope}",
-                      name=self.protocol_name, description=self.description,
-                      where=self.where(), scope=scope)
-        return self.port
+        if self._waitingForPort is None:
+            self.privilegedStartService()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Once bound and started: accept, log the start-up line, tell waiters."""
+        if self.running and self.port is not None and not self._accepting:
+            self._accepting = True
+            resume = getattr(self.port, "startReading", None)
+            if resume is not None:
+                resume()
+            scope = " (every interface)" if binds_every_interface(self.port.getHost()) else ""
+            self.log.info("listener {name} ({description}) on {where}{scope}",
+                          name=self.protocol_name, description=self.description,
+                          where=self.where(), scope=scope)
+        if self._accepting or self._bind_failure is not None:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                self._fire(waiter)
+
+    def _fire(self, waiter: Deferred) -> None:
+        if self._bind_failure is not None:
+            waiter.errback(self._bind_failure)
+        else:
+            waiter.callback(self.port)
+
+    def whenStarted(self) -> Deferred:
+        """Fires with the listening port once it accepts connections, or
+        fails with the reason the endpoint could not be bound."""
+        waiter: Deferred = Deferred()
+        self._waiters.append(waiter)
+        self._settle()
+        return waiter
 
     def where(self) -> str:
         """Where the listener is bound, e.g. ``tls:127.0.0.1:5556``."""
@@ -79,7 +165,7 @@ class ListenerService(Service):
         if self.tls is None or self.port is None:
             return False
         try:
-            replacement = read_tls_settings(self.endpoint)
+            replacement = read_tls_settings(self.endpoint_string)
         except Exception as error:  # whatever the key, certificate or parser raise
             self.log.warn("listener {name} on {where}: TLS files not reloaded, the previous "
                           "ones stay in use: {error}", name=self.protocol_name,
@@ -90,13 +176,14 @@ class ListenerService(Service):
                       name=self.protocol_name, where=self.where())
         return True
 
-    def startService(self) -> None:
-        # Started by GtserverService.listen() once the store is ready.
-        pass
-
     def stopService(self) -> Deferred | None:
+        """Stop listening (or stop trying to bind)."""
         Service.stopService(self)
         port, self.port = self.port, None
+        waiting, self._waitingForPort = self._waitingForPort, None
+        self._accepting = False
+        if waiting is not None:
+            waiting.cancel()  # a bind still under way
         if port is not None:
             return maybeDeferred(port.stopListening)
         return None
@@ -186,7 +273,13 @@ def describe_address(address: Any, tls: bool = False) -> str:
 
 
 class GtserverService(MultiService):
-    """The whole daemon: one store, one core, any number of listeners."""
+    """The whole daemon: the store, the core, any number of listeners.
+
+    Its children are started in that order, each once the one before it is
+    ready (the store open and migrated, a listener bound), and stopped in
+    reverse, each once the one after it has stopped. The listeners bind in
+    :meth:`privilegedStartService` when twistd calls it.
+    """
 
     log = Logger()
 
@@ -206,6 +299,7 @@ class GtserverService(MultiService):
         #: (set by makeService; see gtserver.logs).
         self.daemon_log: DaemonLog | None = None
         self.started: Deferred | None = None
+        StoreService(store).setServiceParent(self)
         core.setServiceParent(self)
         for listener in listeners:
             listener.setServiceParent(self)
@@ -240,12 +334,11 @@ class GtserverService(MultiService):
         self.started.addErrback(self._start_failed)
 
     async def _start(self) -> GtserverService:
-        self.log.info("store: {engine} at {where}", engine=self.store.engine,
-                      where=self.store.describe())
-        await self.store.start()
-        self.core.startService()
-        for listener in self.listeners:
-            await listener.listen()
+        for child in list(self):
+            child.startService()
+            when_started = getattr(child, "whenStarted", None)
+            if when_started is not None:
+                await when_started()
         self.log.info("gtserver ready: {count} listeners", count=len(self.listeners))
         notify_systemd(b"READY=1")
         if self.freeze_heap:
@@ -270,11 +363,10 @@ class GtserverService(MultiService):
         notify_systemd(b"STOPPING=1")
         if self.started is not None and not self.started.called:
             self.started.cancel()
-        for listener in self.listeners:
-            await maybeDeferred(listener.stopService)
-        if self.core.running:
-            await maybeDeferred(self.core.stopService)
-        await self.store.close()
+        for child in reversed(list(self)):
+            # a listener may be bound (privilegedStartService) but not started
+            if child.running or isinstance(child, ListenerService):
+                await maybeDeferred(child.stopService)
         self.log.info("gtserver stopped")
 
 

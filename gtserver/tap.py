@@ -15,7 +15,7 @@ from gtserver import __version__
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.login import LoginOptions
-from gtserver.core.passwords import PasswordHasher
+from gtserver.core.settings import DEFAULT_DB, CoreSettings
 from gtserver.logs import FORMATS, DaemonLog
 from gtserver.option_types import positive, read_database_url
 from gtserver.registry import (
@@ -42,7 +42,7 @@ from gtserver.store import (
 )
 
 OFF = "off"
-DEFAULT_DB = "sqlite:gtserver.sqlite"
+LIFETIMES = Lifetimes()
 
 
 def log_format(text: str) -> str:
@@ -70,16 +70,20 @@ class BaseOptions(LoginOptions):
         ["db-file", None, None,
          "File holding the database URL instead of --db, so that a password is not "
          "on the command line (where ps shows it)."],
-        ["account-idle-days", None, 45.0, "Delete accounts idle this many days.",
-         positive(float, "account-idle-days")],
-        ["session-idle-days", None, 20.0, "Expire sessions idle this many days.",
-         positive(float, "session-idle-days")],
-        ["temporary-idle", None, 3600.0,
+        ["account-idle-days", None, LIFETIMES.account / DAY,
+         "Delete accounts idle this many days.", positive(float, "account-idle-days")],
+        ["session-idle-days", None, LIFETIMES.session / DAY,
+         "Expire sessions idle this many days.", positive(float, "session-idle-days")],
+        ["temporary-idle", None, LIFETIMES.temporary,
          "Expire temporary users and sessions idle this many seconds.",
          positive(float, "temporary-idle")],
-        ["expiry-interval", None, 3600.0, "Seconds between expiry checks.",
+        ["expiry-interval", None, LIFETIMES.check_interval, "Seconds between expiry checks.",
          positive(float, "expiry-interval")],
-        ["hash-cost", None, 14, "scrypt password hash cost, as log2(n).", int],
+        ["hash-cost", None, CoreSettings.hash_cost, "scrypt password hash cost, as log2(n).",
+         int],
+        ["hash-threads", None, CoreSettings.hash_threads,
+         "Threads that compute password hashes (each needs 16 MiB at --hash-cost 14 "
+         "while it hashes); more logins wait for one.", positive(int, "hash-threads")],
         ["log-format", None, "text",
          "text, or json: one JSON object a line (time, level, namespace, message, "
          "fields), written where twistd's --logfile says.", log_format],
@@ -269,11 +273,6 @@ def installed_options_class() -> type[BaseOptions]:
 Options = installed_options_class()
 
 
-def config_from_options(options: usage.Options) -> dict[str, Any]:
-    """The options as a plain mapping, dashes in names turned into underscores."""
-    return {str(key).replace("-", "_"): value for key, value in options.items()}
-
-
 def set_up_plugins(options: usage.Options, store: Any) -> dict[str, Any]:
     """Give ``store`` the migrations of every installed plugin and return this
     service's game table: every game, configured once from ``options`` (a game
@@ -290,22 +289,16 @@ def build_service(options: usage.Options, reactor: Any = None,
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
-    config = config_from_options(options)
-    store = open_store(config["db"], reactor, timeout=config["db_timeout"])
-    game_table = set_up_plugins(options, store)
-    lifetimes = Lifetimes(account=config["account_idle_days"] * DAY,
-                          session=config["session_idle_days"] * DAY,
-                          temporary=config["temporary_idle"],
-                          check_interval=config["expiry_interval"])
-    hasher = PasswordHasher(log2_n=config["hash_cost"], threads=config["hash_threads"])
-    core = Core(store, reactor, config, hasher, lifetimes, games=game_table)
+    settings = CoreSettings.from_options(options)
+    store = open_store(settings.db, reactor, timeout=settings.db_timeout)
+    core = Core(store, reactor, settings, games=set_up_plugins(options, store), reactor=reactor)
     listeners = []
     protocols = options.protocols
     for name, endpoint_strings in sorted(options["listeners"].items()):
         if not endpoint_strings:
             continue
         plugin = protocols[name]
-        factory = plugin.build_factory(core, config)
+        factory = plugin.build_factory(core, plugin.settings(options))
         listeners.extend(ListenerService(name, plugin.description, endpoint, factory, reactor)
                          for endpoint in endpoint_strings)
     return GtserverService(store, core, listeners, on_fatal=on_fatal, freeze_heap=freeze_heap)

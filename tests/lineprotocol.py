@@ -12,6 +12,8 @@ A refused command answers ``error ErrorClassName``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -20,15 +22,24 @@ from twisted.plugin import IPlugin
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
+from gtserver.core import Core
+from gtserver.core.accounts import Accounts
 from gtserver.core.peers import Peer
 from gtserver.interfaces import IWireProtocol
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """Everything the options give the line protocol."""
+
+    greeting: str
 
 
 class LineCommands(LineOnlyReceiver):
     delimiter = b"\n"
 
-    def __init__(self, core: Any, greeting: str) -> None:
-        self.core = core
+    def __init__(self, accounts: Accounts, greeting: str) -> None:
+        self.accounts = accounts
         self.greeting = greeting
 
     def connectionMade(self) -> None:
@@ -39,7 +50,7 @@ class LineCommands(LineOnlyReceiver):
             lambda reply: self.sendLine(reply.encode()))
 
     async def answer(self, command: str, *arguments: str) -> str:
-        accounts = self.core.accounts
+        accounts = self.accounts
         try:
             if command == "login":
                 user, _registered = await accounts.login(*arguments, Peer.of(self.transport))
@@ -54,12 +65,12 @@ class LineCommands(LineOnlyReceiver):
 
 
 class LineFactory(Factory):
-    def __init__(self, core: Any, greeting: str) -> None:
-        self.core = core
-        self.greeting = greeting
+    def __init__(self, accounts: Accounts, settings: LineSettings) -> None:
+        self.accounts = accounts
+        self.greeting = settings.greeting
 
     def buildProtocol(self, addr: Any) -> LineCommands:
-        protocol = LineCommands(self.core, self.greeting)
+        protocol = LineCommands(self.accounts, self.greeting)
         protocol.factory = self
         return protocol
 
@@ -72,8 +83,11 @@ class LinePlugin:
     options = [("testline-greeting", "hello", "First line sent on every connection.", str)]
     flags = [("testline-quiet", "Accepted and ignored.")]
 
-    def build_factory(self, core: Any, config: Any) -> LineFactory:
-        return LineFactory(core, config["testline_greeting"])
+    def settings(self, options: Mapping[str, Any]) -> LineSettings:
+        return LineSettings(greeting=options["testline-greeting"])
+
+    def build_factory(self, core: Core, settings: LineSettings) -> LineFactory:
+        return LineFactory(core.accounts, settings)
 
 
 line_plugin = LinePlugin()

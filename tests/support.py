@@ -56,6 +56,11 @@ class RunningServer:
         self.core = service.core
         self.store = service.store
 
+    def factory(self, name: str) -> Any:
+        """The protocol factory of listener ``name`` (shared by its endpoints)."""
+        return next(item.factory for item in self.service.listeners
+                    if item.protocol_name == name)
+
     def port(self, name: str, index: int = 0) -> int:
         """The TCP port of the ``index``-th endpoint of listener ``name``."""
         listeners = [item for item in self.service.listeners if item.protocol_name == name]

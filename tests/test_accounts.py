@@ -15,6 +15,7 @@ from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.errors import BadCredentials, NameTaken, UnknownSession
 from gtserver.core.passwords import PasswordHasher
+from gtserver.core.settings import CoreSettings
 from gtserver.store import Statement, open_store
 from tests.pgcluster import postgres_url
 from tests.support import sqlite_url
@@ -48,9 +49,9 @@ class AccountTestsMixin:
         await store.start()
         self.clock = task.Clock()
         self.clock.advance(START)
-        core = Core(store, self.clock, {}, PasswordHasher(log2_n=4),
-                    Lifetimes(account=45 * DAY, session=20 * DAY, temporary=3600.0,
-                              check_interval=3600.0))
+        core = Core(store, self.clock, CoreSettings(lifetimes=Lifetimes(
+            account=45 * DAY, session=20 * DAY, temporary=3600.0, check_interval=3600.0)),
+            PasswordHasher(log2_n=4))
         core.startService()
 
         async def stop() -> None:

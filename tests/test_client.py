@@ -8,7 +8,6 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from gtserver.client import GameClient, GameServerAPI, GameServerError, IllegalMove, InvalidArgument
-from gtserver.eot.lobby import TableService
 from gtserver.games import GameFactory
 from gtserver.games import IllegalMove as Refusal
 from tests.fakegames import OneSeatGame
@@ -209,7 +208,7 @@ class ClientTests(unittest.TestCase):
 
     async def test_a_list_message_is_unpacked_into_the_arguments(self):
         server = await start_server(self, listeners={"eot": None})
-        server.core.component(TableService).games["Picky"] = GameFactory(Picky)
+        server.factory("eot").tables.games["Picky"] = GameFactory(Picky)
         client = GameClient("127.0.0.1", server.port("eot"), "Picky", players=1)
 
         def refusals():

@@ -90,7 +90,7 @@ async def eot_server(testcase: unittest.TestCase, *arguments: str, endpoint: str
 
 
 def tables_of(server: Any) -> TableService:
-    return server.core.component(TableService)
+    return server.factory("eot").tables
 
 
 def eot_factory(server: Any) -> EOTFactory:

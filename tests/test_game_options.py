@@ -135,7 +135,7 @@ class ThirdPartyGameOptionTests(unittest.TestCase):
             client.join()
             return client.state()
 
-        return await deferToThread(first_state), server.core.component(TableService)
+        return await deferToThread(first_state), server.factory("eot").tables
 
     async def test_each_service_plays_with_its_own_value(self):
         configured, configured_matches = await self.game_over_the_wire("--pilenim-sticks", "7")

@@ -24,7 +24,10 @@ class SecondPlugin:
     options: list = []
     flags: list = []
 
-    def build_factory(self, core, config):
+    def settings(self, options):
+        raise AssertionError("not built in option tests")
+
+    def build_factory(self, core, settings):
         raise AssertionError("not built in option tests")
 
 

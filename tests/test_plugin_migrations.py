@@ -50,7 +50,12 @@ LOGGING_PROTOCOL = """
         flags = []
         migrations = [(1, ["CREATE TABLE audited_log (id {serial}, line TEXT NOT NULL)"])]
 
-        def build_factory(self, core, config):
+        def settings(self, options):
+
+            return None
+
+
+        def build_factory(self, core, settings):
             raise AssertionError("not served here")
 
 

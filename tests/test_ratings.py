@@ -5,7 +5,7 @@ from twisted.trial import unittest
 
 from gtserver.core import Core
 from gtserver.core.passwords import PasswordHasher
-from gtserver.core.ratings import Ratings, expected_score, updated_pair, updated_rating
+from gtserver.core.ratings import expected_score, updated_pair, updated_rating
 from gtserver.store import open_store
 from tests.support import sqlite_url
 
@@ -36,8 +36,8 @@ class RatingServiceTests(unittest.TestCase):
         self.store = open_store(sqlite_url(self), reactor)
         await self.store.start()
         self.addCleanup(self.store.close)
-        self.core = Core(self.store, reactor, {}, PasswordHasher(log2_n=4))
-        self.ratings = self.core.component(Ratings)
+        self.core = Core(self.store, reactor, hasher=PasswordHasher(log2_n=4))
+        self.ratings = self.core.ratings
         self.addCleanup(self.core.events.flush)
 
     async def user(self, name, temporary=False):

@@ -33,7 +33,12 @@ SECOND_EOT = """
         options = []
         flags = []
 
-        def build_factory(self, core, config):
+        def settings(self, options):
+
+            return None
+
+
+        def build_factory(self, core, settings):
             raise AssertionError("never built")
 
 

@@ -34,8 +34,8 @@ class RoomServiceTestCase(unittest.TestCase):
         self.recorded: list[tuple] = []
         events = SimpleNamespace(record=lambda source, kind, **fields: self.recorded.append(
             (kind, fields["user"], fields["room"])))
-        core = SimpleNamespace(clock=self.clock, config={}, events=events)
-        self.rooms = RoomService(core, RoomSettings(fps=1.0))
+        self.rooms = RoomService(self.clock, events, RoomSettings(
+            fps=1.0, history=50, changed_only=False, pose_log_rate=0.0))
 
     def member(self, name: str, room: str = LOBBY) -> RecordingSink:
         sink = RecordingSink(name)

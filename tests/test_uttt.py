@@ -23,7 +23,6 @@ from twisted.trial import unittest
 from gtserver.games.ultimate import UltimateTicTacToe
 from gtserver.store import StoreUnavailable, Unstorable
 from gtserver.store import ratings as rating_queries
-from gtserver.uttt.matchmaking import UltimateMatches
 from tests.support import select_events, sqlite_url, start_server
 from tests.tls import write_self_signed_certificate
 
@@ -703,7 +702,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
         match_id = (await challenge(self, alice, bob, "bob"))["id"]
-        ultimate = self.server.core.component(UltimateMatches)
+        ultimate = self.server.factory("uttt").service
         service = ultimate.match_store
         match = service.get(match_id)
         held = HeldStore(service.writer.store)
@@ -735,7 +734,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
         update = await challenge(self, alice, bob, "bob")
-        ultimate = self.server.core.component(UltimateMatches)
+        ultimate = self.server.factory("uttt").service
         writer = ultimate.match_store.writer
         self.patch(writer, "save", lambda *arguments: fail(StoreUnavailable("database down")))
         alice.send("move", move_frame(update["id"], (0, 0, 1, 1)))
@@ -891,7 +890,7 @@ class MatchTests(UtttTestMixin, unittest.TestCase):
         marks = {sum(cell != 0 for row in field for cell in row) for field in fields}
         self.assertLessEqual(marks, {0, 1})
         final = fields[-1] if fields else None
-        matches = self.server.core.component(UltimateMatches)
+        matches = self.server.factory("uttt").service
         game = matches.open[update["id"]].game
         self.assertEqual(sum(cell != 0 for row in game.field for cell in row), 1)
         self.assertIsNotNone(final)

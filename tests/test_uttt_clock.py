@@ -3,6 +3,8 @@ and real Autobahn clients on real sockets."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -10,12 +12,12 @@ from twisted.trial import unittest
 from gtserver.core import Core
 from gtserver.core.accounts import DAY, Lifetimes
 from gtserver.core.passwords import PasswordHasher
+from gtserver.core.settings import CoreSettings
 from gtserver.registry import wire_protocols
 from gtserver.service import GtserverService, ListenerService
 from gtserver.store import matches as match_queries
 from gtserver.store import open_store
 from gtserver.store.base import Statement
-from gtserver.tap import config_from_options
 from tests.support import LOOPBACK, parse_options, sqlite_url
 from tests.test_uttt import (
     challenge,
@@ -42,11 +44,13 @@ class ClockedServerTests(unittest.TestCase):
         self.addCleanup(settle_websocket_timers)
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        config = config_from_options(parse_options("--port", "uttt=off", *arguments))
+        options = parse_options("--port", "uttt=off", *arguments)
         store = open_store(sqlite_url(self), reactor)
         lifetimes = Lifetimes(temporary=3600.0, check_interval=600.0)
-        self.core = Core(store, self.clock, config, PasswordHasher(log2_n=4), lifetimes)
-        factory = wire_protocols()["uttt"].build_factory(self.core, config)
+        settings = replace(CoreSettings.from_options(options), lifetimes=lifetimes)
+        self.core = Core(store, self.clock, settings, PasswordHasher(log2_n=4))
+        uttt = wire_protocols()["uttt"]
+        factory = uttt.build_factory(self.core, uttt.settings(options))
         listener = ListenerService("uttt", "uttt", LOOPBACK, factory, reactor)
         service = GtserverService(store, self.core, [listener])
         service.startService()

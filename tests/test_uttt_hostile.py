@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
@@ -19,12 +20,11 @@ from twisted.trial import unittest
 
 from gtserver.core import Core
 from gtserver.core.accounts import Lifetimes
-from gtserver.core.friends import Friends
 from gtserver.core.passwords import PasswordHasher
+from gtserver.core.settings import CoreSettings
 from gtserver.registry import wire_protocols
 from gtserver.service import GtserverService, ListenerService
 from gtserver.store import StoreUnavailable, open_store
-from gtserver.tap import config_from_options
 from tests.support import LOOPBACK, parse_options, sqlite_url
 from tests.test_uttt import (
     Closed,
@@ -328,7 +328,7 @@ class LeavingClientTests(UtttTestMixin, unittest.TestCase):
         self.assertEqual(list(alice.inbox), [])
         # the request itself was carried out
         user = await self.server.core.accounts.user("alice")
-        friends = await self.server.core.component(Friends).list(user)
+        friends = await self.server.core.friends.list(user)
         self.assertEqual(friends.names, ["bob"])
 
 
@@ -438,10 +438,12 @@ class TimeoutTests(unittest.TestCase):
         self.addCleanup(settle_websocket_timers)
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        config = config_from_options(parse_options("--port", "uttt=off", *arguments))
+        options = parse_options("--port", "uttt=off", *arguments)
         store = open_store(sqlite_url(self), reactor)
-        self.core = Core(store, self.clock, config, PasswordHasher(log2_n=4), Lifetimes())
-        self.factory = wire_protocols()["uttt"].build_factory(self.core, config)
+        settings = replace(CoreSettings.from_options(options), lifetimes=Lifetimes())
+        self.core = Core(store, self.clock, settings, PasswordHasher(log2_n=4))
+        uttt = wire_protocols()["uttt"]
+        self.factory = uttt.build_factory(self.core, uttt.settings(options))
         listener = ListenerService("uttt", "uttt", LOOPBACK, self.factory, reactor)
         service = GtserverService(store, self.core, [listener])
         service.startService()
@@ -498,9 +500,9 @@ class TimeoutTests(unittest.TestCase):
                               ("--uttt-max-frame", "0"), ("--uttt-send-buffer", "-5")):
             with self.assertRaises(UsageError, msg=option):
                 parse_options(option, value)
-        config = config_from_options(parse_options())
-        self.assertEqual((config["uttt_login_timeout"], config["uttt_frame_timeout"],
-                          config["uttt_handshake_timeout"], config["uttt_max_rate"]),
+        settings = wire_protocols()["uttt"].settings(parse_options())
+        self.assertEqual((settings.login_timeout, settings.frame_timeout,
+                          settings.handshake_timeout, settings.max_rate),
                          (30.0, 10.0, 10.0, 100.0))
 
     async def test_a_failed_reconnect_does_not_stop_the_login_timer(self):

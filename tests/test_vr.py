@@ -109,8 +109,7 @@ class SystemCommandTests(VRTestCase):
         response = await self.expect_code(client, 212)
         # A room created by a join has the empty title, as the original's.
         self.assertEqual(response["detail"], {"lobby": "", "private_room_1": ""})
-        from gtserver.vr.rooms import RoomService
-        self.server.core.component(RoomService).set_title("private_room_1", "Round 1")
+        self.server.factory("vr").rooms.set_title("private_room_1", "Round 1")
         client.send({"system": "rooms"})
         response = await self.expect_code(client, 212)
         self.assertEqual(response["detail"], {"lobby": "", "private_room_1": "Round 1"})
@@ -544,7 +543,6 @@ class WireFormatTests(VRTestCase):
 
     async def test_unexpected_failures_are_500_and_the_connection_stays(self):
         from gtserver.store import StoreUnavailable, Unstorable
-        from gtserver.vr.rooms import RoomService
         await self.start()
         client = await self.client()
         accounts = self.server.core.accounts
@@ -568,7 +566,7 @@ class WireFormatTests(VRTestCase):
 
         def broken_say(*arguments):
             raise RuntimeError("bug")
-        self.patch(self.server.core.component(RoomService), "say", broken_say)
+        self.patch(self.server.factory("vr").rooms, "say", broken_say)
         client.say("lobby", "msg", "x")
         await self.expect_code(client, 500)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -143,8 +143,7 @@ class InputTestsMixin:
                        % (b"0" * 300))
         alice.send({"system": "ping"})
         self.assertEqual(await alice.code(), 220)
-        from gtserver.vr.rooms import RoomService
-        lobby = self.server.core.component(RoomService).rooms["lobby"]
+        lobby = self.server.factory("vr").rooms.rooms["lobby"]
         self.assertEqual(lobby.members["alice"].pose_entry["data"]["pos"]["x"], 1e300)
         await self.quiet(alice, bob)
 

@@ -10,9 +10,9 @@ from twisted.trial import unittest
 
 from gtserver.core import Core
 from gtserver.core.passwords import PasswordHasher
+from gtserver.option_types import option_defaults
 from gtserver.store import open_store
-from gtserver.vr.adapter import VRServerFactory
-from gtserver.vr.rooms import RoomService
+from gtserver.vr.plugin import vr
 from tests.support import select_events, sqlite_url
 from tests.test_vr import sleep
 from tests.test_vr_client import connect
@@ -28,13 +28,14 @@ class TickTestCase(unittest.TestCase):
     async def start(self, **config):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        settings = {"vr_fps": 1.0, "vr_any_password": True, **config}
+        options = {**option_defaults(vr), "vr-fps": 1.0, "vr-any-password": 1,
+                   **{name.replace("_", "-"): value for name, value in config.items()}}
         self.store = open_store(sqlite_url(self), reactor)
         await self.store.start()
         self.addCleanup(self.store.close)
-        self.core = Core(self.store, self.clock, settings, PasswordHasher(log2_n=4))
-        self.factory = VRServerFactory(self.core, settings)
-        self.rooms = self.core.component(RoomService)
+        self.core = Core(self.store, self.clock, hasher=PasswordHasher(log2_n=4))
+        self.factory = vr.build_factory(self.core, vr.settings(options))
+        self.rooms = self.factory.rooms
         self.core.startService()
         self.addCleanup(self.core.stopService)
         port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")

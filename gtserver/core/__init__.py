@@ -1,60 +1,145 @@
 """The protocol-agnostic core shared by every listener.
 
-:class:`Core` is a ``MultiService`` holding the store, the shared services
-(accounts, event log) and any *component* a protocol asks for. A component is
-created once, by its class, on first request, so two protocols that need the
-same service (say the ratings) share one instance::
+:class:`Core` is a ``MultiService`` holding the store and the shared
+services. Each service has a typed getter (``core.accounts``,
+``core.match_store``, ...) that builds it once, on first use, from the core's
+settings and the other services it needs; a service that needs itself,
+directly or through others, is refused with :class:`DependencyCycle`. The
+services are started with the core in the order they were built and stopped
+in reverse, so the accounts service and the event log, built first, are
+stopped last (after the features that record events while they stop).
 
-    ratings = core.component(Ratings)
-
-Components that are services are started and stopped with the core.
+A feature's own services (the VR rooms, the EOT lobby, ...) are built by its
+plugin's ``build_factory`` from the services it takes from here, and join
+the tree with :meth:`Core.attach`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.application.service import IService, MultiService
 
-from gtserver.core.accounts import Accounts, Lifetimes
+from gtserver.core.accounts import Accounts
 from gtserver.core.events import EventLog
-from gtserver.core.login import LoginLimits
+from gtserver.core.friends import Friends
+from gtserver.core.match_store import MatchStore
 from gtserver.core.passwords import PasswordHasher
+from gtserver.core.peers import TrustedProxies
+from gtserver.core.ratings import Ratings
+from gtserver.core.settings import CoreSettings
 from gtserver.store import Store
 
 T = TypeVar("T")
+S = TypeVar("S", bound=IService)
+
+
+class DependencyCycle(RuntimeError):
+    """A shared service needs itself to be built."""
+
+
+class _BuiltOnce(Generic[T]):
+    """A getter of :class:`Core` that builds its value once, on first use."""
+
+    def __init__(self, build: Callable[[Core], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __get__(self, core: Core | None, owner: type) -> T:
+        if core is None:
+            return self  # type: ignore[return-value]
+        built = core._built
+        if self.name not in built:
+            if self.name in core._building:
+                chain = " -> ".join([*core._building, self.name])
+                raise DependencyCycle(f"the core's services depend on each other: {chain}")
+            core._building.append(self.name)
+            try:
+                value = self.build(core)
+            finally:
+                core._building.pop()
+            built[self.name] = value
+            if IService.providedBy(value):
+                core.attach(value)
+        return built[self.name]
+
+
+def built_once(build: Callable[[Core], T]) -> T:
+    """Make ``build`` a getter whose value is built once (typed as its value)."""
+    return _BuiltOnce(build)  # type: ignore[return-value]
 
 
 class Core(MultiService):
-    def __init__(self, store: Store, clock: Any, config: Mapping[str, Any] | None = None,
+    def __init__(self, store: Store, clock: Any, settings: CoreSettings | None = None,
                  hasher: PasswordHasher | None = None,
-                 lifetimes: Lifetimes | None = None,
-                 login_limits: LoginLimits | None = None,
-                 games: Mapping[str, Any] | None = None) -> None:
+                 games: Mapping[str, Any] | None = None, reactor: Any = None) -> None:
+        """
+        @param clock: the time of every service (an C{IReactorTime}).
+        @param settings: the daemon's own settings (defaults if None).
+        @param hasher: the password hasher (else one built from the settings).
+        @param games: the games clients may choose, by name (else the installed ones).
+        @param reactor: the reactor of the listeners' I/O (else the global one;
+            tests pass a C{task.Clock} as C{clock} and keep the real reactor here).
+        """
         super().__init__()
         self.setName("core")
         self.store = store
         self.clock = clock
-        self.config: Mapping[str, Any] = dict(config or {})
-        if login_limits is None:
-            login_limits = LoginLimits.from_config(self.config)
-        self.accounts = Accounts(store, clock, hasher, lifetimes or Lifetimes(), login_limits)
-        self.accounts.setServiceParent(self)
-        self.events = EventLog(store, clock)
-        self.events.setServiceParent(self)
-        #: The configured game table of this service (None: the installed games
-        #: with their options' defaults, built by the match service).
-        self.games = games
-        self._components: dict[Any, Any] = {}
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings or CoreSettings()
+        self._hasher = hasher
+        self._games = games
+        self._built: dict[str, Any] = {}
+        self._building: list[str] = []
+        # First in, last out: whatever stops later may still log in and record.
+        self.accounts  # noqa: B018
+        self.events  # noqa: B018
 
-    def component(self, kind: Callable[[Core], T]) -> T:
-        """The one instance of ``kind`` (built as ``kind.from_core(core)`` when
-        ``kind`` has that class method, else as ``kind(core)``, on first use)."""
-        if kind not in self._components:
-            from_core = getattr(kind, "from_core", None)
-            instance = from_core(self) if from_core is not None else kind(self)
-            self._components[kind] = instance
-            if IService.providedBy(instance):
-                instance.setServiceParent(self)
-        return self._components[kind]
+    def attach(self, service: S) -> S:
+        """Start and stop ``service`` with the core (after those attached before it)."""
+        service.setServiceParent(self)
+        return service
+
+    @built_once
+    def accounts(self) -> Accounts:
+        """Accounts, logins and session tokens."""
+        hasher = self._hasher or PasswordHasher(log2_n=self.settings.hash_cost,
+                                                threads=self.settings.hash_threads)
+        return Accounts(self.store, self.clock, hasher, self.settings.lifetimes,
+                        self.settings.login)
+
+    @built_once
+    def events(self) -> EventLog:
+        """The research event log."""
+        return EventLog(self.store, self.clock)
+
+    @built_once
+    def games(self) -> Mapping[str, Any]:
+        """The games clients may choose, by name."""
+        if self._games is not None:
+            return self._games
+        # The plugins import the features, and the features the core.
+        from gtserver.registry import configured_games
+        return configured_games({})
+
+    @built_once
+    def match_store(self) -> MatchStore:
+        """The persistence of matches that outlive a restart."""
+        return MatchStore(self.store, dict(self.games), self.events, self.clock)
+
+    @built_once
+    def ratings(self) -> Ratings:
+        return Ratings(self.store, self.clock, self.events)
+
+    @built_once
+    def friends(self) -> Friends:
+        return Friends(self.store, self.clock)
+
+    @built_once
+    def trusted_proxies(self) -> TrustedProxies:
+        """The reverse proxies whose X-Forwarded-For header names the client."""
+        return TrustedProxies(self.settings.trusted_proxies)

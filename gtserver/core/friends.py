@@ -21,11 +21,11 @@ class FriendList:
 
 
 class Friends:
-    """Get the shared instance with ``core.component(Friends)``."""
+    """The shared instance is ``core.friends``."""
 
-    def __init__(self, core: Any) -> None:
-        self.store = core.store
-        self.clock = core.clock
+    def __init__(self, store: Any, clock: Any) -> None:
+        self.store = store
+        self.clock = clock
 
     async def add(self, user: Any, name: str) -> None:
         """Add the registered user ``name`` to ``user``'s list, else FriendRefused."""

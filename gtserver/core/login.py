@@ -67,26 +67,6 @@ class LoginLimits:
     registrations_per_address: int = 30
     registration_window: float = 60.0
 
-    @classmethod
-    def from_config(cls, config: Any) -> LoginLimits:
-        """From the daemon's options (dashes as underscores); defaults if absent."""
-        defaults = cls()
-        values = {}
-        for field in ("failures_per_account", "failures_per_address", "window",
-                      "registrations_per_address", "registration_window"):
-            value = config.get(_OPTION_KEYS[field])
-            values[field] = getattr(defaults, field) if value is None else value
-        return cls(**values)
-
-
-_OPTION_KEYS = {
-    "failures_per_account": "login_failures_per_account",
-    "failures_per_address": "login_failures_per_address",
-    "window": "login_window",
-    "registrations_per_address": "registrations_per_address",
-    "registration_window": "registration_window",
-}
-
 
 class LoginGuard:
     """The three budgets of :class:`LoginLimits`, with log lines when they bite."""
@@ -224,9 +204,6 @@ class LoginOptions(usage.Options):
          _positive(int, "registrations-per-address")],
         ["registration-window", None, LoginLimits.registration_window,
          "Seconds a registration counts.", _positive(float, "registration-window")],
-        ["hash-threads", None, 1,
-         "Threads that compute password hashes (each needs 16 MiB at --hash-cost 14 "
-         "while it hashes); more logins wait for one.", _positive(int, "hash-threads")],
     ]
 
     def __init__(self) -> None:

@@ -52,14 +52,14 @@ class Standing:
 class Ratings:
     """Rating look-ups and result recording against the store.
 
-    Get the shared instance with ``core.component(Ratings)``.
+    The shared instance is ``core.ratings``.
     """
 
-    def __init__(self, core: Any, start: int = START, k: float = K_FACTOR,
-                 top: int = TOP) -> None:
-        self.store = core.store
-        self.clock = core.clock
-        self.events = core.events
+    def __init__(self, store: Any, clock: Any, events: Any, start: int = START,
+                 k: float = K_FACTOR, top: int = TOP) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
         self.start = start
         self.k = k
         self.top = top

@@ -1,16 +1,23 @@
-"""Builds the EOT listener's factory from the daemon's configuration."""
+"""Builds the EOT listener's factory from its settings and the core's services."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import EOTFactory
+from gtserver.eot.settings import EOTSettings
 
 
-def build_factory(core: Any, config: Mapping[str, Any]) -> EOTFactory:
-    tables = core.component(TableService)
-    return EOTFactory(tables, core.clock,
-                      request_size_max=int(config.get("eot_request_size_max", 1_000_000)),
-                      connection_timeout=float(config.get("eot_connection_timeout", 60.0)))
+def build_factory(core: Any, settings: EOTSettings) -> EOTFactory:
+    """The EOT factory, its tables attached to ``core`` (a L{gtserver.core.Core}).
+
+    The table service gets its own copy of the core's configured games.
+    """
+    tables = settings.tables
+    service = core.attach(TableService(
+        dict(core.games), core.events, core.clock, join_timeout=tables.join_timeout,
+        game_timeout=tables.game_timeout, finished_grace=tables.finished_grace,
+        tables_max=tables.tables_max))
+    return EOTFactory(service, core.clock, request_size_max=settings.request_size_max,
+                      connection_timeout=settings.connection_timeout)

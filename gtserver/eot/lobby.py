@@ -230,20 +230,6 @@ class TableService(Service):
         #: Open (not yet full) auto tables per game, oldest first.
         self.open_auto: dict[str, list[Table]] = {}
 
-    @classmethod
-    def from_core(cls, core: Any) -> TableService:
-        """Built from the daemon's core and its flat configuration, with its
-        own copy of the configured games."""
-        from gtserver.registry import configured_games
-
-        config = core.config
-        games = core.games if core.games is not None else configured_games({})
-        return cls(dict(games), core.events, core.clock,
-                   join_timeout=float(config.get("eot_join_timeout", 300.0)),
-                   game_timeout=float(config.get("eot_game_timeout", 3600.0)),
-                   finished_grace=float(config.get("eot_finished_grace", 60.0)),
-                   tables_max=int(config.get("eot_sessions_max", 10_000)))
-
     # requests
 
     def join(self, game: str, token: str, players: int | None, name: str) -> Deferred:

@@ -1,10 +1,21 @@
 """The ``eot`` listener: the turn-based game API (JSON requests ending in EOT\\0)."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.eot.settings import EOTSettings
 
 
 @implementer(IPlugin, IWireProtocol)
@@ -34,9 +45,13 @@ class EOTGameAPI:
     ]
     flags: list = []
 
-    def build_factory(self, core, config):
+    def settings(self, options: Mapping[str, Any]) -> EOTSettings:
+        from gtserver.eot.settings import EOTSettings
+        return EOTSettings.from_options(options)
+
+    def build_factory(self, core: Core, settings: EOTSettings) -> Factory:
         from gtserver.eot.configure import build_factory
-        return build_factory(core, config)
+        return build_factory(core, settings)
 
 
 eot = EOTGameAPI()

@@ -332,8 +332,8 @@ class EOTFactory(Factory):
     protocol = EOTProtocol
     noisy = False
 
-    def __init__(self, tables: TableService, clock: Any,
-                 request_size_max: int = 1_000_000, connection_timeout: float = 60.0) -> None:
+    def __init__(self, tables: TableService, clock: Any, request_size_max: int,
+                 connection_timeout: float) -> None:
         self.tables = tables
         self.clock = clock
         self.request_size_max = request_size_max

@@ -20,6 +20,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from gtserver.core.accounts import Accounts
 from gtserver.core.errors import (
     BadCredentials,
     InvalidName,
@@ -42,13 +43,12 @@ from gtserver.uttt.matchmaking import (
     seat_to_move,
     winner,
 )
+from gtserver.uttt.settings import UtttSettings
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
 #: Frames larger than this get an error reply (and are never buffered).
 MAX_FRAME = 64 * 1024
-#: Default for frames that close the connection (1009): ``--uttt-max-frame``.
-HARD_MAX_FRAME = 1024 * 1024
 #: Frames waiting behind the one being handled; more closes the connection (1008).
 MAX_BACKLOG = 256
 #: A connection's session is marked used at most this often (seconds), which
@@ -318,7 +318,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         if not encodable(password):
             self._refuse_login("the password must be valid Unicode text")
             return
-        accounts, policy = self.factory.core.accounts, self.factory.login_policy
+        accounts, policy = self.factory.accounts, self.factory.login_policy
         try:
             name = uttt_name(name)
             if password:
@@ -363,7 +363,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         try:
             if isinstance(token, str) and not storable(token):
                 raise UnknownSession(token)
-            user = await self.factory.core.accounts.resume(token)
+            user = await self.factory.accounts.resume(token)
         except UnknownSession:
             self.send("reconnect_response", {**refusal, "msg": "unknown or expired session"})
             return
@@ -384,7 +384,7 @@ class UtttServerProtocol(GuardedServerProtocol):
             return
         self.user, self.session = user, session
         self.authenticated()
-        self._last_touch = self.factory.core.clock.seconds()
+        self._last_touch = self.factory.clock.seconds()
         matches = service.connect(user, self)
         self.standing_changed(await self.factory.ratings.standing(user.id))
         if not user.temporary:
@@ -393,10 +393,10 @@ class UtttServerProtocol(GuardedServerProtocol):
             self.match_changed(match)
 
     def _touch_session(self) -> None:
-        now = self.factory.core.clock.seconds()
+        now = self.factory.clock.seconds()
         if now - self._last_touch >= SESSION_TOUCH_INTERVAL:
             self._last_touch = now
-            d = ensureDeferred(self.factory.core.accounts.resume(self.session))
+            d = ensureDeferred(self.factory.accounts.resume(self.session))
             d.addErrback(lambda _failure: None)   # an expired session just stays expired
 
     # requests after login
@@ -410,7 +410,7 @@ class UtttServerProtocol(GuardedServerProtocol):
                 message = "match started" if match else "waiting for an opponent"
             elif isinstance(opponent_name, str):
                 opponent_name = opponent_name.lower()
-                opponent = (await self.factory.core.accounts.user(opponent_name)
+                opponent = (await self.factory.accounts.user(opponent_name)
                             if storable(opponent_name) else None)
                 await service.challenge(self.user, opponent, opponent_name)
                 message = "match started"
@@ -482,21 +482,16 @@ class UtttServerProtocol(GuardedServerProtocol):
     }
 
 
-def limits_from(config: Any) -> Limits:
+def limits_from(settings: UtttSettings) -> Limits:
     """The connection limits of the ``--uttt-...`` options."""
-    def option(name: str, default: float) -> float:
-        value = config.get(name)
-        return default if value is None else value
-
-    max_message = int(option("uttt_max_frame", HARD_MAX_FRAME))
     return Limits(
-        max_message=max_message,
-        refuse_above=min(MAX_FRAME, max_message),
-        max_rate=float(option("uttt_max_rate", 100.0)),
-        send_buffer=int(option("uttt_send_buffer", 1 << 20)),
-        handshake_timeout=float(option("uttt_handshake_timeout", 10.0)),
-        login_timeout=float(option("uttt_login_timeout", 30.0)),
-        message_timeout=float(option("uttt_frame_timeout", 10.0)))
+        max_message=settings.max_frame,
+        refuse_above=min(MAX_FRAME, settings.max_frame),
+        max_rate=settings.max_rate,
+        send_buffer=settings.send_buffer,
+        handshake_timeout=settings.handshake_timeout,
+        login_timeout=settings.login_timeout,
+        message_timeout=settings.frame_timeout)
 
 
 def uttt_name(name: Any) -> str:
@@ -509,19 +504,23 @@ def uttt_name(name: Any) -> str:
 class UtttServerFactory(WebSocketServerFactory):
     protocol = UtttServerProtocol
 
-    def __init__(self, core: Any, config: Any) -> None:
-        super().__init__()
-        self.core = core
-        self.service = core.component(UltimateMatches)
-        self.ratings = core.component(Ratings)
-        self.friends = core.component(Friends)
+    def __init__(self, accounts: Accounts, service: UltimateMatches, ratings: Ratings,
+                 friends: Friends, clock: Any, settings: UtttSettings,
+                 trusted_proxies: TrustedProxies, reactor: Any = None) -> None:
+        super().__init__(reactor=reactor)
+        self.accounts = accounts
+        self.clock = clock
+        self.service = service
+        self.ratings = ratings
+        self.friends = friends
+        self.settings = settings
         self.login_policy = LoginPolicy(
-            uttt_name, failures_per_account=config.get("uttt_login_failures"),
-            window=config.get("uttt_login_window"))
-        self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
+            uttt_name, failures_per_account=settings.login_failures,
+            window=settings.login_window)
+        self.trusted_proxies = trusted_proxies
         self._last_match_frame: tuple[tuple, bytes] | None = None
         self.connections: set[UtttServerProtocol] = set()
-        guard_factory(self, limits_from(config), core.clock)
+        guard_factory(self, limits_from(settings), clock)
         # UTF-8 is checked by the parser, so that bad text gets an error reply
         # instead of Autobahn failing the connection.
         self.setProtocolOptions(utf8validateIncoming=False)

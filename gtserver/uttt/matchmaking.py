@@ -30,13 +30,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gtserver.core.accounts import DAY, Accounts
+from gtserver.core.accounts import Accounts
 from gtserver.core.errors import CoreError
 from gtserver.core.match_store import MatchStore
 from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
+from gtserver.uttt.settings import MatchmakingSettings
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -69,27 +70,23 @@ class Sink(Protocol):
 
 
 class UltimateMatches(Service):
-    """Every ultimate tic-tac-toe match of the daemon.
-
-    ``idle_days``: days without a move after which a match is lost by the
-    player to move; ``max_open``: open matches a user may have at once;
-    ``check_interval``: seconds between idle-match checks.
-    """
+    """Every ultimate tic-tac-toe match of the daemon: matchmaking, the limits,
+    idle-match expiry, and for each change the match's lock and "store, then
+    tell"."""
 
     log = Logger()
     #: How many finished matches stay answerable (e.g. a late move gets the final state).
     keep_finished = 10_000
 
     def __init__(self, match_store: MatchStore, ratings: Ratings, accounts: Accounts,
-                 clock: IReactorTime, *, idle_days: float, max_open: int,
-                 check_interval: float) -> None:
+                 clock: IReactorTime, settings: MatchmakingSettings) -> None:
         self.match_store = match_store
         self.ratings = ratings
         self.accounts = accounts
         self.clock = clock
-        self.idle = float(idle_days) * DAY
-        self.max_open = int(max_open)
-        self.check_interval = float(check_interval)
+        self.idle = settings.match_idle
+        self.max_open = settings.max_open_matches
+        self.check_interval = settings.expiry_interval
         #: One lock per open match that is being changed: its changes are serialised.
         self.locks: dict[str, DeferredLock] = {}
         self.open: dict[str, Match] = {}
@@ -102,19 +99,6 @@ class UltimateMatches(Service):
         self._creating: dict[int, list[int]] = {}
         self._ready: Deferred | None = None
         self._expiry: LoopingCall | None = None
-
-    @classmethod
-    def from_core(cls, core: Any) -> UltimateMatches:
-        """Built from the daemon's core and its flat configuration."""
-        from gtserver.registry import configured_games
-
-        config = core.config
-        games = core.games if core.games is not None else configured_games({})
-        return cls(MatchStore(core.store, games, core.events, core.clock),
-                   core.component(Ratings), core.accounts, core.clock,
-                   idle_days=float(config.get("uttt_match_idle_days", 7.0)),
-                   max_open=int(config.get("uttt_max_open_matches", 5)),
-                   check_interval=float(config.get("uttt_expiry_interval", 3600.0)))
 
     # lifecycle
 

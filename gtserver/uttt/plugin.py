@@ -1,10 +1,21 @@
 """The ultimate tic-tac-toe WebSocket listener, registered as a wire-protocol plugin."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
 from gtserver.option_types import positive
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.uttt.settings import UtttSettings
 
 
 def _ranged(kind, low, high, what, low_allowed=False):
@@ -64,9 +75,20 @@ class UltimateTicTacToeListener:
     ]
     flags = []
 
-    def build_factory(self, core, config):
+    def settings(self, options: Mapping[str, Any]) -> UtttSettings:
+        from gtserver.uttt.settings import UtttSettings
+        return UtttSettings.from_options(options)
+
+    def build_factory(self, core: Core, settings: UtttSettings) -> Factory:
         from gtserver.uttt.adapter import UtttServerFactory
-        return UtttServerFactory(core, config)
+        from gtserver.uttt.matchmaking import UltimateMatches
+
+        matchmaking = core.attach(UltimateMatches(core.match_store, core.ratings,
+                                                  core.accounts, core.clock,
+                                                  settings.matchmaking))
+        return UtttServerFactory(core.accounts, matchmaking, core.ratings, core.friends,
+                                 core.clock, settings, core.trusted_proxies,
+                                 reactor=core.reactor)
 
 
 uttt = UltimateTicTacToeListener()

@@ -29,7 +29,6 @@ Protection against slow and hostile clients is the connection guard of
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -37,6 +36,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from gtserver.core.accounts import Accounts
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
 from gtserver.core.peers import Peer, TrustedProxies
@@ -54,6 +54,7 @@ from gtserver.vr.rooms import (
     RoomService,
     storable,
 )
+from gtserver.vr.settings import VRSettings
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 MAX_NAME = 64
@@ -200,7 +201,7 @@ class VRServerProtocol(GuardedServerProtocol):
         factory = self.factory
         if not factory.any_password:
             try:
-                await factory.core.accounts.login(name, password, self.peer,
+                await factory.accounts.login(name, password, self.peer,
                                                   factory.login_policy)
             except CoreError:  # wrong password, throttled and the like
                 self._reply(wire.ACCESS_DENIED)
@@ -300,16 +301,13 @@ def vr_name(name: Any) -> str:
     return name
 
 
-def vr_limits(config: Mapping[str, Any]) -> Limits:
-    """The connection limits of the ``--vr-...`` options (unset or 0: the default)."""
-    max_frame = int(config.get("vr_max_frame") or 64 * 1024)
-    frame_timeout = float(config.get("vr_frame_timeout") or 10.0)
-    return Limits(max_message=max_frame, refuse_above=max_frame,
-                  max_rate=float(config.get("vr_max_rate") or 300.0),
-                  send_buffer=int(config.get("vr_send_buffer") or 1 << 20),
-                  handshake_timeout=frame_timeout,
-                  login_timeout=float(config.get("vr_login_timeout") or 30.0),
-                  message_timeout=frame_timeout)
+def vr_limits(settings: VRSettings) -> Limits:
+    """The connection limits of the ``--vr-...`` options."""
+    return Limits(max_message=settings.max_frame, refuse_above=settings.max_frame,
+                  max_rate=settings.max_rate, send_buffer=settings.send_buffer,
+                  handshake_timeout=settings.frame_timeout,
+                  login_timeout=settings.login_timeout,
+                  message_timeout=settings.frame_timeout)
 
 
 class VRServerFactory(WebSocketServerFactory):
@@ -317,26 +315,22 @@ class VRServerFactory(WebSocketServerFactory):
 
     protocol = VRServerProtocol
 
-    def __init__(self, core: Any, config: Mapping[str, Any] | None = None,
+    def __init__(self, accounts: Accounts, rooms: RoomService, clock: Any,
+                 settings: VRSettings, trusted_proxies: TrustedProxies,
                  reactor: Any = None) -> None:
-        config = dict(core.config if config is None else config)
         super().__init__(reactor=reactor)
-        self.core = core
-        self.clock = core.clock
-        self.rooms = core.component(RoomService)
-        # Coalesced room events go out at the end of this reactor's turn.
-        self.rooms.call_soon = lambda function: self.reactor.callLater(0, function)
-        self.any_password = bool(config.get("vr_any_password", False))
+        self.accounts = accounts
+        self.clock = clock
+        self.rooms = rooms
+        self.settings = settings
+        self.any_password = settings.any_password
         self.login_policy = LoginPolicy(
-            vr_name, failures_per_account=config.get("vr_login_failures"),
-            window=config.get("vr_login_window"))
-        self.trusted_proxies = TrustedProxies(config.get("trusted_proxy") or ())
-        guard_factory(self, vr_limits(config), self.clock)
+            vr_name, failures_per_account=settings.login_failures,
+            window=settings.login_window)
+        self.trusted_proxies = trusted_proxies
+        guard_factory(self, vr_limits(settings), self.clock)
         self.connections: set[VRServerProtocol] = set()
         self.heap = HeapTrimmer(self.clock)
-        if config.get("vr_csv_log"):
-            from gtserver.vr.csvlog import CsvEventFile
-            core.component(CsvEventFile)
 
     def stopFactory(self) -> None:
         """The last endpoint stopped listening: close every connection.

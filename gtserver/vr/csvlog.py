@@ -33,21 +33,21 @@ def _append_lines(path: str, text: str) -> None:
 
 
 class CsvEventFile(Service):
-    """Mirrors every recorded room event into the CSV file named in the config."""
+    """Mirrors every recorded room event of ``rooms`` into the CSV file at ``path``."""
 
     log = Logger()
 
-    def __init__(self, core: Any, flush_interval: float = 1.0,
-                 run_in_thread: Any = deferToThread) -> None:
-        self.path: str = core.config["vr_csv_log"]
-        self.clock = core.clock
+    def __init__(self, path: str, clock: Any, rooms: RoomService,
+                 flush_interval: float = 1.0, run_in_thread: Any = deferToThread) -> None:
+        self.path = path
+        self.clock = clock
         self.flush_interval = flush_interval
         self._run_in_thread = run_in_thread
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, delimiter=";", lineterminator="\n")
         self._writing: Deferred | None = None
         self._timer: LoopingCall | None = None
-        core.component(RoomService).recorders.append(self.record)
+        rooms.recorders.append(self.record)
 
     def record(self, *, kind: str, user: str, room: str, address: str | None, data: Any,
                time: float) -> None:

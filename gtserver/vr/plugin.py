@@ -1,9 +1,20 @@
 """The VR rooms listener (``vr``), registered like any third-party protocol."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from gtserver.interfaces import IWireProtocol
+
+if TYPE_CHECKING:  # the plugin module stays light: Twisted imports it to list plugins
+    from twisted.internet.protocol import Factory
+
+    from gtserver.core import Core
+    from gtserver.vr.settings import VRSettings
 
 
 def _ranged(kind, low, high, what):
@@ -70,9 +81,23 @@ class VRRooms:
          "Ticks carry only the poses that changed (joiners get the full set once)."),
     ]
 
-    def build_factory(self, core, config):
+    def settings(self, options: Mapping[str, Any]) -> VRSettings:
+        from gtserver.vr.settings import VRSettings
+        return VRSettings.from_options(options)
+
+    def build_factory(self, core: Core, settings: VRSettings) -> Factory:
         from gtserver.vr.adapter import VRServerFactory
-        return VRServerFactory(core, config)
+        from gtserver.vr.rooms import RoomService
+
+        reactor = core.reactor
+        # Coalesced room events go out at the end of the reactor's turn.
+        rooms = core.attach(RoomService(core.clock, core.events, settings.rooms,
+                                        call_soon=lambda function: reactor.callLater(0, function)))
+        if settings.csv_log:
+            from gtserver.vr.csvlog import CsvEventFile
+            core.attach(CsvEventFile(settings.csv_log, core.clock, rooms))
+        return VRServerFactory(core.accounts, rooms, core.clock, settings, core.trusted_proxies,
+                               reactor=reactor)
 
 
 vr = VRRooms()

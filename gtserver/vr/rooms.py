@@ -37,7 +37,7 @@ import bisect
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,18 +98,16 @@ class RoomSink(Protocol):
 
 @dataclass(frozen=True)
 class RoomSettings:
-    fps: float = 1.0
-    history: int = 50
-    changed_only: bool = False
-    #: Pose records per second in the research log; 0 means at every tick.
-    pose_log_rate: float = 0.0
+    """The room part of :class:`gtserver.vr.settings.VRSettings`."""
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> RoomSettings:
-        return cls(fps=float(config.get("vr_fps") or 1.0),
-                   history=int(config.get("vr_history", 50)),
-                   changed_only=bool(config.get("vr_changed_poses_only", False)),
-                   pose_log_rate=float(config.get("vr_pose_log_rate") or 0.0))
+    #: Pose ticks per second.
+    fps: float
+    #: Messages kept per room and sent to joiners.
+    history: int
+    #: Ticks carry only the poses that changed.
+    changed_only: bool
+    #: Pose records per second in the research log; 0 means at every tick.
+    pose_log_rate: float
 
 
 @dataclass(eq=False, slots=True)
@@ -280,12 +278,19 @@ class RoomService(Service):
 
     log = Logger()
 
-    def __init__(self, core: Any, settings: RoomSettings | None = None) -> None:
-        self.core = core
-        self.clock = core.clock
-        self.settings = settings or RoomSettings.from_config(core.config)
-        if not 0 < self.settings.fps <= 1000:
-            raise ValueError("fps must be above 0 and at most 1000")
+    def __init__(self, clock: Any, events: Any, settings: RoomSettings,
+                 call_soon: Callable[[Callable[[], None]], Any] | None = None) -> None:
+        """
+        @param events: the research log (its ``record`` method is used).
+        @param call_soon: runs a function after the current reactor turn (the
+            coalesced room events go out then); the adapter passes its
+            reactor's ``callLater(0, ...)``: it is I/O scheduling, not a timer,
+            so it must not wait for a test's ``task.Clock``. By default the
+            clock's ``callLater(0, ...)``.
+        """
+        self.clock = clock
+        self.events = events
+        self.settings = settings
         self.rooms: dict[str, Room] = {LOBBY: self._new_room(LOBBY)}
         #: Rooms each connection is in, in the order it joined them.
         self._rooms_of: dict[Any, dict[str, Room]] = {}
@@ -296,10 +301,7 @@ class RoomService(Service):
         #: Rooms with pending events, in the order they got their first one.
         self._dirty: dict[Room, None] = {}
         self._flush_call: Any = None
-        #: Runs a function after the current reactor turn. Adapters set it to
-        #: their reactor's ``callLater(0, ...)``: it is I/O scheduling, not a
-        #: timer, so it must not wait for a test's ``task.Clock``.
-        self.call_soon: Callable[[Callable[[], None]], Any] = (
+        self.call_soon: Callable[[Callable[[], None]], Any] = call_soon or (
             lambda function: self.clock.callLater(0, function))
         self._next_pose_log = 0.0
         self.ticks = 0
@@ -590,7 +592,7 @@ class RoomService(Service):
         # like JSON stays distinguishable from structured data.
         if encoded is None and data is not None:
             encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        self.core.events.record(SOURCE, kind, user=user, room=room_name, address=address,
+        self.events.record(SOURCE, kind, user=user, room=room_name, address=address,
                                 data=encoded, time=time)
         for recorder in self.recorders:
             try:
