@@ -153,20 +153,15 @@ class MemoryDaemon:
     def listener(self, name: str) -> Any:
         return next(item for item in self.service.listeners if item.protocol_name == name)
 
-    def _addresses(self, name: str, peer: IPv4Address | None) -> tuple[IPv4Address, IPv4Address]:
-        host = IPv4Address("TCP", "127.0.0.1", int(self.listener(name).endpoint.split(":")[1]))
-        if peer is None:
-            self._peers += 1
-            peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
-        return host, peer
+    def _host(self, name: str) -> IPv4Address:
+        """The address listener ``name`` pretends to listen on."""
+        return IPv4Address("TCP", "127.0.0.1", int(self.listener(name).endpoint.split(":")[1]))
 
     def connect(self, name: str, client_class: type[MemoryWebSocketClient],
                 peer: IPv4Address | None = None, open: bool = True) -> Any:
         """A client of ``client_class`` connected to WebSocket listener ``name``,
         after the opening handshake (unless ``open`` is false)."""
-        host, peer = self._addresses(name, peer)
-        server_factory = self.factory(name)
-        server_factory._batched_timer = _clock_timer(self.clock)
+        host = self._host(name)
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{host.port}/", reactor=self.clock)
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
                                    serverConnectionDropTimeout=0)
@@ -174,20 +169,35 @@ class MemoryDaemon:
         factory.protocol = client_class
         client = factory.buildProtocol(host)
         client.daemon = self
+        client.server = self.attach(name, client, peer)
+        if open and not client.opened:
+            raise AssertionError(f"the WebSocket opening handshake failed on {name}")
+        return client
+
+    def attach(self, name: str, client: Any, peer: IPv4Address | None = None) -> Any:
+        """Join ``client`` (any protocol) to a new server protocol of listener
+        ``name`` in memory, flush, and return the server protocol."""
+        host = self._host(name)
+        if peer is None:
+            self._peers += 1
+            peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
+        server_factory = self.factory(name)
+        if hasattr(server_factory, "_batched_timer"):
+            server_factory._batched_timer = _clock_timer(self.clock)
         server = server_factory.buildProtocol(peer)
-        client.server = server
         self.pumps.append(iosim.connect(
             server, iosim.FakeTransport(server, True, hostAddress=host, peerAddress=peer),
             client, iosim.FakeTransport(client, False, hostAddress=peer, peerAddress=host),
             greet=False, clock=self.clock))
         self.flush()
-        if open and not client.opened:
-            raise AssertionError(f"the WebSocket opening handshake failed on {name}")
-        return client
+        return server
 
     def stream(self, name: str, peer: IPv4Address | None = None) -> tuple[Any, StringTransport]:
         """The server protocol of stream listener ``name`` on a StringTransport."""
-        host, peer = self._addresses(name, peer)
+        host = self._host(name)
+        if peer is None:
+            self._peers += 1
+            peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
         protocol = self.factory(name).buildProtocol(peer)
         transport = StringTransport(hostAddress=host, peerAddress=peer)
         protocol.makeConnection(transport)

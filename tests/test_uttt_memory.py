@@ -86,6 +86,11 @@ class MemoryMixin:
         self.core = self.server.core
         return self.server
 
+    async def until(self, condition: Any) -> None:
+        """``condition()`` holds once every connection went quiet."""
+        self.server.flush()
+        self.assertTrue(condition())
+
     async def users(self, *names: str) -> list[UtttClient]:
         return [(await login(self, self.server, name))[0] for name in names]
 
