@@ -29,7 +29,6 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
@@ -37,6 +36,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.python.monkey import MonkeyPatcher
 from twisted.test import iosim
+from txaio._common import _BatchedTimer
 
 from gtserver import tap
 from gtserver.core.passwords import PasswordHasher
@@ -109,9 +109,19 @@ def _run_now(function: Any, *arguments: Any) -> Deferred:
 
 
 def _clock_timer(clock: Any) -> Any:
-    """Autobahn's batched timer (close and open handshake timeouts, pings) on ``clock``."""
-    return txaio.with_config(loop=clock).make_batched_timer(bucket_seconds=0.2,
-                                                            chunk_size=1000)
+    """Autobahn's batched timer (open and close handshake timeouts, pings) on
+    ``clock``, built as txaio builds it for its own (global) loop."""
+    return _BatchedTimer(200.0, 1000, seconds_provider=clock.seconds,
+                         delayed_call_creator=clock.callLater)
+
+
+def give_clock(factory: Any, clock: Any) -> None:
+    """Autobahn factories keep the global reactor (``factory.reactor``, and
+    txaio's loop for their batched timer) for their own timers and for
+    anything an adapter schedules through them: point both at ``clock``."""
+    if hasattr(factory, "_batched_timer"):
+        factory.reactor = clock
+        factory._batched_timer = _clock_timer(clock)
 
 
 class MemoryDaemon:
@@ -139,6 +149,8 @@ class MemoryDaemon:
         self.service = patches.runWithPatches(tap.build_service, options, self.clock)
         self.core = self.service.core
         self.store = self.service.store
+        for listener in self.service.listeners:
+            give_clock(listener.factory, self.clock)
         self.service.startService()
         self.store.delay_results = store_delay
         if not self.service.started.called:
@@ -181,10 +193,7 @@ class MemoryDaemon:
         if peer is None:
             self._peers += 1
             peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
-        server_factory = self.factory(name)
-        if hasattr(server_factory, "_batched_timer"):
-            server_factory._batched_timer = _clock_timer(self.clock)
-        server = server_factory.buildProtocol(peer)
+        server = self.factory(name).buildProtocol(peer)
         self.pumps.append(iosim.connect(
             server, iosim.FakeTransport(server, True, hostAddress=host, peerAddress=peer),
             client, iosim.FakeTransport(client, False, hostAddress=peer, peerAddress=host),
