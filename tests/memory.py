@@ -32,6 +32,7 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.python.monkey import MonkeyPatcher
@@ -134,6 +135,7 @@ class MemoryDaemon:
         self.clock = MemoryReactorClock()
         self.clock.advance(START)
         self.pumps: list[iosim.IOPump] = []
+        self.streams: list[StreamConnection] = []
         self._peers = 0
         command = ["--db", "sqlite::memory:", "--hash-cost", "4"]
         for name in tap.Options.protocols:
@@ -190,9 +192,7 @@ class MemoryDaemon:
         """Join ``client`` (any protocol) to a new server protocol of listener
         ``name`` in memory, flush, and return the server protocol."""
         host = self._host(name)
-        if peer is None:
-            self._peers += 1
-            peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
+        peer = peer or self._next_peer()
         server = self.factory(name).buildProtocol(peer)
         self.pumps.append(iosim.connect(
             server, iosim.FakeTransport(server, True, hostAddress=host, peerAddress=peer),
@@ -201,16 +201,15 @@ class MemoryDaemon:
         self.flush()
         return server
 
-    def stream(self, name: str, peer: IPv4Address | None = None) -> tuple[Any, StringTransport]:
-        """The server protocol of stream listener ``name`` on a StringTransport."""
-        host = self._host(name)
-        if peer is None:
-            self._peers += 1
-            peer = IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
-        protocol = self.factory(name).buildProtocol(peer)
-        transport = StringTransport(hostAddress=host, peerAddress=peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
+    def stream(self, name: str, peer: IPv4Address | None = None) -> StreamConnection:
+        """A connection to stream listener ``name`` (EOT) on a StringTransport."""
+        connection = StreamConnection(self, name, self._host(name), peer or self._next_peer())
+        self.streams.append(connection)
+        return connection
+
+    def _next_peer(self) -> IPv4Address:
+        self._peers += 1
+        return IPv4Address("TCP", "127.0.0.1", 40_000 + self._peers)
 
     def flush(self) -> None:
         """Until nothing moves any more: move the bytes written on every
@@ -223,6 +222,8 @@ class MemoryDaemon:
             moved = False
             for pump in list(self.pumps):
                 moved = pump.pump(advanceClock=False) or moved
+            for connection in self.streams:
+                moved = connection.deliver_close() or moved
             now = self.clock.seconds()
             due = any(call.getTime() <= now for call in self.clock.getDelayedCalls())
             if due:
@@ -247,8 +248,11 @@ class MemoryDaemon:
         for pump in self.pumps:
             for side in (pump.clientIO, pump.serverIO):
                 side.abortConnection()
+        for connection in self.streams:
+            connection.lose()
         self.flush()
         self.pumps.clear()
+        self.streams.clear()
         if not self.service.running:
             return succeed(None)
         stopped = self.service.stopService()
@@ -256,6 +260,49 @@ class MemoryDaemon:
         if not stopped.called:
             raise AssertionError("the memory daemon did not stop at once")
         return stopped
+
+
+class StreamConnection:
+    """A client of a stream listener: the server protocol on a StringTransport.
+
+    What the client sends goes straight to the protocol; what the server
+    writes is ``received``. Once the server closes, a flush tells the
+    protocol the connection is gone and fires ``closed`` with every byte
+    received, as a TCP peer would see it.
+    """
+
+    def __init__(self, daemon: MemoryDaemon, name: str, host: IPv4Address,
+                 peer: IPv4Address) -> None:
+        self.daemon = daemon
+        self.closed: Deferred = Deferred()
+        self.lost = False
+        self.protocol = daemon.factory(name).buildProtocol(peer)
+        self.transport = StringTransport(hostAddress=host, peerAddress=peer)
+        self.protocol.makeConnection(self.transport)
+
+    @property
+    def received(self) -> bytes:
+        return self.transport.value()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the server (unless either side closed), then flush."""
+        if not self.lost and not self.transport.disconnecting:
+            self.protocol.dataReceived(data)
+        self.daemon.flush()
+
+    def deliver_close(self) -> bool:
+        """If the server closed: the connection is lost for both sides."""
+        if self.transport.disconnecting and not self.lost:
+            self.lose()
+            return True
+        return False
+
+    def lose(self) -> None:
+        """The client goes away (or the server's close has arrived)."""
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+            self.closed.callback(self.received)
 
 
 class Closed(Exception):
