@@ -6,13 +6,17 @@ The end-to-end tests over real sockets are in :mod:`tests.test_uttt`."""
 
 from __future__ import annotations
 
+import calendar
 import json
+import time
 from typing import Any
 
+from twisted.internet.defer import fail
 from twisted.trial import unittest
 
 from gtserver.core.accounts import DAY
 from gtserver.core.matches import MatchService
+from gtserver.store import StoreUnavailable
 from gtserver.store import matches as match_queries
 from gtserver.store.base import Statement
 from tests.memory import JSONClient, MemoryDaemon
@@ -20,6 +24,7 @@ from tests.test_uttt import (
     HeldStore,
     challenge,
     move_frame,
+    moves_until_a_drawn_sub_board,
     play,
     scripted_game,
 )
@@ -96,6 +101,118 @@ class MemoryMixin:
 
 
 class IdentityTests(MemoryMixin, unittest.TestCase):
+    async def test_wrong_password_is_answered_then_closed(self):
+        await self.serve()
+        await login(self, self.server, "alice", "secret")
+        client = await connect(self, self.server)
+        client.send("login", {"name": "alice", "pw": "wrong"})
+        response = await client.expect("login_response")
+        self.assertFalse(response["success"])
+        self.assertTrue(response["msg"])
+        await client.closed
+
+    async def test_bad_names_are_refused(self):
+        await self.serve()
+        for name in ("ab", "a" * 17, "has space", "émile", 42, None, "alice\n", "bob\r\n"):
+            client = await connect(self, self.server)
+            client.send("login", {"name": name, "pw": "pw"})
+            self.assertFalse((await client.expect("login_response"))["success"])
+            await client.closed
+
+    async def test_first_frame_must_identify(self):
+        await self.serve()
+        client = await connect(self, self.server)
+        client.send("match_request", {"player": None})
+        response = await client.expect("login_response")
+        self.assertFalse(response["success"])
+        await client.closed
+
+    async def test_database_down_gets_an_error_reply_and_keeps_the_connection(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        store = self.server.store
+        working_run = store.run
+
+        def unavailable(*arguments, **keywords):
+            return fail(StoreUnavailable("database down"))
+
+        store.run = unavailable
+        alice.send("friend_request", {"user": "bob"})
+        self.assertIn("database", (await alice.expect("error"))["msg"])
+        store.run = working_run
+        alice.send("friend_request", {"user": "alice"})
+        self.assertFalse((await alice.expect("friend_request_response"))["success"])
+
+    async def test_malformed_frames_get_error_replies(self):
+        await self.serve()
+        client = await connect(self, self.server)
+        for payload in (b"{nope", b"[1, 2]", b'{"data": {}}', b'{"type": "login", "data": 3}',
+                        b"\xff\xfe"):
+            client.sendMessage(payload)
+            self.assertEqual((await client.receive())["type"], "error")
+        client.sendMessage(b'{"type": "login", "data": {}}\xff', isBinary=True)
+        self.assertEqual((await client.receive())["type"], "error")
+        client.send("login", {"name": "alice", "pw": "pw"})
+        self.assertTrue((await client.expect("login_response"))["success"])
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+        client.sendMessage(b"not json")
+        self.assertIn("msg", await client.expect("error"))
+        client.send("no_such_request", {"x": 1})      # ignored
+        client.send("match_states_request")
+        client.send("friend_request", {"user": "nobody"})
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+        client.sendMessage(b"x" * (70 * 1024))
+        self.assertIn("too large", (await client.expect("error"))["msg"])
+        client.send("match_request", {"player": 5})
+        self.assertFalse((await client.expect("match_request_response"))["success"])
+
+    async def test_reconnect(self):
+        await self.serve()
+        alice, _ = await login(self, self.server, "alice")
+        client = await connect(self, self.server)
+        client.send("reconnect", {"id": alice.session})
+        self.assertEqual(await client.expect("reconnect_response"),
+                         {"success": True, "id": alice.session, "user": "alice",
+                          "registered": True, "msg": "reconnected"})
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+
+        stranger = await connect(self, self.server)
+        stranger.send("reconnect", {"id": "made-up"})
+        self.assertFalse((await stranger.expect("reconnect_response"))["success"])
+        # the connection stays usable for a login
+        stranger.send("login", {"name": "bob", "pw": "pw"})
+        self.assertTrue((await stranger.expect("login_response"))["success"])
+        await stranger.expect("elo_update")
+        await stranger.expect("friends_update")
+
+    async def test_frames_after_a_refused_login_are_not_handled(self):
+        await self.serve()
+        await login(self, self.server, "alice", "secret")
+        for first in (("login", {"name": "alice", "pw": "wrong"}), ("hello", {})):
+            client = await connect(self, self.server)
+            client.send(*first)
+            client.send("login", {"name": "carol", "pw": "pw"})   # same write, queued
+            self.assertFalse((await client.expect("login_response"))["success"])
+            await client.closed
+            self.assertEqual(list(client.inbox), [])
+            self.assertIsNone(await self.server.core.accounts.user("carol"))
+
+    async def test_a_new_login_keeps_older_sessions(self):
+        await self.serve()
+        first, _ = await login(self, self.server, "alice")
+        second, _ = await login(self, self.server, "alice")
+        self.assertNotEqual(first.session, second.session)
+        await first.disconnect()
+        await second.disconnect()
+        for session in (first.session, second.session):
+            client = await connect(self, self.server)
+            client.send("reconnect", {"id": session})
+            response = await client.expect("reconnect_response")
+            self.assertEqual((response["success"], response["id"], response["user"]),
+                             (True, session, "alice"))
+
     async def test_login_registers_then_greets(self):
         await self.serve()
         client = await connect(self, self.server)
@@ -135,6 +252,144 @@ class IdentityTests(MemoryMixin, unittest.TestCase):
 
 
 class MatchTests(MemoryMixin, unittest.TestCase):
+    async def test_match_update_fields(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        before = self.clock.seconds()
+        update = await challenge(self, alice, bob, "bob")
+        self.assertEqual(set(update), {"id", "revoke_time", "ranked", "match_state"})
+        self.assertIsInstance(update["id"], str)
+        self.assertIs(update["ranked"], True)
+        state = update["match_state"]
+        self.assertEqual(set(state), {"complete_field", "global_field", "last_move",
+                                      "game_over", "is_draw", "player_won", "active_player",
+                                      "current_player", "player_a", "player_b"})
+        self.assertEqual(state["global_field"], [[0] * 3 for _ in range(3)])
+        self.assertEqual((state["last_move"], state["game_over"], state["is_draw"],
+                          state["player_won"]), (None, False, False, None))
+        # revoke_time: UTC, the idle limit (7 days) after the last change
+        revoke = calendar.timegm(time.strptime(update["revoke_time"], "%Y-%m-%d %H:%M:%S"))
+        self.assertLessEqual(int(before) + 7 * 86400, revoke)
+        self.assertLessEqual(revoke, self.clock.seconds() + 7 * 86400)
+        # complete_field[sub_y*3+y][sub_x*3+x]: sub-board column 2, row 0; cell column 1, row 2
+        state = await play(self, update["id"], [alice, bob], [(2, 0, 1, 2)])
+        marked = [(row, column) for row in range(9) for column in range(9)
+                  if state["complete_field"][row][column]]
+        self.assertEqual(marked, [(2, 7)])
+        self.assertEqual(state["complete_field"][2][7], 1)
+        self.assertEqual((state["current_player"], state["active_player"]), ("bob", "bob"))
+
+    async def test_a_drawn_sub_board_is_3_in_the_global_field(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        moves, (sub_x, sub_y) = moves_until_a_drawn_sub_board()
+        state = await play(self, update["id"], [alice, bob], moves)
+        self.assertEqual(state["global_field"][sub_y][sub_x], 3)
+        self.assertFalse(state["game_over"])
+
+    async def test_a_draw_between_unequal_ratings_scores_half(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        bob.send("end_match", {"id": update["id"]})
+        await bob.expect("match_update")
+        await alice.expect("match_update")
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1010)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 990)
+        update = await challenge(self, alice, bob, "bob")
+        final = await play(self, update["id"], [alice, bob], scripted_game("draw"))
+        self.assertTrue(final["is_draw"])
+        # 1010 vs 990: expected 0.5288, so 1010 + 20 * (0.5 - 0.5288) = 1009.42
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1009)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 991)
+
+    async def test_random_queue(self):
+        await self.serve()
+        alice, bob, carol = await self.users("alice", "bob", "carol")
+        alice.send("match_request", {"player": None})
+        response = await alice.expect("match_request_response")
+        self.assertTrue(response["success"])
+        alice.send("match_request", {"player": None})
+        self.assertFalse((await alice.expect("match_request_response"))["success"])
+
+        bob.send("match_request", {"player": None})
+        update = await bob.expect("match_update")
+        self.assertEqual(await alice.expect("match_update"), update)
+        self.assertTrue((await bob.expect("match_request_response"))["success"])
+        state = update["match_state"]
+        self.assertEqual((state["player_a"], state["current_player"]), ("alice", "alice"))
+
+        # a user who disconnects leaves the queue
+        carol.send("match_request", {"player": None})
+        await carol.expect("match_request_response")
+        await carol.disconnect()
+        dave, _ = await login(self, self.server, "dave")
+        dave.send("match_request", {"player": None})
+        self.assertEqual((await dave.expect("match_request_response"))["msg"],
+                         "waiting for an opponent")
+
+    async def test_aborting_after_both_moved_loses_a_ranked_match(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        alice.send("end_match", {"id": update["id"]})
+        ended = await alice.expect("match_update")
+        await bob.expect("match_update")
+        self.assertEqual(ended["match_state"]["player_won"], "bob")
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 990)
+        self.assertEqual((await bob.expect("elo_update"))["elo"], 1010)
+
+    async def test_temporary_players_are_not_ranked(self):
+        await self.serve()
+        alice, _ = await login(self, self.server, "alice")
+        guest = await connect(self, self.server)
+        guest.send("temp_session", {"name": "guest"})
+        await guest.expect("login_response")
+        await guest.expect("elo_update")
+        update = await challenge(self, guest, alice, "alice")
+        self.assertFalse(update["ranked"])
+        await play(self, update["id"], [guest, alice], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        guest.send("end_match", {"id": update["id"]})
+        await guest.expect("match_update")
+        await alice.expect("match_update")
+        self.assertEqual((await guest.expect("elo_update"))["elo"], None)
+        self.assertEqual((await alice.expect("elo_update"))["elo"], 1000)
+
+    async def test_two_sockets_of_one_user_get_every_push(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        second = await connect(self, self.server)
+        second.send("reconnect", {"id": alice.session})
+        await second.expect("reconnect_response")
+        await second.expect("elo_update")
+        await second.expect("friends_update")
+        third, _ = await login(self, self.server, "alice")      # another session, same user
+        bob.send("match_request", {"player": "alice"})
+        update = await bob.expect("match_update")
+        for socket in (alice, second, third):
+            self.assertEqual(await socket.expect("match_update"), update)
+        await bob.expect("match_request_response")
+        bob.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        await bob.expect("match_update")
+        for socket in (alice, second, third):
+            await socket.expect("match_update")
+        second.send("move", move_frame(update["id"], (1, 1, 0, 0)))
+        moved = await second.expect("match_update")
+        self.assertEqual(moved["match_state"]["current_player"], "bob")
+        for socket in (alice, third, bob):
+            self.assertEqual(await socket.expect("match_update"), moved)
+        # one socket closing keeps alice in the random queue
+        alice.send("match_request", {"player": None})
+        await alice.expect("match_request_response")
+        await third.disconnect()
+        carol, _ = await login(self, self.server, "carol")
+        carol.send("match_request", {"player": None})
+        self.assertEqual((await carol.expect("match_update"))["match_state"]["player_a"],
+                         "alice")
+
     async def test_full_game_to_a_draw(self):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
