@@ -6,15 +6,16 @@ are in :mod:`tests.test_uttt_hostile`."""
 from __future__ import annotations
 
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
 from gtserver.core.friends import Friends
+from gtserver.store import StoreUnavailable
 from gtserver.tap import config_from_options
 from tests.support import parse_options
 from tests.test_uttt import challenge, move_frame
-from tests.test_uttt_hostile import UnstorableTextTests, client_frame, request
+from tests.test_uttt_hostile import NESTED, UnstorableTextTests, client_frame, request
 from tests.test_uttt_memory import MemoryMixin, close_code, connect, login
 
 
@@ -30,6 +31,27 @@ class RawClient(Protocol):
         self.lost.callback(None)
 
 class MalformedFrameTests(MemoryMixin, unittest.TestCase):
+    async def test_deeply_nested_frames_get_error_replies(self):
+        await self.serve()
+        client = await connect(self, self.server)
+        nested = [b"[" * NESTED + b"]" * NESTED,
+                  b'{"type":"login","data":' + b'{"a":' * NESTED + b"1" + b"}" * NESTED + b"}",
+                  b'{"type":"login","data":{"name":' + b"[" * 30_000 + b"1" + b"]" * 30_000
+                  + b"}}"]
+        for payload in nested:
+            client.sendMessage(payload)
+            self.assertEqual((await client.expect("error"))["msg"],
+                             "the frame is nested too deeply")
+        client.send("login", {"name": "alice", "pw": "pw"})
+        self.assertTrue((await client.expect("login_response"))["success"])
+        await client.expect("elo_update")
+        await client.expect("friends_update")
+        for payload in nested:
+            client.sendMessage(payload)
+            self.assertIn("msg", await client.expect("error"))
+        client.send("friend_request", {"user": "nobody"})
+        self.assertFalse((await client.expect("friend_request_response"))["success"])
+
     async def test_non_finite_numbers_are_refused_at_parse(self):
         await self.serve()
         alice, bob = await self.users("alice", "bob")
@@ -92,6 +114,36 @@ class UnstorableTextTests(MemoryMixin, unittest.TestCase):
 
 
 class IdentityAnswerTests(MemoryMixin, unittest.TestCase):
+    async def test_store_failing_during_login_and_reconnect(self):
+        await self.serve()
+        alice, _ = await login(self, self.server, "alice")
+        store = self.server.store
+        working_run = store.run
+
+        def unavailable(*arguments, **keywords):
+            return fail(StoreUnavailable("database down"))
+
+        store.run = unavailable
+        for first in (("login", {"name": "alice", "pw": "pw"}),
+                      ("login", {"name": "bob", "pw": "pw"}),
+                      ("temp_session", {"name": "guest"})):
+            client = await connect(self, self.server)
+            client.send(*first)
+            response = await client.expect("login_response")
+            self.assertEqual((response["success"], response["id"], response["registered"]),
+                             (False, None, False))
+            self.assertIn("database", response["msg"])
+            self.assertEqual(await close_code(client), 1000)
+        client = await connect(self, self.server)
+        client.send("reconnect", {"id": alice.session})
+        response = await client.expect("reconnect_response")
+        self.assertEqual((response["success"], response["user"]), (False, None))
+        self.assertIn("database", response["msg"])
+        store.run = working_run
+        # the same connection may try again once the database is back
+        client.send("reconnect", {"id": alice.session})
+        self.assertTrue((await client.expect("reconnect_response"))["success"])
+
     async def test_login_and_reconnect_after_login_have_every_field(self):
         await self.serve()
         [alice] = await self.users("alice")
@@ -111,6 +163,23 @@ class IdentityAnswerTests(MemoryMixin, unittest.TestCase):
 
 
 class LeavingClientTests(MemoryMixin, unittest.TestCase):
+    async def test_requests_then_close_at_once(self):
+        await self.serve()
+        for number in range(10):
+            client = await connect(self, self.server)
+            client.send("login", {"name": f"user{number}", "pw": "pw"})
+            client.sendClose()
+            await close_code(client)
+        [alice] = await self.users("alice")
+        for kind, data in (("match_request", {"player": "user1"}),
+                           ("friend_request", {"user": "user2"}),
+                           ("match_states_request", {}), ("login", {})):
+            client = await connect(self, self.server)
+            client.send("reconnect", {"id": alice.session})
+            client.send(kind, data)
+            client.sendClose()
+            await close_code(client)
+
     async def test_reply_after_the_close_frame_arrived(self):
         """The reply to a request is ready just after the client's close frame
         has been processed, before the TCP connection is gone."""
@@ -154,6 +223,48 @@ class LeavingClientTests(MemoryMixin, unittest.TestCase):
 
 
 class SizeAndRateTests(MemoryMixin, unittest.TestCase):
+    async def test_frame_over_the_limit_gets_an_error_and_close_1009(self):
+        await self.serve()
+        [alice] = await self.users("alice")
+        alice.sendMessage(b"x" * (70 * 1024))        # over 64 KiB: an error, stays open
+        self.assertIn("too large", (await alice.expect("error"))["msg"])
+        alice.sendMessage(b"x" * (1024 * 1024 + 1))
+        self.assertEqual((await alice.expect("error"))["msg"],
+                         "frame too large (at most 1048576 bytes)")
+        self.assertEqual(await close_code(alice), 1009)
+        # before login, and with --uttt-max-frame
+        await self.server.stop()
+        await self.serve("--uttt-max-frame", "1000")
+        other = await connect(self, self.server)
+        other.sendMessage(request("login", {"name": "x" * 2000}))
+        self.assertIn("at most 1000 bytes", (await other.expect("error"))["msg"])
+        self.assertEqual(await close_code(other), 1009)
+
+    async def test_fragmented_message_counts_as_a_whole(self):
+        await self.serve("--uttt-max-frame", "100000")
+        [alice] = await self.users("alice")
+        text = request("friend_request", {"user": "y" * 120_000})
+        alice.beginMessage(isBinary=False)
+        for start in range(0, len(text), 30_000):
+            alice.beginMessageFrame(len(text[start:start + 30_000]))
+            alice.sendMessageFrameData(text[start:start + 30_000])
+        alice.endMessage()
+        self.assertIn("too large", (await alice.expect("error"))["msg"])
+        self.assertEqual(await close_code(alice), 1009)
+
+    async def test_flood_closes_with_1008(self):
+        await self.serve("--uttt-max-rate", "20")
+        flood, calm = await self.users("flood", "calm")
+        for _ in range(200):
+            flood.send("no_such_request")
+        self.assertEqual(await close_code(flood), 1008)
+        calm.send("friend_request", {"user": "flood"})
+        self.assertTrue((await calm.expect("friend_request_response"))["success"])
+        flooded = await connect(self, self.server)     # before login too
+        for _ in range(200):
+            flooded.sendPing()
+        self.assertEqual(await close_code(flooded), 1008)
+
     async def test_too_many_frames_waiting_closes_with_1008(self):
         await self.serve("--uttt-max-rate", "100000")
         alice, _ = await login(self, self.server, "alice")
