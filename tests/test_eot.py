@@ -262,24 +262,6 @@ class JoinTests(unittest.TestCase):
         reply = await call(port, join_request("TicTacToe", token, 2))
         self.assertIn("reserved", reply["message"])
 
-    async def test_join_timeout(self):
-        server, port = await eot_server(self, "--eot-join-timeout", "0.2")
-        reply = await call(port, join_request("TicTacToe", "lonely", 2))
-        self.assertEqual(reply["status"], "error")
-        self.assertIn("not enough players", reply["message"])
-        self.assertEqual(tables_of(server).tables, {})
-
-    async def test_disconnect_while_joining_frees_the_seat(self):
-        server, port = await eot_server(self)
-        connection = await connect(port)
-        connection.transport.write(encode(join_request("TicTacToe", "t", 2, "gone")))
-        await until(lambda: ("TicTacToe", "t") in tables_of(server).tables)
-        connection.transport.loseConnection()
-        await connection.closed
-        await until(lambda: ("TicTacToe", "t") not in tables_of(server).tables)
-        players = await join_all(server, port, "TicTacToe", "t", 2)
-        self.assertEqual([p.id for p in players], [0, 1])
-
 
 class PlayTests(unittest.TestCase):
     async def tictactoe(self, server, port: int, session: str = "ttt", names=None):
@@ -345,33 +327,6 @@ class PlayTests(unittest.TestCase):
             self.assertEqual(await reply, {"status": "error",
                                            "message": "framework: the server is shutting down"})
         self.assertIsNone(eot_factory(server).sweeper)
-
-    async def test_state_long_poll(self):
-        server, port = await eot_server(self)
-        players, starter = await self.tictactoe(server, port)
-        mover, other = players[starter], players[1 - starter]
-        waiting = other.start_state()              # nothing changed since: parks
-        table = tables_of(server).tables[("TicTacToe", "ttt")]
-        await until(lambda: table.parked)
-        self.assertFalse(waiting.called)
-        await mover.move(position=0)
-        reply = await waiting
-        self.assertEqual(reply["data"]["board"][0], starter)
-        self.assertEqual(reply["data"]["current"], [other.id])
-        # The mover gets the new state at once, right after its own move.
-        self.assertEqual((await mover.state())["data"]["board"][0], starter)
-
-    async def test_disconnect_while_parked_releases_the_waiter(self):
-        server, port = await eot_server(self)
-        players, _ = await self.tictactoe(server, port)
-        connection = await connect(port)
-        connection.transport.write(encode(players[1].request("state", observer=False)))
-        table = tables_of(server).tables[("TicTacToe", "ttt")]
-        await until(lambda: table.parked)
-        connection.transport.loseConnection()
-        await connection.closed
-        await until(lambda: not table.parked)
-        self.assertEqual(table.players[1].waiters, [])
 
     async def test_observer_sees_the_observed_players_states(self):
         server, port = await eot_server(self)

@@ -68,32 +68,6 @@ class TickTestCase(unittest.TestCase):
 
 
 class FullTickTests(TickTestCase):
-    async def test_many_poses_one_frame_per_tick(self):
-        await self.start()
-        alice, bob = await self.member("alice"), await self.member("bob")
-        await alice.next()  # bob's join
-        for n in range(20):
-            alice.say("lobby", "transform", pose(float(n)))
-        bob.say("lobby", "transform", {"pos": {"x": 1}})
-        await self.settle(alice, bob)
-        await self.quiet(alice, bob)  # a pose update sends nothing
-        prepared = []
-        original = self.factory.prepareMessage
-        self.factory.prepareMessage = lambda *a, **k: prepared.append(a) or original(*a, **k)
-        await self.tick()
-        for client in (alice, bob):
-            frame = await client.next()
-            self.assertEqual(frame["room"], "lobby")
-            self.assertEqual(self.poses(frame), {
-                "alice": pose(19.0),
-                "bob": {"pos": {"x": 1.0, "y": 0.0, "z": 0.0},
-                        "rot": {"x": 0.0, "y": 0.0, "z": 0.0}}})
-            self.assertEqual(frame["payload"][0]["time"], self.clock.seconds() - 1.0)
-        self.assertEqual(len(prepared), 1)  # serialised once for both members
-        await self.quiet(alice, bob)
-        await self.tick()  # full mode repeats the latest poses
-        self.assertEqual(self.poses(await alice.next())["alice"], pose(19.0))
-
     async def test_members_without_pose_are_at_the_origin(self):
         await self.start()
         alice = await self.member("alice")
@@ -155,30 +129,3 @@ class FullTickTests(TickTestCase):
         await self.core.events.flush()
         rows = await self.store.run(select_events, kinds=("transform",))
         self.assertEqual(len(rows), 4)
-
-
-class ChangedOnlyTickTests(TickTestCase):
-    async def test_only_changes_and_a_full_set_for_joiners(self):
-        await self.start(vr_changed_poses_only=True)
-        alice = await self.member("alice")
-        await self.tick()
-        await self.quiet(alice)  # nobody sent a pose: no frame at all
-        alice.say("lobby", "transform", pose(1.0))
-        await self.settle(alice)
-        await self.tick()
-        self.assertEqual(self.poses(await alice.next()), {"alice": pose(1.0)})
-        await self.tick()
-        await self.quiet(alice)  # nothing changed
-        bob = await self.member("bob")
-        await alice.next()  # bob's join
-        bob.say("lobby", "transform", pose(2.0))
-        await self.settle(bob)
-        await self.tick()
-        self.assertEqual(self.poses(await alice.next()), {"bob": pose(2.0)})
-        self.assertEqual(self.poses(await bob.next()), {"alice": pose(1.0), "bob": pose(2.0)})
-        alice.say("lobby", "transform", pose(3.0))
-        await self.settle(alice)
-        await self.tick()
-        self.assertEqual(self.poses(await alice.next()), {"alice": pose(3.0)})
-        self.assertEqual(self.poses(await bob.next()), {"alice": pose(3.0)})
-        await self.quiet(alice, bob)
