@@ -65,6 +65,14 @@ class HostileInputTests(unittest.TestCase):
         raw = (b'{"type": "join", "game": "Chat", "session": "raw", "players": 1, '
                b'"name": "\\ud800x"}EOT\0')
         self.assertEqual(json.loads(await exchange(port, raw))["message"], SURROGATE)
+        # The encoded surrogate itself (json reads it), and UTF-16 JSON text.
+        raw = b'{"type": "join", "game": "Chat", "session": "raw", "players": 1, "name": "'
+        self.assertEqual(json.loads(await exchange(port, raw + b'\xed\xa0\x80"}EOT\0'))[
+            "message"], SURROGATE)
+        for name, message in (("\ud800", SURROGATE), ("a\u0000", NUL)):
+            text = json.dumps(join_request("Chat", "raw16", 1, name)).encode("utf-16-le")
+            self.assertEqual(json.loads(await exchange(port, text + b"EOT\0"))["message"],
+                             message)
         # Nothing was played, and the next good move is logged as usual.
         self.assertEqual((await player.move(message="fine"))["status"], "ok")
         await server.core.events.flush()

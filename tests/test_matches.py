@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from gtserver.core.events import EventLog
 from gtserver.core.match_store import MatchStore
-from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat
+from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat, move_keywords
 from gtserver.games import IllegalMove
 from gtserver.registry import games
 from gtserver.store import StoreUnavailable, open_store
@@ -73,6 +73,45 @@ class MatchTests(unittest.TestCase):
         self.assertEqual((self.match.updated, self.match.aborted_by, self.match.extra),
                          (10.0, None, {}))
         self.assertEqual(self.events.events, [])
+
+
+class Keywords:
+    def move(self, seat, position, *, hint=None):
+        pass
+
+
+class AnyKeywords:
+    def move(self, seat, **options):
+        pass
+
+
+class PositionalOnly:
+    def move(self, seat, position, /):
+        pass
+
+
+class MoveKeywordTests(unittest.TestCase):
+    """The quick check of a move's arguments agrees with binding the signature."""
+
+    def test_agrees_with_binding(self):
+        import inspect
+        cases = [{}, {"position": 1}, {"position": 1, "hint": 2}, {"hint": 2},
+                 {"position": 1, "other": 3}, {"seat": 0}, {"self": 1, "position": 1},
+                 {"options": 1}, {"anything": "x"}]
+        for game_class in (Keywords, AnyKeywords, PositionalOnly):
+            signature = inspect.signature(game_class.move)
+            for arguments in cases:
+                try:
+                    signature.bind(game_class(), 0, **arguments)
+                except TypeError:
+                    binds = False
+                else:
+                    binds = True
+                quick = move_keywords(game_class).accepts(arguments)
+                # The quick check may send a move on to binding, never let a bad one by.
+                self.assertFalse(quick and not binds, (game_class.__name__, arguments))
+                if game_class is not PositionalOnly:
+                    self.assertEqual(quick, binds, (game_class.__name__, arguments))
 
 
 class MatchStoreTests(unittest.TestCase):

@@ -9,13 +9,13 @@ parses and renders: every decision is made by
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from gtserver import jsontext
 from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.core.peers import Peer
 from gtserver.eot.lobby import Joined, TableError, TableService, View
@@ -27,52 +27,6 @@ PREFIX = "framework: "
 
 class BadField(Exception):
     """A request field is missing or has the wrong type."""
-
-
-class NonFinite(ValueError):
-    """A number in the request is NaN, an infinity, or too large for a float."""
-
-
-def _no_constant(name: str) -> float:
-    raise NonFinite(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NonFinite(text)
-    return value
-
-
-def _parse(raw: bytes) -> Any:
-    """The request's JSON; NaN, Infinity and numbers like 1e400 are refused
-    (standard JSON has none, and the event log must stay standard JSON)."""
-    return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
-
-
-def unstorable_text(value: Any, skip: str | None = None) -> str | None:
-    """Why some string in ``value`` cannot be stored, or None.
-
-    Strings reach the research log: one with an unpaired UTF-16 surrogate
-    cannot be encoded as UTF-8, and PostgreSQL refuses NUL characters. Dict
-    keys count as strings; the top-level field ``skip`` is not looked at.
-    """
-    pending = [item for key, item in value.items() if key != skip] + list(value)
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\0" in item:
-                return "it contains a NUL character (\\u0000)"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "it contains an unpaired UTF-16 surrogate"
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
 
 
 OK_NULL = b'{"status": "ok", "data": null}'     # the answer to every move and restart
@@ -151,8 +105,8 @@ class EOTProtocol(Protocol):
 
     def _handle(self, raw: bytes) -> None:
         try:
-            request = _parse(raw)
-        except NonFinite:
+            request = jsontext.loads(raw)
+        except jsontext.NonFinite:
             self._send(_error("numbers must be finite: NaN, Infinity and numbers beyond "
                               "the range of a double are refused"))
             return
@@ -163,7 +117,8 @@ class EOTProtocol(Protocol):
             self._send(_error("the request must be a JSON object"))
             return
         # The key is never stored; a wrong one gets the key's own error.
-        problem = unstorable_text(request, skip="key")
+        problem = (jsontext.unstorable(request, skip="key")
+                   if jsontext.may_hold_unstorable(raw) else None)
         if problem is not None:
             self._send(_error(f"text in the request cannot be stored: {problem}"))
             return

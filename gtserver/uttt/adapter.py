@@ -10,7 +10,6 @@ rate, slow readers, login and frame timeouts) are :mod:`gtserver.websocket`.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from gtserver import jsontext
 from gtserver.core.accounts import Accounts
 from gtserver.core.errors import (
     BadCredentials,
@@ -98,26 +98,12 @@ class BadFrame(ValueError):
     """A frame that is not ``{"type": str, "data": object}``."""
 
 
-def _refuse_constant(name: str) -> None:
-    raise BadFrame(f"numbers must be finite ({name} is not JSON)")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadFrame(f"numbers must be finite ({text[:32]} is too large)")
-    return value
-
-
-# JSON as RFC 8259 has it: NaN and Infinity are not numbers, nor is 1e400.
-_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
-
-
 def parse(payload: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        message = _decode(payload.decode("utf-8"))
-    except BadFrame:
-        raise
+        message = jsontext.loads(payload.decode("utf-8"))
+    except jsontext.NonFinite as number:
+        problem = "is not JSON" if number.constant else "is too large"
+        raise BadFrame(f"numbers must be finite ({number.text[:32]} {problem})") from None
     except (UnicodeDecodeError, ValueError):
         raise BadFrame("the frame is not valid JSON") from None
     except RecursionError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gtserver import jsontext
+
 OK = 200
 ACCESS_GRANTED = 202
 LISTING = 212
@@ -84,19 +86,10 @@ class BadValue(Exception):
     """
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value - value != 0.0:  # inf - inf is NaN, and NaN is never equal to anything
-        raise BadValue(f"{text[:40]} is too large for a number JSON parsers accept")
-    return value
-
-
-def _refuse_constant(name: str) -> float:
-    raise BadValue(f"{name} is not a number JSON parsers accept")
-
-
-_JSON_OPTIONS = {"parse_float": _finite_float, "parse_constant": _refuse_constant}
-_decode = json.JSONDecoder(**_JSON_OPTIONS).decode
+def _bad_number(number: jsontext.NonFinite) -> BadValue:
+    if number.constant:
+        return BadValue(f"{number.text} is not a number JSON parsers accept")
+    return BadValue(f"{number.text[:40]} is too large for a number JSON parsers accept")
 
 
 def decode(payload: bytes) -> Any:
@@ -107,7 +100,9 @@ def decode(payload: bytes) -> Any:
     """
     try:
         # What clients send, without detection.
-        value = _decode(payload.decode("utf-8"))
+        value = jsontext.loads(payload.decode("utf-8"))
+    except jsontext.NonFinite as number:
+        raise _bad_number(number) from None
     except (ValueError, RecursionError):
         pass
     else:
@@ -118,7 +113,9 @@ def decode(payload: bytes) -> Any:
         return value
     try:
         # UTF-16/32 or a BOM, or the error to report.
-        value = json.loads(payload, **_JSON_OPTIONS)
+        value = jsontext.loads(payload)
+    except jsontext.NonFinite as number:
+        raise _bad_number(number) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise BadFrame(str(error)) from None
     except RecursionError:
