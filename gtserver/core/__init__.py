@@ -44,6 +44,11 @@ class Core(MultiService):
         self.events.setServiceParent(self)
         self._components: dict[Any, Any] = {}
 
+    def existing(self, kind: Callable[[Core], T]) -> T | None:
+        """The instance of ``kind`` if some protocol asked for it, else None
+        (for readers, such as the web monitor, that must not create one)."""
+        return self._components.get(kind)
+
     def component(self, kind: Callable[[Core], T]) -> T:
         """The one instance of ``kind`` (built as ``kind(core)`` on first use)."""
         if kind not in self._components:

@@ -69,6 +69,8 @@ class Match:
     aborted_by: int | None = None
     #: Protocol-specific facts kept with the match (JSON-ready).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Moves accepted since the match was created or loaded (not stored).
+    moves: int = 0
     lock: DeferredLock = field(default_factory=DeferredLock, repr=False)
 
     @property
@@ -133,6 +135,26 @@ class MatchService(Service):
                                  "players": [s.name for s in match.seats],
                                  "ranked": match.ranked, **match.extra})
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every live match as plain data, oldest first (for the web monitor)."""
+        now = self.clock.seconds()
+        live = []
+        for match in sorted(self.matches.values(), key=lambda match: match.created):
+            try:
+                turn = [] if match.finished else list(match.game.current())
+            except Exception:  # a game's bug must not hide the others
+                turn = []
+            live.append({
+                "id": match.id, "game": match.game_name, "context": match.context,
+                "players": [seat.name for seat in match.seats],
+                "turn": [match.seats[seat].name for seat in turn
+                         if 0 <= seat < len(match.seats)],
+                "moves": match.moves, "ranked": match.ranked, "finished": match.finished,
+                "age": now - match.created,
+                "last_move_age": (now - match.updated) if match.moves else None,
+            })
+        return live
+
     def get(self, match_id: str) -> Match | None:
         return self.matches.get(match_id)
 
@@ -180,6 +202,7 @@ class MatchService(Service):
     def _moved(self, match: Match, seat: int, arguments: dict[str, Any],
                address: str | None, details: dict[str, Any] | None = None) -> None:
         """Record an accepted move (and the end of the match it may have ended)."""
+        match.moves += 1
         self.events.record(match.context, "move", user=match.seats[seat].name,
                            match=match.id, address=address,
                            data={"seat": seat, "move": arguments, **(details or {})})

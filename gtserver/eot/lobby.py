@@ -615,6 +615,33 @@ class SessionService(Service):
         if not viewer.waiters:
             session.parked.discard(viewer)
 
+    # the operator's view and controls (the web monitor)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Sessions waiting to fill and parked state requests, as plain data."""
+        now = self.clock.seconds()
+        waiting, parked = [], []
+        for session in self.sessions.values():
+            if session.match is None:
+                waiting.append({"game": session.game, "session": session.token,
+                                "players": [player.name for player in session.players],
+                                "size": session.size, "idle": now - session.touched})
+            requests = sum(len(viewer.waiters) for viewer in session.parked)
+            if requests:
+                parked.append({"game": session.game, "session": session.token,
+                               "requests": requests,
+                               "match": session.match.id if session.match else None})
+        return {"sessions": len(self.sessions), "waiting": waiting, "parked": parked}
+
+    def end_match(self, match_id: str) -> bool:
+        """End the session playing match ``match_id`` for the operator: its
+        clients get a "session ended" error. False if no session plays it."""
+        for session in list(self.sessions.values()):
+            if session.match is not None and session.match.id == match_id:
+                self._end(session, SessionEnded("the session was ended by the operator"))
+                return True
+        return False
+
     # service
 
     def stopService(self) -> None:

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from gtserver.core.accounts import DAY
 from gtserver.core.errors import CoreError
 from gtserver.core.matches import Match, MatchClosed, MatchService, Seat
+from gtserver.core.presence import Presence
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
@@ -129,10 +130,13 @@ class UltimateMatches(Service):
     def connect(self, user: Any, sink: Sink) -> list[Match]:
         """Register a connection of ``user``; returns the user's open matches."""
         self.sinks.setdefault(user.id, []).append(sink)
+        self.core.component(Presence).arrived(sink, CONTEXT, user.name,
+                                              getattr(sink, "address", None))
         return self.open_matches(user)
 
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
+        self.core.component(Presence).gone(sink)
         sinks = self.sinks.get(user.id, [])
         if sink in sinks:
             sinks.remove(sink)
@@ -313,6 +317,26 @@ class UltimateMatches(Service):
             self.log.info("ultimate tic-tac-toe: {count} matches of expired users ended",
                           count=ended)
         return ended
+
+    async def end_by_operator(self, match_id: str) -> Match:
+        """End an open match for the server's operator: nobody wins, nobody
+        is rated, both players are told. UnknownMatch if it is not open."""
+        match = self.open.get(match_id) if isinstance(match_id, str) else None
+        if match is None or match.finished:
+            raise UnknownMatch(f"there is no open match {match_id}")
+        match.extra.update(end="ended by the operator", forfeit=False)
+        try:
+            await self.matches.end(match, None, stored=self._push_match)
+        except MatchClosed:
+            raise UnknownMatch(f"there is no open match {match_id}") from None
+        await self._finish(match)
+        return match
+
+    def snapshot(self) -> dict[str, Any]:
+        """The random queue (longest waiting first) and the matches being created."""
+        return {"queue": [user.name for user in self.queue.values()],
+                "creating": sum(len(opponents) for opponents in self._creating.values()) // 2,
+                "open_matches": len(self.open)}
 
     def _forget_player(self, match: Match, seat: int) -> None:
         """Detach a removed user from a match: no more pushes, moves or ratings for it."""

@@ -1,0 +1,72 @@
+"""The web monitor listener (``web``), registered like any third-party protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.plugin import IPlugin
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from gtserver.interfaces import IWireProtocol
+from gtserver.web.auth import read_token_file
+
+
+def _positive(kind: type, what: str) -> Any:
+    def coerce(text: str) -> Any:
+        value = kind(text)
+        if not 0 < value <= 1e6:
+            raise ValueError(f"{what} must be above 0 and at most 1000000")
+        return value
+    coerce.coerceDoc = f"{what}: above 0."
+    return coerce
+
+
+@implementer(IPlugin, IWireProtocol)
+class WebMonitor:
+    name = "web"
+    description = "web monitor, JSON API, metrics and health (HTTP)"
+    default_endpoints = ("tcp:8080:interface=127.0.0.1",)
+    options = [
+        ("web-token-file", None,
+         "File holding the token of the monitor and its API (one line, at least 16 "
+         "characters, not readable by every user): typed at the login page, or sent as "
+         "Authorization: Bearer TOKEN.", read_token_file),
+        ("web-refresh", 1.0, "Seconds between two live updates of the monitor.",
+         _positive(float, "web-refresh")),
+        ("web-dropout-minutes", 30.0,
+         "Minutes a disconnection stays in the monitor's dropout view.",
+         _positive(float, "web-dropout-minutes")),
+        ("web-session-hours", 12.0,
+         "Hours a monitor login lasts without being used.",
+         _positive(float, "web-session-hours")),
+    ]
+    flags = [
+        ("web-metrics-token", "Require the --web-token-file token on /metrics."),
+    ]
+
+    def build_factory(self, core: Any, config: Any) -> Any:
+        from gtserver.web.auth import WebAuth
+        from gtserver.web.monitor import Monitor
+        from gtserver.web.site import WebSite
+
+        token = config.get("web_token_file")
+        if config.get("web_metrics_token") and token is None:
+            raise ValueError("--web-metrics-token needs --web-token-file")
+        monitor = Monitor(core, float(config.get("web_refresh") or 1.0))
+        auth = WebAuth(core, token, 3600.0 * float(config.get("web_session_hours") or 12.0))
+        return WebSite(monitor, auth, operator_resources(
+            monitor, token if config.get("web_metrics_token") else None))
+
+
+def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes, Resource]:
+    """``/metrics`` and ``/health``, from :mod:`gtserver.web.metrics` when installed."""
+    try:
+        from gtserver.web import metrics
+    except ImportError:
+        return {}
+    return {b"metrics": metrics.MetricsResource(metrics.REGISTRY, metrics_token),
+            b"health": metrics.HealthResource(monitor.check_store)}
+
+
+web = WebMonitor()
