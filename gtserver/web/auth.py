@@ -166,6 +166,7 @@ class WebAuth:
         self.sessions.pop(session.id, None)
 
     @staticmethod
-    def csrf_matches(session: WebSession, offered: str | None) -> bool:
-        return offered is not None and hmac.compare_digest(
-            offered.encode("utf-8", "surrogatepass"), session.csrf.encode())
+    def csrf_matches(session: WebSession, offered: bytes | str | None) -> bool:
+        if isinstance(offered, str):
+            offered = offered.encode("utf-8", "surrogatepass")
+        return offered is not None and hmac.compare_digest(offered, session.csrf.encode())

@@ -181,7 +181,7 @@ def csrf_ok(site: WebSite, request: Any, credentials: Credentials, form: bool = 
     offered = request.getHeader(b"x-csrf-token")
     if offered is None and form:
         values = request.args.get(b"csrf")
-        offered = values[0].decode("utf-8", "replace") if values else None
+        offered = values[0] if values else None
     return site.auth.csrf_matches(credentials.session, offered)
 
 
