@@ -470,19 +470,22 @@ class PausedTicksTests(unittest.TestCase):
         clock = Clock()
         core = types.SimpleNamespace(clock=clock, config={}, events=types.SimpleNamespace(
             record=lambda *args, **fields: None))
-        rooms = RoomService(core, RoomSettings(fps=1.0))
+        rooms = RoomService(core, RoomSettings(fps=1.0, changed_only=True))
         rooms.call_soon = lambda function: clock.callLater(0, function)
-        sink = RecordingSink("Alice")
-        rooms.join(sink, "lab")
+        alice, bob = RecordingSink("Alice"), RecordingSink("Bob")
+        rooms.join(alice, "lab")
+        rooms.join(bob, "lab")
+        rooms.tick()
         rooms.set_paused("lab", True)
+        pose = {"pos": {"x": 1.0, "y": 2.0, "z": 3.0}, "rot": {"x": 0.0, "y": 0.0, "z": 0.0}}
+        rooms.set_pose(alice, "lab", pose)
+        bob.take()
         rooms.tick()
         clock.advance(0)
-        self.assertEqual([kind for _room, events in sink.take() for _user, kind, _data in events],
-                         [])
+        self.assertEqual(bob.take(), [])
         rooms.set_paused("lab", False)
-        rooms.tick()
-        self.assertEqual([kind for _room, events in sink.take() for _user, kind, _data in events],
-                         ["transform"])
+        rooms.tick()  # the change made while paused is not lost
+        self.assertEqual(bob.take(), [("lab", [("Alice", "transform", pose)])])
 
 
 class MetricsMountTests(WebTestMixin, unittest.TestCase):

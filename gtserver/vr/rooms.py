@@ -498,7 +498,9 @@ class RoomService(Service):
         self.ticks += 1
         log_poses = self._pose_log_due()
         for room in list(self.rooms.values()):
-            if room.sinks and not room.paused:
+            if room.paused:
+                continue  # its changes wait for the tick after it resumes
+            if room.sinks:
                 room.ticks += 1
                 if self.settings.changed_only:
                     self._tick_changed(room)
