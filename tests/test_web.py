@@ -11,7 +11,7 @@ import tempfile
 import types
 
 from twisted.internet import reactor
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
 from twisted.trial import unittest
@@ -25,7 +25,7 @@ from gtserver.store.base import Statement
 from gtserver.vr.rooms import RoomService, RoomSettings
 from gtserver.web.auth import PASSWORD_SETTING
 from tests import test_uttt as uttt
-from tests.pgcluster import postgres_url
+from tests.pgcluster import postgres_url, private_cluster
 from tests.support import parse_options, sqlite_url, start_server
 from tests.test_eot import join_all
 from tests.test_vr_client import connect as vr_connect
@@ -460,6 +460,27 @@ class SnapshotTests(WebTestMixin, unittest.TestCase):
         vr = [listener for listener in state["listeners"] if listener["name"] == "vr"][0]
         self.assertEqual(vr["connections"], 2)
         self.assertEqual(state["store"]["engine"], self.server.store.engine)
+
+
+class StoreOutageTests(WebTestMixin, unittest.TestCase):
+    async def test_the_state_says_when_the_store_does_not_answer(self):
+        cluster = private_cluster(self)
+        client = await self.logged_in("--db-timeout", "1", db=cluster.create_database())
+        self.server.store.retry_delay = 0.2
+        [web] = [item for item in self.server.service.listeners if item.protocol_name == "web"]
+        monitor = web.factory.monitor
+        self.assertTrue(await monitor.check_store())
+        self.assertTrue((await client.get("/api/state")).json()["store"]["reachable"])
+        await cluster.stop_later()
+        self.assertFalse(await monitor.check_store())
+        store = (await client.get("/api/state")).json()["store"]
+        self.assertFalse(store["reachable"])
+        self.assertTrue(store["error"])
+        refused = await WebClient(self.web_port).log_in(PASSWORD)  # the hash is in the store
+        self.assertEqual(refused.code, 503)
+        await cluster.start_later()
+        await deferLater(reactor, 0.3, lambda: None)  # past the retry delay
+        self.assertTrue(await monitor.check_store())
 
 
 class PausedTicksTests(unittest.TestCase):

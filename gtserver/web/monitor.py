@@ -52,6 +52,9 @@ def connection_count(factory: Any) -> int | None:
     return None if connections is None else len(connections)
 
 
+# The services are imported when first read, so that the monitor works with
+# whichever listeners are installed.
+
 def _room_service(core: Any) -> Any:
     from gtserver.vr.rooms import RoomService
     return core.existing(RoomService)

@@ -167,6 +167,10 @@ async function start() {
     if (await control("message", {room: document.getElementById("message-room").value,
                                   text: text.value})) text.value = "";
   });
+  listen();
+}
+
+function listen() {
   const live = document.getElementById("live");
   const events = new EventSource("/api/events");
   events.addEventListener("state", (event) => {
@@ -174,9 +178,15 @@ async function start() {
     live.className = "badge live";
     render(JSON.parse(event.data));
   });
-  events.addEventListener("error", () => {
+  events.addEventListener("error", async () => {
     live.textContent = "reconnecting";
     live.className = "badge";
+    if (events.readyState === EventSource.CLOSED) {
+      // Refused (the session ended, the daemon restarted): log in again, or retry.
+      const check = await fetch("/api/session", {credentials: "same-origin"}).catch(() => null);
+      if (check && check.status === 401) window.location = "/login";
+      else setTimeout(listen, 2000);
+    }
   });
 }
 
