@@ -462,6 +462,51 @@ class SnapshotTests(WebTestMixin, unittest.TestCase):
         self.assertEqual(state["store"]["engine"], self.server.store.engine)
 
 
+class QueueTests(WebTestMixin, unittest.TestCase):
+    async def test_the_random_queue_and_its_dropouts(self):
+        client = await self.logged_in(listeners=("uttt",))
+        self.port = self.server.port("uttt")
+        (ann, _), = [await uttt.login(self, self.port, "Ann")]
+        ann.send("match_request", {"player": None})
+        await ann.expect("match_request_response")
+        state = (await client.get("/api/state")).json()
+        [waiting] = state["uttt"]["queue"]
+        self.assertEqual(waiting["user"], "ann")
+        self.assertGreaterEqual(waiting["waiting"], 0)
+        self.assertEqual([entry["user"] for entry in state["presence"]["connected"]], ["ann"])
+        await ann.disconnect()
+        presence = self.server.core.component(Presence)
+        await uttt.until(lambda: not presence.connections)
+        state = (await client.get("/api/state")).json()
+        self.assertEqual(state["uttt"]["queue"], [])
+        [dropout] = state["presence"]["dropouts"]
+        self.assertEqual((dropout["user"], dropout["source"]), ("ann", "uttt"))
+
+
+class PresenceTests(unittest.TestCase):
+    def test_dropouts_leave_the_view_after_the_window(self):
+        clock = Clock()
+        presence = Presence(types.SimpleNamespace(clock=clock,
+                                                  config={"web_dropout_minutes": 2.0}))
+        first, second = object(), object()
+        presence.arrived(first, "vr", "Alice", "10.0.0.5:4000")
+        presence.arrived(first, "vr", "Alice", "10.0.0.5:4000")  # once per connection
+        presence.arrived(second, "uttt", "bob", None)
+        clock.advance(10)
+        presence.gone(first)
+        presence.gone(first)
+        clock.advance(60)
+        snapshot = presence.snapshot()
+        self.assertEqual([(e["user"], e["seconds"]) for e in snapshot["connected"]],
+                         [("bob", 70.0)])
+        self.assertEqual([(e["user"], e["ago"], e["stayed"]) for e in snapshot["dropouts"]],
+                         [("Alice", 60.0, 10.0)])
+        self.assertEqual(presence.of_user("bob"), [second])
+        self.assertEqual(presence.of_user("bob", "vr"), [])
+        clock.advance(61)
+        self.assertEqual(presence.snapshot()["dropouts"], [])
+
+
 class StoreOutageTests(WebTestMixin, unittest.TestCase):
     async def test_the_state_says_when_the_store_does_not_answer(self):
         cluster = private_cluster(self)

@@ -88,6 +88,8 @@ class UltimateMatches(Service):
         self.by_user: dict[int, dict[str, Match]] = {}
         self.finished: OrderedDict[str, Match] = OrderedDict()
         self.queue: OrderedDict[int, Any] = OrderedDict()
+        #: When each user in the queue started waiting.
+        self.queued_at: dict[int, float] = {}
         self.sinks: dict[int, list[Sink]] = {}
         #: Opponents per user of the matches being stored right now; they count
         #: against the limits, so checks need no lock across the store write.
@@ -143,6 +145,7 @@ class UltimateMatches(Service):
         if not sinks:
             self.sinks.pop(user.id, None)
             self.queue.pop(user.id, None)
+            self.queued_at.pop(user.id, None)
 
     def sinks_of(self, user_id: int | None) -> list[Sink]:
         return list(self.sinks.get(user_id, ())) if user_id is not None else []
@@ -165,9 +168,11 @@ class UltimateMatches(Service):
             except MatchRefused:
                 continue
             del self.queue[waiter.id]
+            self.queued_at.pop(waiter.id, None)
             return await self._create(waiter, user)
         if self.sinks.get(user.id):   # gone already: nobody to pair later
             self.queue[user.id] = user
+            self.queued_at[user.id] = self.clock.seconds()
         return None
 
     async def challenge(self, user: Any, opponent: Any | None, opponent_name: str) -> Match:
@@ -334,7 +339,9 @@ class UltimateMatches(Service):
 
     def snapshot(self) -> dict[str, Any]:
         """The random queue (longest waiting first) and the matches being created."""
-        return {"queue": [user.name for user in self.queue.values()],
+        now = self.clock.seconds()
+        return {"queue": [{"user": user.name, "waiting": now - self.queued_at.get(user_id, now)}
+                          for user_id, user in self.queue.items()],
                 "creating": sum(len(opponents) for opponents in self._creating.values()) // 2,
                 "open_matches": len(self.open)}
 
@@ -349,6 +356,7 @@ class UltimateMatches(Service):
             if not matches:
                 del self.by_user[user_id]
         self.queue.pop(user_id, None)
+        self.queued_at.pop(user_id, None)
         match.seats[seat].user_id = None
 
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:

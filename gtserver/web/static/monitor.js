@@ -138,7 +138,8 @@ function render(state) {
   const uttt = state.uttt;
   document.getElementById("uttt").textContent = uttt === null
     ? "The ultimate tic-tac-toe listener is not running."
-    : "Waiting for a random opponent: " + (uttt.queue.join(", ") || "nobody") +
+    : "Waiting for a random opponent: " + (uttt.queue.map((entry) =>
+        entry.user + " (" + seconds(entry.waiting) + ")").join(", ") || "nobody") +
       ". Challenges start a match at once" +
       (uttt.creating ? " (" + uttt.creating + " being created)." : ".");
   const eot = state.eot || {waiting: [], parked: []};
