@@ -483,6 +483,36 @@ class QueueTests(WebTestMixin, unittest.TestCase):
         self.assertEqual((dropout["user"], dropout["source"]), ("ann", "uttt"))
 
 
+    async def test_disconnect_on_one_listener_only(self):
+        client = await self.logged_in(listeners=("uttt", "vr"))
+        self.port = self.server.port("uttt")
+        (ann, _), = [await uttt.login(self, self.port, "Ann")]
+        vr = await vr_connect(self.server.port("vr"), self)
+        await vr.login("ann", "pw")  # the same account
+        wrong = await client.post_json("/api/control/disconnect",
+                                       {"user": "ann", "listener": "eot"})
+        self.assertEqual(wrong.code, 404)
+        self.assertIn("not connected on eot", wrong.json()["error"])
+        reply = await client.post_json("/api/control/disconnect",
+                                       {"user": "ann", "listener": "uttt"})
+        self.assertEqual((reply.code, reply.json()["connections"]), (200, 1))
+        closed = ann.closed
+        closed.addTimeout(5, reactor)
+        self.assertEqual(await closed, 4000)
+        self.assertFalse(vr.closed.called)  # the VR connection of the same name stays
+
+
+class ListenerOptionTests(unittest.TestCase):
+    def test_on_this_machine_by_default_and_off_on_request(self):
+        self.assertEqual(parse_options()["listeners"]["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(parse_options("--port", "web=off")["listeners"]["web"], [])
+
+    def test_the_metrics_token_needs_a_token_file(self):
+        from gtserver.registry import wire_protocols
+        with self.assertRaises(ValueError):
+            wire_protocols()["web"].build_factory(None, {"web_metrics_token": 1})
+
+
 class PresenceTests(unittest.TestCase):
     def test_dropouts_leave_the_view_after_the_window(self):
         clock = Clock()
