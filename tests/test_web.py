@@ -513,6 +513,28 @@ class ListenerOptionTests(unittest.TestCase):
             wire_protocols()["web"].build_factory(None, {"web_metrics_token": 1})
 
 
+class UpdateShareTests(unittest.TestCase):
+    def test_a_costly_state_is_sent_less_often(self):
+        from twisted.internet.defer import succeed
+
+        from gtserver.web import monitor as monitor_module
+        clock = Clock()
+        core = types.SimpleNamespace(clock=clock, existing=lambda kind: None,
+                                     store=types.SimpleNamespace(run=lambda *a: succeed(True)))
+        monitor = monitor_module.Monitor(core, refresh=1.0)
+        monitor.state = lambda: {"big": True}
+        ticks = iter(x * 0.125 for x in range(1000))  # each update costs 0.125 s of CPU
+        self.patch(monitor_module.time, "thread_time", lambda: next(ticks))
+        sent: list[float] = []
+        monitor.subscribers.add(lambda encoded: sent.append(clock.seconds()))
+        monitor.start()
+        for _ in range(6):
+            clock.advance(1.0)
+        monitor.stop()
+        # 0.125 s is 5 % of 2.5 s: an update every 3 s (the next sample) instead of every 1 s.
+        self.assertEqual(sent, [0.0, 3.0, 6.0])
+
+
 class PresenceTests(unittest.TestCase):
     def test_dropouts_leave_the_view_after_the_window(self):
         clock = Clock()

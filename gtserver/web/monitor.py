@@ -15,6 +15,7 @@ Every control is recorded in the research event log (source ``web``, kind
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,9 @@ STORE_CHECK_INTERVAL = 5.0
 RATE_WINDOW = 5.0
 #: Longest system message, in characters.
 MAX_MESSAGE = 2000
+#: Largest share of the reactor thread's time the live updates may take: a
+#: state that costs more to build and encode is sent less often.
+MAX_SHARE = 0.05
 
 
 class ControlError(Exception):
@@ -85,6 +89,8 @@ class Monitor:
         #: Called with the state's JSON at every sample (the live streams).
         self.subscribers: set[Callable[[str], None]] = set()
         self._sampler: LoopingCall | None = None
+        #: No live update before this time (see MAX_SHARE).
+        self._next_push = 0.0
 
     # lifecycle (the web listener's factory starts and stops it)
 
@@ -111,10 +117,13 @@ class Monitor:
             checked = self.store_status["checked"]
             if checked is None or now - checked >= STORE_CHECK_INTERVAL:
                 self.check_store()
-            if self.subscribers:
+            if self.subscribers and now >= self._next_push:
+                started = time.thread_time()
                 encoded = json.dumps(self.state())
                 for subscriber in list(self.subscribers):
                     subscriber(encoded)
+                cost = time.thread_time() - started
+                self._next_push = now + cost / MAX_SHARE
         except Exception:
             self.log.failure("web monitor sample failed")
 
