@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from twisted.plugin import IPlugin
@@ -62,8 +63,10 @@ class WebMonitor:
 def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes, Resource]:
     """``/metrics`` and ``/health``, from :mod:`gtserver.web.metrics` when installed."""
     try:
-        from gtserver.web import metrics
-    except ImportError:
+        metrics = importlib.import_module("gtserver.web.metrics")
+    except ModuleNotFoundError as error:
+        if error.name != "gtserver.web.metrics":
+            raise  # the module is there but something it needs is not: say so
         return {}
     return {b"metrics": metrics.MetricsResource(metrics.REGISTRY, metrics_token),
             b"health": metrics.HealthResource(monitor.check_store)}
