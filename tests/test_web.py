@@ -656,6 +656,21 @@ class MetricsMountTests(WebTestMixin, unittest.TestCase):
         self.assertEqual((health.code, health.body), (200, b"ok"))
         self.assertEqual(seen[0][2], None)
 
+    async def test_health_uses_the_daemons_check_when_the_module_has_one(self):
+        from twisted.internet.defer import succeed
+        self.install_stand_in()
+        asked: list = []
+
+        def daemon_health(service, clock):
+            asked.append((service, clock))
+            return lambda: succeed(service.running)
+
+        sys.modules["gtserver.web.metrics"].daemon_health = daemon_health
+        client = await self.serve()
+        health = await client.get("/health")
+        self.assertEqual((health.code, health.body), (200, b"ok"))
+        self.assertEqual(asked, [(self.server.service, reactor)])
+
     async def test_the_metrics_token_is_passed_when_required(self):
         seen = self.install_stand_in()
         await self.serve("--web-token-file", write_token(self), "--web-metrics-token")

@@ -68,8 +68,14 @@ def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes,
         if error.name != "gtserver.web.metrics":
             raise  # the module is there but something it needs is not: say so
         return {}
+    daemon_health = getattr(metrics, "daemon_health", None)
+    if daemon_health is None:
+        check = monitor.check_store
+    else:
+        def check() -> Any:  # the service tree exists by the time anyone asks
+            return daemon_health(monitor.core.parent, monitor.clock)()
     return {b"metrics": metrics.MetricsResource(metrics.REGISTRY, metrics_token),
-            b"health": metrics.HealthResource(monitor.check_store)}
+            b"health": metrics.HealthResource(check)}
 
 
 web = WebMonitor()
