@@ -27,7 +27,7 @@ from gtserver.web.auth import PASSWORD_SETTING
 from tests import test_uttt as uttt
 from tests.pgcluster import postgres_url, private_cluster
 from tests.support import parse_options, sqlite_url, start_server
-from tests.test_eot import join_all
+from tests.test_eot import call, join_all, join_request, start_call
 from tests.test_vr_client import connect as vr_connect
 from tests.webclient import WebClient, first_event
 
@@ -441,6 +441,24 @@ class ControlTests(WebTestMixin, unittest.TestCase):
 
 
 class SnapshotTests(WebTestMixin, unittest.TestCase):
+    async def test_eot_sessions_waiting_to_fill(self):
+        client = await self.logged_in(listeners=("eot",))
+        port = self.server.port("eot")
+        first = start_call(port, join_request("TicTacToe", "lab", 2, "Ann"))
+        sessions = self.server.core.component(SessionService)
+        await uttt.until(lambda: sessions.snapshot()["waiting"])
+        [waiting] = (await client.get("/api/state")).json()["eot"]["waiting"]
+        self.assertEqual((waiting["game"], waiting["session"], waiting["players"],
+                          waiting["size"]), ("TicTacToe", "lab", ["Ann"], 2))
+        second = await call(port, join_request("TicTacToe", "lab", 2, "Ben"))
+        self.assertEqual(second["status"], "ok")
+        self.assertEqual((await first)["status"], "ok")
+        state = (await client.get("/api/state")).json()
+        self.assertEqual(state["eot"]["waiting"], [])
+        [match] = state["matches"]
+        self.assertEqual((match["players"], match["moves"], match["last_move_age"]),
+                         (["Ann", "Ben"], 0, None))
+
     async def test_rooms_show_members_connections_and_activity(self):
         client = await self.logged_in()
         port = self.server.port("vr")
