@@ -236,6 +236,22 @@ class AccessTests(WebTestMixin, unittest.TestCase):
         self.assertEqual((await client.get("/api/state")).code, 200)
 
 
+class ProxyTests(WebTestMixin, unittest.TestCase):
+    async def check_recorded_address(self, arguments: tuple[str, ...], expected: str) -> None:
+        client = await self.logged_in(*arguments)
+        reply = await client.post_json("/api/control/pause", {"room": "lobby"},
+                                       headers={"X-Forwarded-For": "10.9.8.7"})
+        self.assertEqual(reply.code, 200)
+        [recorded] = await self.operator_events()
+        self.assertTrue(recorded[4].startswith(expected), recorded)
+
+    async def test_behind_a_trusted_proxy_the_forwarded_client_is_recorded(self):
+        await self.check_recorded_address(("--trusted-proxy", "127.0.0.1"), "10.9.8.7")
+
+    async def test_from_any_other_peer_the_header_is_ignored(self):
+        await self.check_recorded_address((), "127.0.0.1:")
+
+
 class BadInputTests(WebTestMixin, unittest.TestCase):
     async def test_missing_or_forged_csrf_token_changes_nothing(self):
         client = await self.logged_in()

@@ -47,6 +47,7 @@ class WebMonitor:
     ]
 
     def build_factory(self, core: Any, config: Any) -> Any:
+        from gtserver.core.peers import TrustedProxies
         from gtserver.web.auth import WebAuth
         from gtserver.web.monitor import Monitor
         from gtserver.web.site import WebSite
@@ -57,7 +58,8 @@ class WebMonitor:
         monitor = Monitor(core, float(config.get("web_refresh") or 1.0))
         auth = WebAuth(core, token, 3600.0 * float(config.get("web_session_hours") or 12.0))
         return WebSite(monitor, auth, operator_resources(
-            monitor, token if config.get("web_metrics_token") else None))
+            monitor, token if config.get("web_metrics_token") else None),
+            TrustedProxies(config.get("trusted_proxy") or ()))
 
 
 def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes, Resource]:

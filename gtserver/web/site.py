@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from gtserver.core.peers import Peer
+from gtserver.core.peers import Peer, TrustedProxies
 from gtserver.core.throttle import LoginThrottled
 from gtserver.store import StoreError
 from gtserver.web.auth import COOKIE, NotAllowed, WebAuth, WebSession
@@ -106,9 +106,11 @@ class WebSite(server.Site):
     noisy = False
 
     def __init__(self, monitor: Monitor, auth: WebAuth,
-                 extra: dict[bytes, Resource] | None = None) -> None:
+                 extra: dict[bytes, Resource] | None = None,
+                 trusted_proxies: TrustedProxies | None = None) -> None:
         self.monitor = monitor
         self.auth = auth
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.connections: set[WebChannel] = set()
         self.streams: set[Any] = set()
         root = Root(self)
@@ -136,7 +138,9 @@ class WebSite(server.Site):
 
 
 def peer_of(request: Any) -> Peer:
-    return Peer.of(request.transport)
+    """The client: behind a trusted proxy, the one its X-Forwarded-For names."""
+    return request.site.trusted_proxies.client(Peer.of(request.transport),
+                                               request.getHeader("x-forwarded-for"))
 
 
 def send_json(request: Any, status: int, value: Any) -> bytes:
