@@ -22,6 +22,7 @@ from gtserver.core.events import EventLog
 from gtserver.core.login import LoginLimits
 from gtserver.core.passwords import PasswordHasher
 from gtserver.store import Store
+from gtserver.web import metrics
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ class Core(MultiService):
         self.events = EventLog(store, clock)
         self.events.setServiceParent(self)
         self._components: dict[Any, Any] = {}
+        self._reactor_probe: metrics.ReactorProbe | None = None
 
     def component(self, kind: Callable[[Core], T]) -> T:
         """The one instance of ``kind`` (built as ``kind(core)`` on first use)."""
@@ -52,3 +54,20 @@ class Core(MultiService):
             if IService.providedBy(instance):
                 instance.setServiceParent(self)
         return self._components[kind]
+
+    def existing(self, kind: Callable[[Core], T]) -> T | None:
+        """The instance of ``kind`` if some listener asked for it, else None."""
+        return self._components.get(kind)
+
+    def startService(self) -> None:
+        super().startService()
+        metrics.watch(self)     # its live state shows in /metrics from now on
+        self._reactor_probe = metrics.probe_for(self.clock)
+        if self._reactor_probe is not None:
+            self._reactor_probe.start()
+
+    def stopService(self) -> Any:
+        metrics.unwatch(self)
+        if self._reactor_probe is not None:
+            self._reactor_probe.stop()
+        return super().stopService()

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from gtserver.store import Store, StoreUnavailable
 from gtserver.store import events as queries
+from gtserver.web import metrics
 
 #: Kind of the event stored in place of one the store refused (docs/export.md).
 UNSTORABLE_KIND = "unstorable_event"
@@ -64,6 +65,7 @@ class EventLog(Service):
         """Queue one event; ``data`` is stored as JSON (strings as they are)."""
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1
+            metrics.EVENTS_DROPPED.inc()
         encoded = data if isinstance(data, str) or data is None else json.dumps(data)
         self._buffer.append((self.clock.seconds() if time is None else time, source, kind,
                              user, room, match, address, encoded))
@@ -71,6 +73,11 @@ class EventLog(Service):
             self._write_soon(0)
         else:
             self._write_soon(self.flush_delay)
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting to be written."""
+        return len(self._buffer)
 
     def flush(self) -> Deferred:
         """Write everything buffered; fires once it is stored (or a write failed)."""

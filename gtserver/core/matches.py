@@ -27,6 +27,7 @@ from gtserver.games import IllegalMove
 from gtserver.registry import games as installed_games
 from gtserver.store import Unstorable
 from gtserver.store import matches as queries
+from gtserver.web import metrics
 
 
 @functools.lru_cache(maxsize=256)
@@ -128,6 +129,7 @@ class MatchService(Service):
 
     def _opened(self, match: Match) -> None:
         self.matches[match.id] = match
+        metrics.MATCHES_STARTED(match.context, match.game_name)
         self.events.record(match.context, "match_start", match=match.id,
                            data={"game": match.game_name,
                                  "players": [s.name for s in match.seats],
@@ -180,6 +182,7 @@ class MatchService(Service):
     def _moved(self, match: Match, seat: int, arguments: dict[str, Any],
                address: str | None, details: dict[str, Any] | None = None) -> None:
         """Record an accepted move (and the end of the match it may have ended)."""
+        metrics.MOVES(match.context, match.game_name)
         self.events.record(match.context, "move", user=match.seats[seat].name,
                            match=match.id, address=address,
                            data={"seat": seat, "move": arguments, **(details or {})})
@@ -302,6 +305,8 @@ class MatchService(Service):
             await self.writer.save(match.id, match.snapshot(), match.finished, match.updated)
 
     def _record_end(self, match: Match) -> None:
+        metrics.MATCHES_FINISHED(match.context, match.game_name,
+                                  "over" if match.aborted_by is None else "aborted")
         self.events.record(match.context, "match_end", match=match.id,
                            data={"outcome": match.game.outcome(),
                                  "aborted_by": match.aborted_by})

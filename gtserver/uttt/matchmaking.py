@@ -32,6 +32,7 @@ from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
 from gtserver.store import matches as match_queries
+from gtserver.web import metrics
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -87,6 +88,8 @@ class UltimateMatches(Service):
         self.by_user: dict[int, dict[str, Match]] = {}
         self.finished: OrderedDict[str, Match] = OrderedDict()
         self.queue: OrderedDict[int, Any] = OrderedDict()
+        #: When each user in ``queue`` joined it (clock seconds).
+        self.queued_at: dict[int, float] = {}
         self.sinks: dict[int, list[Sink]] = {}
         #: Opponents per user of the matches being stored right now; they count
         #: against the limits, so checks need no lock across the store write.
@@ -139,6 +142,7 @@ class UltimateMatches(Service):
         if not sinks:
             self.sinks.pop(user.id, None)
             self.queue.pop(user.id, None)
+            self.queued_at.pop(user.id, None)
 
     def sinks_of(self, user_id: int | None) -> list[Sink]:
         return list(self.sinks.get(user_id, ())) if user_id is not None else []
@@ -161,9 +165,12 @@ class UltimateMatches(Service):
             except MatchRefused:
                 continue
             del self.queue[waiter.id]
+            now = self.clock.seconds()
+            metrics.MATCHMAKING_WAIT.observe(now - self.queued_at.pop(waiter.id, now))
             return await self._create(waiter, user)
         if self.sinks.get(user.id):   # gone already: nobody to pair later
             self.queue[user.id] = user
+            self.queued_at[user.id] = self.clock.seconds()
         return None
 
     async def challenge(self, user: Any, opponent: Any | None, opponent_name: str) -> Match:
@@ -325,6 +332,7 @@ class UltimateMatches(Service):
             if not matches:
                 del self.by_user[user_id]
         self.queue.pop(user_id, None)
+        self.queued_at.pop(user_id, None)
         match.seats[seat].user_id = None
 
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:

@@ -56,6 +56,7 @@ from gtserver.vr.rooms import (
     RoomService,
     storable,
 )
+from gtserver.web import metrics
 
 CLOSE_POLICY = 1008
 #: WebSocket close code for a message over the size limit ("message too big").
@@ -66,6 +67,11 @@ MAX_NAME = 64
 #: Frames queued while a login is in progress; more than this is a flood.
 MAX_BACKLOG = 256
 _OPEN = WebSocketProtocol.STATE_OPEN
+_METRICS = metrics.ListenerMetrics("vr")
+#: Room message types counted under their own name in /metrics (others: "say").
+_ROOM_KINDS = frozenset(("join", "leave", "list", TRANSFORM))
+#: System commands counted under their own name in /metrics (others: "other").
+_SYSTEM_KINDS = frozenset(("ping", "login", "rooms"))
 
 
 @implementer(IPushProducer)
@@ -112,6 +118,10 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self._login_overdue = False
 
     # connection lifecycle
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        _METRICS.connections.value += 1
 
     def onConnect(self, request: Any) -> None:
         self.peer = self.factory.trusted_proxies.client(
@@ -173,6 +183,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self.message_data = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        _METRICS.received.value += 1
         if not self._admit():
             return
         if self._busy:
@@ -199,26 +210,35 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         try:
             message = wire.decode(payload)
         except wire.BadFrame:
+            _METRICS.request("invalid", "invalid_structure")
             self._reply(wire.INVALID_STRUCTURE)
             return
         except wire.BadValue:
+            _METRICS.request("invalid", "bad_request")
             self._reply(wire.BAD_REQUEST)
             return
         try:
             if not isinstance(message, dict):
+                _METRICS.request("invalid", "bad_request" if self.user else "denied")
                 self._reply(wire.BAD_REQUEST if self.user else wire.ACCESS_DENIED)
             elif "system" in message:
                 self._system(message)
             elif self.user is None:
+                _METRICS.request("room", "denied")
                 self._reply(wire.ACCESS_DENIED)
             else:
                 self._room_message(message)
         except Exception:
+            _METRICS.error("internal")
             self.logger.failure("VR frame from {address} failed", address=self.address)
             self._reply(wire.INTERNAL_ERROR)
 
     def _system(self, message: dict) -> None:
         command = message["system"]
+        if command != "login":      # logins are counted with their outcome
+            _METRICS.request(command if isinstance(command, str) and command in _SYSTEM_KINDS
+                             else "other",
+                             "denied" if self.user is None and command != "ping" else "ok")
         if command == "ping":
             self._reply(wire.PONG)
         elif command == "login":
@@ -238,6 +258,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
             self._reply(wire.BAD_REQUEST)
             return
         rooms = self.factory.rooms
+        outcome = "ok"
         try:
             if kind == "join":
                 self._send_join_sequence(room, rooms.join(self, room))
@@ -250,20 +271,26 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
             else:
                 rooms.say(self, room, kind, message["data"])
         except AlreadyInRoom:
+            outcome = "conflict"
             self._reply(wire.CONFLICT)
         except NotInRoom:
+            outcome = "not_in_room"
             self._reply(wire.UNAUTHORIZED)
         except (InvalidRoomName, InvalidKind, BadPose):
+            outcome = "bad_request"
             self._reply(wire.BAD_REQUEST)
+        _METRICS.request(kind if kind in _ROOM_KINDS else "say", outcome)
 
     # login
 
     def _login(self, options: Any) -> None:
         if self.user is not None:
+            _METRICS.request("login", "conflict")
             self._reply(wire.CONFLICT)
             return
         credentials = _credentials(options)
         if credentials is None:
+            _METRICS.request("login", "bad_request")
             self._reply(wire.BAD_REQUEST)
             return
         self._busy = True
@@ -278,23 +305,29 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
                 await factory.core.accounts.login(name, password, self.peer,
                                                   factory.login_policy)
             except CoreError:  # wrong password, throttled and the like
+                _METRICS.request("login", "denied")
                 self._reply(wire.ACCESS_DENIED)
                 return
             except Unstorable:  # text the database cannot hold: bad input
+                _METRICS.request("login", "bad_request")
                 self._reply(wire.BAD_REQUEST)
                 return
             except StoreError as error:
+                _METRICS.request("login", "store_error")
+                _METRICS.error("store")
                 self.logger.warn("VR login of {name} failed: {error}", name=name, error=error)
                 self._reply(wire.INTERNAL_ERROR)
                 return
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
+        _METRICS.request("login", "ok")
         self.authenticated()
         self._reply(wire.ACCESS_GRANTED)
         self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
 
     def _login_failed(self, failure: Any) -> None:
+        _METRICS.error("internal")
         self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 
@@ -360,6 +393,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         # sendPreparedMessage does without compression (never negotiated here),
         # minus its per-call debug formatting.
         self.transport.write(frame)
+        _METRICS.sent.value += 1
         return True
 
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
@@ -378,6 +412,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         self._close_timer = None
+        _METRICS.connections.value -= 1
         super().connectionLost(reason)
 
     def going_away(self) -> None:
@@ -391,6 +426,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         self.transport.loseConnection()
 
     def _close_for_policy(self, reason: str, code: int = CLOSE_POLICY) -> None:
+        _METRICS.error("policy_close")
         self.logger.warn("closing VR connection of {user} at {address}: {reason}",
                       user=self.user, address=self.address, reason=reason)
         self._backlog.clear()

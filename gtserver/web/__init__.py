@@ -1,0 +1,1 @@
+"""The web listener: monitor, JSON API, Prometheus metrics and health."""
