@@ -68,6 +68,8 @@ MAX_NAME = 64
 MAX_BACKLOG = 256
 _OPEN = WebSocketProtocol.STATE_OPEN
 _METRICS = metrics.ListenerMetrics("vr")
+#: Bound once: it is counted for every frame to every member.
+_SENT = _METRICS.sent
 #: Room message types counted under their own name in /metrics (others: "say").
 _ROOM_KINDS = frozenset(("join", "leave", "list", TRANSFORM))
 #: System commands counted under their own name in /metrics (others: "other").
@@ -393,7 +395,7 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
         # sendPreparedMessage does without compression (never negotiated here),
         # minus its per-call debug formatting.
         self.transport.write(frame)
-        _METRICS.sent.value += 1
+        _SENT.value += 1
         return True
 
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
