@@ -348,6 +348,15 @@ class HealthTests(unittest.TestCase):
             await sleep(0.05)
         self.assertEqual((code, body), (200, b"ok\n"))
 
+    async def test_the_core_alone_is_enough(self):
+        """A listener plugin is given the core, not the whole service."""
+        server = await start_server(self, listeners={"eot": None})
+        port = serve(self, health=HealthResource(daemon_health(server.core, reactor)))
+        self.assertEqual((await get(port, "health"))[:2], (200, b"ok\n"))
+        await server.stop()
+        code, body, _ = await get(port, "health")
+        self.assertEqual((code, body), (503, b"not serving: the daemon is starting or stopping\n"))
+
     async def test_a_check_that_fails_is_503_with_its_message(self):
         def check() -> Any:
             raise RuntimeError("disk on fire")

@@ -556,14 +556,22 @@ def store_ping() -> Any:
 
 
 def daemon_health(service: Any, reactor: Any, timeout: float = 2.0) -> Callable[[], Deferred]:
-    """The health check of a :class:`~gtserver.service.GtserverService`.
+    """The health check of a :class:`~gtserver.service.GtserverService` or of
+    its :class:`~gtserver.core.Core` (what a listener plugin is given).
 
-    Healthy when the service has started (every listener is listening) and a
-    trivial ``SELECT 1`` comes back from the store within ``timeout`` seconds.
+    Healthy when the daemon serves and a trivial ``SELECT 1`` comes back from
+    the store within ``timeout`` seconds. Serving: the service has started
+    (every listener listening) and is not stopping; given the core, the core
+    runs (from the moment the store is open until the listeners have stopped).
     """
 
+    def serving() -> bool:
+        started = getattr(service, "started", None)
+        return service.running and (not hasattr(service, "started")
+                                    or (started is not None and started.called))
+
     async def check() -> bool | str:
-        if not service.running or service.started is None or not service.started.called:
+        if not serving():
             return "not serving: the daemon is starting or stopping"
         try:
             await service.store.run(store_ping).addTimeout(timeout, reactor)
