@@ -146,14 +146,17 @@ class VRMetricsTests(unittest.TestCase):
         self.assertEqual((await clients[1].reply())["code"], 409)
         clients[2].send_raw(b"{not json")
         self.assertEqual((await clients[2].reply())["code"], 406)
+        clients[2].send({"system": "dance"})
+        self.assertEqual((await clients[2].reply())["code"], 501)
         await scrapes.take()
         self.assertEqual(scrapes.delta("gtserver_frames_received_total", listener="vr"),
-                         3 + 5 + 1 + 1)
+                         3 + 5 + 1 + 1 + 1)
         self.assertEqual(scrapes.delta("gtserver_frames_sent_total", listener="vr"),
                          sum(count[0] for count in counts))
         for kind, outcome, expected in (("login", "ok", 3), ("say", "ok", 5),
                                         ("join", "conflict", 1),
-                                        ("invalid", "invalid_structure", 1)):
+                                        ("invalid", "invalid_structure", 1),
+                                        ("other", "not_recognized", 1)):
             self.assertEqual(scrapes.delta("gtserver_requests_total", listener="vr", kind=kind,
                                            outcome=outcome), expected, (kind, outcome))
         self.assertEqual(scrapes.value("gtserver_vr_rooms"), 1)

@@ -238,9 +238,10 @@ class VRServerProtocol(WebSocketDeadlines, WebSocketServerProtocol):
     def _system(self, message: dict) -> None:
         command = message["system"]
         if command != "login":      # logins are counted with their outcome
-            _METRICS.request(command if isinstance(command, str) and command in _SYSTEM_KINDS
-                             else "other",
-                             "denied" if self.user is None and command != "ping" else "ok")
+            known = isinstance(command, str) and command in _SYSTEM_KINDS
+            _METRICS.request(command if known else "other",
+                             "ok" if command == "ping" else "denied" if self.user is None
+                             else "ok" if known else "not_recognized")
         if command == "ping":
             self._reply(wire.PONG)
         elif command == "login":
