@@ -85,15 +85,9 @@ class _Noop:
     def observe(self, value: float) -> None:
         pass
 
+    def __call__(self, *values: str) -> None:
+        pass
 
-NOOP = _Noop()
-
-
-def _instrument(kind: type, name: str, documentation: str, labels: Iterable[str] = (),
-                **options: Any) -> Any:
-    if not ENABLED:
-        return NOOP
-    return kind(name, documentation, list(labels), registry=REGISTRY, **options)
 
 
 # ------------------------------------------------------------------ instruments
@@ -171,15 +165,10 @@ class TallyFamily:
         return kind(self.name, self.documentation, labels=self.label_names)
 
 
-class _NoopFamily(_Noop):
-    def __call__(self, *values: str) -> None:
-        pass
-
-
 def _instrument(kind: Any, name: str, documentation: str, labels: Iterable[str] = (),
                 **options: Any) -> Any:
     if not ENABLED:
-        return _NoopFamily()
+        return _Noop()
     if kind in ("counter", "gauge"):
         family = TallyFamily(name, documentation, labels, kind)
         REGISTRY.register(family)
