@@ -32,6 +32,7 @@ from gtserver.core.presence import Presence
 from gtserver.core.ratings import Ratings
 from gtserver.core.settings import CoreSettings
 from gtserver.store import Store
+from gtserver.web import metrics
 
 T = TypeVar("T")
 S = TypeVar("S", bound=IService)
@@ -98,6 +99,7 @@ class Core(MultiService):
         self._built: dict[str, Any] = {}
         self._building: list[str] = []
         self._attached: list[IService] = []
+        self._reactor_probe: metrics.ReactorProbe | None = None
         # First in, last out: whatever stops later may still log in and record.
         self.accounts  # noqa: B018
         self.events  # noqa: B018
@@ -115,6 +117,19 @@ class Core(MultiService):
             if isinstance(service, kind):
                 return service
         return None
+
+    def startService(self) -> None:
+        super().startService()
+        metrics.watch(self)     # its live state shows in /metrics from now on
+        self._reactor_probe = metrics.probe_for(self.clock)
+        if self._reactor_probe is not None:
+            self._reactor_probe.start()
+
+    def stopService(self) -> Any:
+        metrics.unwatch(self)
+        if self._reactor_probe is not None:
+            self._reactor_probe.stop()
+        return super().stopService()
 
     @built_once
     def accounts(self) -> Accounts:

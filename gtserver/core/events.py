@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from gtserver.store import Store, StoreUnavailable
 from gtserver.store import events as queries
+from gtserver.web import metrics
 
 #: Kind of the event stored in place of one the store refused (docs/export.md).
 UNSTORABLE_KIND = "unstorable_event"
@@ -67,6 +68,7 @@ class EventLog(Service):
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1
             self.dropped_total += 1
+            metrics.EVENTS_DROPPED.inc()
         encoded = data if isinstance(data, str) or data is None else json.dumps(data)
         self._buffer.append((self.clock.seconds() if time is None else time, source, kind,
                              user, room, match, address, encoded))

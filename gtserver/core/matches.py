@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from gtserver.core.errors import CoreError
 from gtserver.games import IllegalMove
+from gtserver.web import metrics
 
 
 class MatchOver(CoreError):
@@ -189,6 +190,7 @@ class Match:
 
     def started(self) -> None:
         """Record the start of the match."""
+        metrics.MATCHES_STARTED(self.context, self.game_name)
         self.recorder.record(self.context, "match_start", match=self.id,
                              data={"game": self.game_name,
                                    "players": [seat.name for seat in self.seats],
@@ -198,6 +200,7 @@ class Match:
               details: dict[str, Any] | None = None) -> None:
         """Record an applied move (and the end of the match it may have ended)."""
         self.moves += 1
+        metrics.MOVES(self.context, self.game_name)
         self.recorder.record(self.context, "move", user=self.seats[seat].name,
                              match=self.id, address=address,
                              data={"seat": seat, "move": arguments, **(details or {})})
@@ -206,6 +209,8 @@ class Match:
 
     def ended(self) -> None:
         """Record the end of the match."""
+        metrics.MATCHES_FINISHED(self.context, self.game_name,
+                                 "over" if self.aborted_by is None else "aborted")
         self.recorder.record(self.context, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
                                    "aborted_by": self.aborted_by})

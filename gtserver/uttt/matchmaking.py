@@ -39,6 +39,7 @@ from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
 from gtserver.uttt.settings import MatchmakingSettings
+from gtserver.web import metrics
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -176,7 +177,8 @@ class UltimateMatches(Service):
             except MatchRefused:
                 continue
             del self.queue[waiter.id]
-            self.queued_at.pop(waiter.id, None)
+            now = self.clock.seconds()
+            metrics.MATCHMAKING_WAIT.observe(now - self.queued_at.pop(waiter.id, now))
             return await self._create(waiter, user)
         if self.sinks.get(user.id):   # gone already: nobody to pair later
             self.queue[user.id] = user

@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
 from gtserver.core.presence import Presence
+from gtserver.web import metrics
 
 LOBBY = "lobby"
 SOURCE = "vr"
@@ -321,12 +323,15 @@ class RoomService(Service):
         self.ticks = 0
         #: Told of every connection that joins a room (a private one if None).
         self.presence = presence if presence is not None else Presence(clock)
+        #: When the previous tick ran (clock seconds), for its lateness metric.
+        self._last_tick: float | None = None
 
     # lifecycle
 
     def startService(self) -> None:
         super().startService()
         self._ticker = LoopingCall(self._tick_safely)
+        self._last_tick = None
         self._ticker.clock = self.clock
         self._ticker.start(1.0 / self.settings.fps, now=False)
 
@@ -557,11 +562,17 @@ class RoomService(Service):
                                  entry["data"], entry["time"], member.pose_json)
 
     def _tick_safely(self) -> None:
+        now, started = self.clock.seconds(), time.perf_counter()
+        if self._last_tick is not None:
+            metrics.VR_TICK_LATENESS.observe(
+                max(now - self._last_tick - 1.0 / self.settings.fps, 0.0))
+        self._last_tick = now
         try:
             self.tick()
         except Exception:
             # A LoopingCall stops for good on an error; one bad tick must not.
             self.log.failure("room tick failed")
+        metrics.VR_TICK_DURATION.observe(time.perf_counter() - started)
 
     # the operator's view and controls (the web monitor)
 

@@ -82,7 +82,7 @@ def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes,
         check = monitor.check_store
     else:
         def check() -> Any:  # the service tree exists by the time anyone asks
-            return daemon_health(monitor.core.parent, monitor.clock)()
+            return daemon_health(monitor.core.parent, monitor.core.reactor)()
     return {b"metrics": metrics.MetricsResource(metrics.REGISTRY, metrics_token),
             b"health": metrics.HealthResource(check)}
 
