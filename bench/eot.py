@@ -4,6 +4,7 @@ Not a test. Run from the checkout::
 
     python bench/eot.py                   # every scenario
     python bench/eot.py --scenario a      # throughput only (a, b1 or b2)
+    python bench/eot.py --metrics-cost 5  # (a) with metrics on and off, alternating
     python bench/eot.py --scenario b2 --profile /tmp/release.prof
 
 a. Echo ``move`` + ``state`` round trips with 1, 32 and 128 concurrent clients,
@@ -127,8 +128,11 @@ def serve(kind: str) -> None:
 class Server:
     """A server subprocess with its CPU time and RSS readable from /proc."""
 
-    def __init__(self, kind: str, arguments: list[str] | None = None) -> None:
+    def __init__(self, kind: str, arguments: list[str] | None = None,
+                 metrics: bool = True) -> None:
         environment = dict(os.environ, EOT_BENCH_SERVER_ARGS=json.dumps(arguments or []))
+        if not metrics:     # every instrument a no-op: the baseline of --metrics-cost
+            environment["GTSERVER_METRICS"] = "off"
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=environment)
@@ -265,6 +269,49 @@ def scenario_a(seconds: float, client_counts: list[int], client_processes: int) 
     finally:
         gtserver.stop()
         bare.stop()
+
+
+def metrics_cost(seconds: float, client_counts: list[int], client_processes: int,
+                 rounds: int) -> None:
+    """Scenario a against two gtserver daemons, metrics on and every instrument
+    a no-op (``GTSERVER_METRICS=off``), measured in alternation (the order
+    swapped every round) so that a busy machine disturbs both alike."""
+    print(f"a, metrics cost. Echo move+state round trips, {seconds:g} s per run, "
+          f"{rounds} rounds per client count")
+    print(f"{'clients':>7} {'metrics':>7} {'rt/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU us/req':>10}")
+    servers = {"off": Server("gtserver", metrics=False), "on": Server("gtserver")}
+    try:
+        for clients in client_counts:
+            rows: dict[str, list[dict]] = {"off": [], "on": []}
+            for number in range(rounds):
+                for name in (("off", "on") if number % 2 == 0 else ("on", "off")):
+                    row = measure_throughput(servers[name], clients, seconds, False,
+                                             client_processes)
+                    rows[name].append(row)
+                    print(f"{clients:>7} {name:>7} {row['round_trips_per_s']:>9.0f} "
+                          f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                          f"{row['cpu_us_per_request']:>10.1f}", flush=True)
+            rate = {name: sum(r["round_trips_per_s"] for r in rows[name]) / rounds
+                    for name in rows}
+            cpu = {name: sum(r["cpu_us_per_request"] for r in rows[name]) / rounds
+                   for name in rows}
+            paired = sorted(on["round_trips_per_s"] / off["round_trips_per_s"]
+                            for on, off in zip(rows["on"], rows["off"], strict=True))
+            print(f"{clients:>7} clients, mean of {rounds}: {rate['on']:.0f} rt/s with metrics, "
+                  f"{rate['off']:.0f} without ({100 * (1 - rate['on'] / rate['off']):+.1f} % "
+                  f"cost; median of the paired rounds {100 * (1 - median(paired)):+.1f} %); "
+                  f"CPU {cpu['on']:.1f} vs {cpu['off']:.1f} us/request "
+                  f"({100 * (cpu['on'] / cpu['off'] - 1):+.1f} %)", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 # ---------------------------------------------------------------- parked waiters
@@ -529,6 +576,9 @@ def main() -> None:
                         help="players per Chat session in scenario b2")
     parser.add_argument("--games", type=int, default=20_000,
                         help="finished sessions in scenario c")
+    parser.add_argument("--metrics-cost", type=int, metavar="ROUNDS",
+                        help="scenario a with metrics on against metrics off, ROUNDS "
+                             "alternating runs per client count (default clients: 32)")
     parser.add_argument("--profile", metavar="FILE",
                         help="write a cProfile of the server during the b releases")
     options = parser.parse_args()
@@ -538,6 +588,10 @@ def main() -> None:
     raise_file_limit()
     if options.profile:
         os.environ["EOT_BENCH_PROFILE"] = os.path.abspath(options.profile)
+    if options.metrics_cost:
+        metrics_cost(options.seconds, options.clients or [32], options.client_processes,
+                     options.metrics_cost)
+        return
     scenarios = options.scenario or ["a", "b1", "b2", "c"]
     if "a" in scenarios:
         scenario_a(options.seconds, options.clients or [1, 32, 128],

@@ -4,6 +4,7 @@ Not a test. Run from the checkout::
 
     python bench/vr.py                # every scenario
     python bench/vr.py --scenario a   # chat fan-out only (a, b or c)
+    python bench/vr.py --metrics-cost 3   # (a) with metrics on and off, alternating
 
 Scenarios (see bench/README.md for the targets and results):
 
@@ -99,11 +100,16 @@ def bare_factory():
 
 
 class Server:
-    def __init__(self, kind: str, fps: float = 1.0, changed: bool = False) -> None:
+    def __init__(self, kind: str, fps: float = 1.0, changed: bool = False,
+                 metrics: bool = True) -> None:
         command = [sys.executable, __file__, "serve", "--kind", kind, "--fps", str(fps)]
         if changed:
             command.append("--changed")
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        environment = dict(os.environ)
+        if not metrics:     # every instrument a no-op: the baseline of --metrics-cost
+            environment["GTSERVER_METRICS"] = "off"
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                        env=environment)
         line = self.process.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"server did not start: {line!r}")
@@ -314,8 +320,8 @@ def percentile(histogram: Counter, fraction: float) -> float:
 
 
 def chat_round(kind: str, rate: float, duration: float, clients: int = 100, senders: int = 10,
-               processes: int = 3) -> dict:
-    server = Server(kind, fps=0.01)
+               processes: int = 3, metrics: bool = True) -> dict:
+    server = Server(kind, fps=0.01, metrics=metrics)
     try:
         start, children = run_load(server.port, "gt" if kind == "gtserver" else "bare", "chat",
                                    clients, processes, start_in=4.0, duration=duration,
@@ -358,6 +364,34 @@ def scenario_a(duration: float) -> dict:
               f"delivery gtserver {gt['cpu_us_per_delivery']:.2f} us, bare "
               f"{bare['cpu_us_per_delivery']:.2f} us")
     return results
+
+
+def metrics_cost(duration: float, rates: list[float], rounds: int) -> None:
+    """Scenario a's chat fan-out on gtserver with metrics on and with every
+    instrument a no-op (``GTSERVER_METRICS=off``), in alternating runs (the
+    order swapped every round) at each of ``rates`` (per sender)."""
+    for rate in rates:
+        rows: dict[bool, list[dict]] = {True: [], False: []}
+        for number in range(rounds):
+            for metrics in ((False, True) if number % 2 == 0 else (True, False)):
+                result = chat_round("gtserver", rate, duration, metrics=metrics)
+                result["metrics"] = "on" if metrics else "off"
+                rows[metrics].append(result)
+                print(json.dumps(result), flush=True)
+
+        def mean(metrics: bool, key: str, rows: dict = rows) -> float:
+            return sum(row[key] for row in rows[metrics]) / rounds
+
+        clean = all(not row["lost"] and not row["reordered"] for group in rows.values()
+                    for row in group)
+        on, off = mean(True, "deliveries_per_s"), mean(False, "deliveries_per_s")
+        cpu_on, cpu_off = mean(True, "cpu_us_per_delivery"), mean(False, "cpu_us_per_delivery")
+        print(f"(a) metrics cost at {rate:g} msg/s per sender, mean of {rounds}: {on:.0f} "
+              f"deliveries/s with metrics, {off:.0f} without ({100 * (1 - on / off):+.1f} %); "
+              f"p99 {mean(True, 'p99_ms'):.1f} vs {mean(False, 'p99_ms'):.1f} ms; server CPU "
+              f"per delivery {cpu_on:.2f} vs {cpu_off:.2f} us "
+              f"({100 * (cpu_on / cpu_off - 1):+.1f} %); "
+              f"{'nothing lost or reordered' if clean else 'LOSS OR REORDERING'}", flush=True)
 
 
 def scenario_b(duration: float) -> dict:
@@ -415,6 +449,12 @@ def main() -> None:
     run = sub.add_parser("run")
     run.add_argument("--scenario", choices="abc", action="append")
     run.add_argument("--duration", type=float, default=4.0)
+    run.add_argument("--metrics-cost", type=int, metavar="ROUNDS",
+                     help="scenario a on gtserver with metrics on against metrics off, "
+                          "ROUNDS alternating runs per --rate")
+    run.add_argument("--rate", type=float, action="append",
+                     help="chat messages per sender per second for --metrics-cost "
+                          "(default 300 and 400)")
     server = sub.add_parser("serve")
     server.add_argument("--kind", choices=("gtserver", "bare"), required=True)
     server.add_argument("--fps", type=float, default=1.0)
@@ -432,6 +472,8 @@ def main() -> None:
         serve(options)
     elif options.command == "load":
         load(options)
+    elif options.metrics_cost:
+        metrics_cost(options.duration, options.rate or [300.0, 400.0], options.metrics_cost)
     else:
         for scenario in options.scenario or "abc":
             {"a": scenario_a, "b": scenario_b, "c": scenario_c}[scenario](options.duration)

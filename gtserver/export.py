@@ -60,7 +60,7 @@ def argument_parser() -> argparse.ArgumentParser:
                           help="file holding the database URL, as for the daemon "
                                "(keeps a password out of the command line)")
     parser.add_argument("--source", action="append", default=[],
-                        help="only events of this source: vr, uttt, eot (repeatable)")
+                        help="only events of this source: vr, uttt, eot, web (repeatable)")
     parser.add_argument("--room", action="append", default=[],
                         help="only events of this VR room (repeatable)")
     parser.add_argument("--match", action="append", default=[],

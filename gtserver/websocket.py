@@ -46,6 +46,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gtserver.web.metrics import Tally
+
 #: WebSocket close code "policy violation".
 CLOSE_POLICY = 1008
 #: WebSocket close code "message too big".
@@ -119,6 +121,8 @@ class GuardedServerProtocol(WebSocketServerProtocol):
     logger = Logger()
     #: Named in log lines.
     kind = "WebSocket"
+    #: Counts the messages sent (a subclass binds its listener's /metrics counter).
+    frames_sent: Tally = Tally()
 
     def __init__(self) -> None:
         super().__init__()
@@ -329,6 +333,7 @@ class GuardedServerProtocol(WebSocketServerProtocol):
         if self.congested and not self._may_queue(len(payload), droppable):
             return False
         self.sendMessage(payload)
+        self.frames_sent.value += 1
         return True
 
     def send_prepared(self, prepared: Any, droppable: bool = False) -> bool:
@@ -349,6 +354,7 @@ class GuardedServerProtocol(WebSocketServerProtocol):
             self.transport.write(frame)
         else:
             self.sendPreparedMessage(prepared)
+        self.frames_sent.value += 1
         return True
 
     def _may_queue(self, size: int, droppable: bool) -> bool:

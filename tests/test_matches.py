@@ -59,6 +59,19 @@ class MatchTests(unittest.TestCase):
         self.match.end(None, 15.0)
         self.assertEqual((self.kinds(), self.match.updated), (["match_end"], 13.0))
 
+    def test_the_view_counts_recorded_moves_only(self):
+        first = self.match.game.current()[0]
+        view = self.match.view(30.0)
+        self.assertEqual((view["moves"], view["last_move_age"], view["age"], view["turn"]),
+                         (0, None, 20.0, [["ann", "bob"][first]]))
+        self.assertRaises(IllegalMove, self.match.move, first, {"position": 9}, 31.0)
+        self.match.apply(first, {"position": 4}, 32.0)  # played, not yet recorded
+        self.assertEqual(self.match.view(33.0)["moves"], 0)
+        self.match.moved(first, {"position": 4})
+        view = self.match.view(35.0)
+        self.assertEqual((view["moves"], view["last_move_age"], view["turn"]),
+                         (1, 3.0, [["ann", "bob"][1 - first]]))
+
     def test_rollback_undoes_a_move_and_an_abort(self):
         before = self.match.snapshot()
         game = self.match.game

@@ -146,3 +146,21 @@ class CoreServiceTests(unittest.TestCase):
         with self.assertRaises(DependencyCycle) as caught:
             core.first  # noqa: B018
         self.assertIn("first -> second -> first", str(caught.exception))
+
+    def test_attached_services_are_found_by_class_and_never_built(self):
+        from twisted.application.service import Service
+
+        class Rooms(Service):
+            pass
+
+        class Tables(Service):
+            pass
+
+        core = self.core()
+        self.assertIsNone(core.attached(Rooms))
+        rooms = core.attach(Rooms())
+        self.assertIs(core.attached(Rooms), rooms)
+        self.assertIsNone(core.attached(Tables))
+        self.assertIs(core.attached(type(core.events)), core.events)
+        self.assertIs(core.presence, core.presence)
+        self.assertNotIn(core.presence, list(core))  # no service of its own

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from twisted.internet.defer import fail
+from twisted.internet.defer import ensureDeferred, fail
 from twisted.trial import unittest
 
 from gtserver.core.accounts import DAY
@@ -554,6 +554,43 @@ class MatchTests(MemoryMixin, unittest.TestCase):
         await alice.nothing_more()
         await bob.nothing_more()
 
+    async def test_the_operators_end_waits_for_the_move_being_stored(self):
+        """Ending a match for the operator (the web monitor) is a change like a
+        move: it waits for the match's lock, is stored, then told, and rates
+        nobody."""
+        await self.serve()
+        (alice, alice_standing), (bob, bob_standing) = [
+            await login(self, self.server, name) for name in ("alice", "bob")]
+        match_id = (await challenge(self, alice, bob, "bob"))["id"]
+        ultimate = self.server.factory("uttt").service
+        service = ultimate.match_store
+        held = HeldStore(service.writer.store)
+        service.writer.store = held
+        alice.send("move", move_frame(match_id, (0, 0, 1, 1)))
+        self.server.flush()
+        self.assertTrue(held.held)
+        ended = ensureDeferred(ultimate.end_by_operator(match_id))
+        self.server.flush()
+        self.assertTrue(ultimate.locks[match_id].waiting)
+        self.assertFalse(ended.called)
+        service.writer.store = held.store
+        held.release()
+        moved = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), moved)
+        self.assertFalse(moved["match_state"]["game_over"])
+        final = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), final)
+        self.assertTrue(final["match_state"]["game_over"])
+        self.assertIsNone(final["match_state"]["player_won"])
+        for client, standing in ((alice, alice_standing), (bob, bob_standing)):
+            self.assertEqual((await client.expect("elo_update"))["elo"], standing["elo"])
+        match = self.successResultOf(ended)
+        self.assertEqual((match.aborted_by, match.extra["end"], match.moves),
+                         (-1, "ended by the operator", 1))
+        self.assertNotIn(match_id, ultimate.open)
+        rated = await self.server.store.run(rating_rows, match_id)
+        self.assertEqual(rated, [])
+
     async def test_end_match_before_both_moved_is_not_rated(self):
         await self.serve()
         alice, bob, carol = await self.users("alice", "bob", "carol")
@@ -805,3 +842,8 @@ class ClockTests(MemoryMixin, unittest.TestCase):
 
 def delete_user(name: str):
     yield Statement("DELETE FROM users WHERE name = ?", (name,))
+
+
+def rating_rows(match_id: str):
+    rows = yield Statement("SELECT user_id FROM rating_changes WHERE match_id = ?", (match_id,))
+    return rows

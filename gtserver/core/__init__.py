@@ -11,7 +11,8 @@ stopped last (after the features that record events while they stop).
 
 A feature's own services (the VR rooms, the EOT lobby, ...) are built by its
 plugin's ``build_factory`` from the services it takes from here, and join
-the tree with :meth:`Core.attach`.
+the tree with :meth:`Core.attach`. Readers that must not build a feature's
+service (the web monitor) find the attached ones with :meth:`Core.attached`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from gtserver.core.friends import Friends
 from gtserver.core.match_store import MatchStore
 from gtserver.core.passwords import PasswordHasher
 from gtserver.core.peers import TrustedProxies
+from gtserver.core.presence import Presence
 from gtserver.core.ratings import Ratings
 from gtserver.core.settings import CoreSettings
 from gtserver.store import Store
+from gtserver.web import metrics
 
 T = TypeVar("T")
 S = TypeVar("S", bound=IService)
@@ -95,6 +98,8 @@ class Core(MultiService):
         self._games = games
         self._built: dict[str, Any] = {}
         self._building: list[str] = []
+        self._attached: list[IService] = []
+        self._reactor_probe: metrics.ReactorProbe | None = None
         # First in, last out: whatever stops later may still log in and record.
         self.accounts  # noqa: B018
         self.events  # noqa: B018
@@ -102,7 +107,29 @@ class Core(MultiService):
     def attach(self, service: S) -> S:
         """Start and stop ``service`` with the core (after those attached before it)."""
         service.setServiceParent(self)
+        self._attached.append(service)
         return service
+
+    def attached(self, kind: type[S]) -> S | None:
+        """The first service of class ``kind`` attached so far, else None (for
+        readers, such as the web monitor, that must not build one)."""
+        for service in self._attached:
+            if isinstance(service, kind):
+                return service
+        return None
+
+    def startService(self) -> None:
+        super().startService()
+        metrics.watch(self)     # its live state shows in /metrics from now on
+        self._reactor_probe = metrics.probe_for(self.clock)
+        if self._reactor_probe is not None:
+            self._reactor_probe.start()
+
+    def stopService(self) -> Any:
+        metrics.unwatch(self)
+        if self._reactor_probe is not None:
+            self._reactor_probe.stop()
+        return super().stopService()
 
     @built_once
     def accounts(self) -> Accounts:
@@ -143,3 +170,8 @@ class Core(MultiService):
     def trusted_proxies(self) -> TrustedProxies:
         """The reverse proxies whose X-Forwarded-For header names the client."""
         return TrustedProxies(self.settings.trusted_proxies)
+
+    @built_once
+    def presence(self) -> Presence:
+        """Who is connected now, and who disconnected recently."""
+        return Presence(self.clock)

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from gtserver.store import Store, StoreUnavailable
 from gtserver.store import events as queries
+from gtserver.web import metrics
 
 #: Kind of the event stored in place of one the store refused (docs/export.md).
 UNSTORABLE_KIND = "unstorable_event"
@@ -49,6 +50,8 @@ class EventLog(Service):
         self._timer = None
         self._writing: Deferred | None = None
         self.dropped = 0
+        #: Every event dropped since start (``dropped`` counts since the last warning).
+        self.dropped_total = 0
         self.written = 0
         #: Events the store refused, stored as ``unstorable_event`` instead.
         self.refused = 0
@@ -64,6 +67,8 @@ class EventLog(Service):
         """Queue one event; ``data`` is stored as JSON (strings as they are)."""
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1
+            self.dropped_total += 1
+            metrics.EVENTS_DROPPED.inc()
         encoded = data if isinstance(data, str) or data is None else json.dumps(data)
         self._buffer.append((self.clock.seconds() if time is None else time, source, kind,
                              user, room, match, address, encoded))
@@ -85,6 +90,11 @@ class EventLog(Service):
                 await self._writing
             elif not self._buffer or not await self._write():
                 return
+
+    @property
+    def backlog(self) -> int:
+        """Events recorded but not written yet."""
+        return len(self._buffer)
 
     def stopService(self):
         super().stopService()

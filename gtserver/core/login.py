@@ -32,6 +32,7 @@ from twisted.python import usage
 from gtserver.core.errors import InvalidName
 from gtserver.core.peers import Peer, parse_network
 from gtserver.core.throttle import LoginThrottled, Throttle
+from gtserver.web import metrics
 
 #: Known (address, account) pairs kept for the per-address exemption.
 MAX_KNOWN_PAIRS = 100_000
@@ -131,6 +132,7 @@ class LoginGuard:
                 "throttling {budget}: refused {name} from {address} ({what}), "
                 "for {seconds:.0f} s", budget=_BUDGETS[budget], name=name, address=address,
                 what=what, seconds=wait, throttled=budget)
+        metrics.LOGIN_THROTTLED(budget)
         raise LoginThrottled(wait, what)
 
     def _remember(self, host: str | None, name: str) -> None:
@@ -165,6 +167,7 @@ class Guess:
 
     def failed(self, address: str | None) -> None:
         """Wrong password: it stays counted."""
+        metrics.LOGIN_FAILURES.inc()
         self.guard.log.info("failed login for {name} from {address}", name=self.name,
                             address=address)
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from gtserver.core.errors import CoreError
 from gtserver.games import IllegalMove
+from gtserver.web import metrics
 
 
 class MatchOver(CoreError):
@@ -131,6 +132,8 @@ class Match:
     aborted_by: int | None = None
     #: Protocol-specific facts kept with the match (JSON-ready).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Moves recorded since the match was created or loaded (not stored).
+    moves: int = 0
 
     @classmethod
     def new(cls, factory: Any, seats: list[Seat], context: str, recorder: EventRecorder,
@@ -205,10 +208,24 @@ class Match:
         return json.dumps({"game": self.game.to_data(), "aborted_by": self.aborted_by,
                            "extra": self.extra})
 
+    def view(self, now: float) -> dict[str, Any]:
+        """The match as plain data for the operator (the web monitor)."""
+        try:
+            turn = [] if self.finished else list(self.game.current())
+        except Exception:  # a game's bug must not hide the other matches
+            turn = []
+        return {"id": self.id, "game": self.game_name, "context": self.context,
+                "players": [seat.name for seat in self.seats],
+                "turn": [self.seats[seat].name for seat in turn if 0 <= seat < len(self.seats)],
+                "moves": self.moves, "ranked": self.ranked, "finished": self.finished,
+                "age": now - self.created,
+                "last_move_age": (now - self.updated) if self.moves else None}
+
     # events
 
     def started(self) -> None:
         """Record the start of the match."""
+        metrics.MATCHES_STARTED(self.context, self.game_name)
         self.recorder.record(self.context, "match_start", match=self.id,
                              data={"game": self.game_name,
                                    "players": [seat.name for seat in self.seats],
@@ -217,6 +234,8 @@ class Match:
     def moved(self, seat: int, arguments: dict[str, Any], address: str | None = None,
               details: dict[str, Any] | None = None) -> None:
         """Record an applied move (and the end of the match it may have ended)."""
+        self.moves += 1
+        metrics.MOVES(self.context, self.game_name)
         self.recorder.record(self.context, "move", user=self.seats[seat].name,
                              match=self.id, address=address,
                              data={"seat": seat, "move": arguments, **(details or {})})
@@ -225,6 +244,8 @@ class Match:
 
     def ended(self) -> None:
         """Record the end of the match."""
+        metrics.MATCHES_FINISHED(self.context, self.game_name,
+                                 "over" if self.aborted_by is None else "aborted")
         self.recorder.record(self.context, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
                                    "aborted_by": self.aborted_by})

@@ -619,6 +619,50 @@ class TableService(Service):
         if not viewer.waiters:
             table.parked.discard(viewer)
 
+    # the operator's view and controls (the web monitor)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Tables waiting to fill, parked state requests and the live matches,
+        as plain data (the wire's word for a table is "session")."""
+        now = self.clock.seconds()
+        waiting, parked, matches = [], [], []
+        for table in self.tables.values():
+            if table.match is None:
+                waiting.append({"game": table.game, "session": table.token,
+                                "players": [player.name for player in table.players],
+                                "size": table.size, "idle": now - table.touched})
+            elif not table.match.finished:
+                matches.append(table.match.view(now))
+            requests = sum(len(viewer.waiters) for viewer in table.parked)
+            if requests:
+                parked.append({"game": table.game, "session": table.token,
+                               "requests": requests,
+                               "match": table.match.id if table.match else None})
+        matches.sort(key=lambda match: -match["age"])
+        return {"sessions": len(self.tables), "waiting": waiting, "parked": parked,
+                "matches": matches}
+
+    def live_match(self, match_id: str) -> Match | None:
+        """The unfinished match ``match_id`` of a table, else None."""
+        table = self._table_playing(match_id)
+        return table.match if table is not None else None
+
+    def end_match(self, match_id: str) -> bool:
+        """End the table playing match ``match_id`` for the operator: its
+        clients get a "session ended" error. False if no table plays it."""
+        table = self._table_playing(match_id)
+        if table is None:
+            return False
+        self._end(table, TableEnded("the session was ended by the operator"))
+        return True
+
+    def _table_playing(self, match_id: str) -> Table | None:
+        for table in self.tables.values():
+            match = table.match
+            if match is not None and match.id == match_id and not match.finished:
+                return table
+        return None
+
     # service
 
     def stopService(self) -> None:

@@ -20,6 +20,7 @@ from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.core.peers import Peer
 from gtserver.eot.lobby import Joined, TableError, TableService, View
 from gtserver.games import IllegalMove
+from gtserver.web import metrics
 
 TERMINATOR = b"EOT\0"
 PREFIX = "framework: "
@@ -60,10 +61,16 @@ def _integer(request: dict, name: str, optional: bool = False) -> int | None:
     return value
 
 
+_METRICS = metrics.ListenerMetrics("eot")
+
+
 class EOTProtocol(Protocol):
     """One connection: read one request, answer it, close."""
 
     log = Logger()
+    #: The request's type and how it went, counted in /metrics when answered.
+    kind = "invalid"
+    outcome = "bad_request"
 
     def __init__(self, factory: EOTFactory) -> None:
         self.factory = factory
@@ -72,6 +79,7 @@ class EOTProtocol(Protocol):
         self.answered = False
 
     def connectionMade(self) -> None:
+        _METRICS.connections.value += 1
         self.factory.watch(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -95,6 +103,7 @@ class EOTProtocol(Protocol):
         self._handle(buffer[:end])
 
     def connectionLost(self, reason: Any = None) -> None:
+        _METRICS.connections.value -= 1
         self._unwatch()
         self.buffer = b""
         waiting, self.waiting = self.waiting, None
@@ -104,6 +113,7 @@ class EOTProtocol(Protocol):
     # requests
 
     def _handle(self, raw: bytes) -> None:
+        _METRICS.received.value += 1
         try:
             request = jsontext.loads(raw)
         except jsontext.NonFinite:
@@ -125,21 +135,30 @@ class EOTProtocol(Protocol):
         kind = request.get("type")
         handler = self.handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
+            self.kind = "other"
             self._send(_error("unknown request type"))
             return
+        self.kind, self.outcome = kind, "ok"
         try:
             result = handler(self, self.factory.tables, request)
         except TableError as error:
+            self.outcome = "refused"
             self._send(_error(str(error)))
         except NotYourTurn:
+            self.outcome = "refused"
             self._send(_error("it is not your turn"))
         except MatchOver:
+            self.outcome = "refused"
             self._send(_error("the game is over"))
         except IllegalMove as error:
+            self.outcome = "illegal_move"
             self._send(self._refusal(error.message))
         except BadField as error:
+            self.outcome = "bad_request"
             self._send(_error(str(error)))
         except Exception:
+            self.outcome = "internal_error"
+            _METRICS.error("internal")
             self.log.failure("EOT request failed")
             self._send(_error("internal server error"))
         else:
@@ -196,10 +215,14 @@ class EOTProtocol(Protocol):
     def _failed(self, failure: Any) -> None:
         self.waiting = None
         if failure.check(CancelledError):
+            _METRICS.request(self.kind, "abandoned")
             return      # the client went away while waiting
         if failure.check(TableError):
+            self.outcome = "refused"
             self._send(_error(str(failure.value)))
         else:
+            self.outcome = "internal_error"
+            _METRICS.error("internal")
             self.log.failure("EOT request failed", failure)
             self._send(_error("internal server error"))
 
@@ -239,6 +262,8 @@ class EOTProtocol(Protocol):
             return
         self.answered = True
         self.transport.write(reply)
+        _METRICS.sent.value += 1
+        _METRICS.request(self.kind, self.outcome)
         self.transport.loseConnection()
         self.factory.watch(self)    # a client that does not read is cut off
 
@@ -249,6 +274,8 @@ class EOTProtocol(Protocol):
         self.answered = True
         self.transport.write(_error(
             f"request size limit exceeded ({self.factory.request_size_max} bytes)"))
+        _METRICS.sent.value += 1
+        _METRICS.request("oversized", "bad_request")
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:     # plain TCP (TLS transports cannot half-close)
             half_close()
@@ -267,6 +294,7 @@ class EOTProtocol(Protocol):
         if self.answered:
             self.transport.abortConnection()
         elif self.waiting is None:
+            self.kind, self.outcome = "incomplete", "timed_out"
             self._send(_error("connection timed out before a complete request arrived"))
 
     def _unwatch(self) -> None:

@@ -16,12 +16,15 @@ markers of :data:`DDL_MARKERS` in DDL; each engine translates them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.python.failure import Failure
+
+from gtserver.web import metrics
 
 Rows = list[tuple]
 Transaction = Generator["Statement", Rows, Any]
@@ -100,6 +103,8 @@ class Store:
         self._closing = False
         #: Plugin migrations applied at start, by namespace (see add_migrations).
         self.plugin_migrations: dict[str, PluginMigrations] = {}
+        #: Latency and failures of every transaction, for /metrics.
+        self._timer = metrics.StoreTimer(self.engine or "unknown")
 
     def add_migrations(self, namespace: str,
                        migrations: Sequence[tuple[int, Sequence[str]]]) -> None:
@@ -125,18 +130,24 @@ class Store:
 
     def _submit(self, function: TransactionFunction, args: tuple, kwargs: dict,
                 timeout: float | None) -> Deferred:
+        started = time.perf_counter()
         if self._closing:
-            return fail(StoreUnavailable("the store is closing"))
+            failure = Failure(StoreUnavailable("the store is closing"))
+            self._timer.finished(started, failure)
+            return fail(failure)
         try:
             d = self._run(function, args, kwargs)
         except StoreError as error:
-            return fail(error)
+            failure = Failure(error)
+            self._timer.finished(started, failure)
+            return fail(failure)
         if timeout is not None:
             d.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
         self._inflight.add(d)
 
         def finished(result: Any) -> Any:
             self._inflight.discard(d)
+            self._timer.finished(started, result)
             return result
 
         return d.addBoth(finished)

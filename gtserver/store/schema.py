@@ -5,8 +5,8 @@ Each migration is a list of DDL statements using the markers of
 applied in id order, each in its own transaction, and recorded in
 ``schema_migrations``, so running them again is a no-op. Ids leave gaps on
 purpose: 1-99 core, 100-199 game matches, 200-299 rooms, 300-399 ratings and
-friends, so independent parts of the server can add migrations without
-renumbering one another's.
+friends, 400-499 server settings, so independent parts of the server can add
+migrations without renumbering one another's.
 
 Plugins (wire protocols and games) bring migrations of their own, numbered in
 a *namespace* of their own (``protocol:NAME``, ``game:NAME``): see
@@ -129,6 +129,13 @@ MIGRATIONS: list[Migration] = [
             friend_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
             created {real} NOT NULL,
             PRIMARY KEY (user_id, friend_id)
+        )""",
+    )),
+    Migration(400, "server settings (the web monitor's admin password)", (
+        """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated {real} NOT NULL
         )""",
     )),
 ]

@@ -44,6 +44,7 @@ from gtserver.uttt.matchmaking import (
     winner,
 )
 from gtserver.uttt.settings import UtttSettings
+from gtserver.web import metrics
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"
@@ -56,6 +57,7 @@ MAX_BACKLOG = 256
 SESSION_TOUCH_INTERVAL = 300.0
 MOVE_FIELDS = ("sub_x", "sub_y", "x", "y")
 IDENTITY_TYPES = ("login", "temp_session", "reconnect")
+_METRICS = metrics.ListenerMetrics("uttt")
 
 
 def frame(kind: str, data: Any) -> bytes:
@@ -139,6 +141,7 @@ def storable(text: str) -> bool:
 class UtttServerProtocol(GuardedServerProtocol):
     logger = Logger()
     kind = "uttt"
+    frames_sent = _METRICS.sent
     factory: UtttServerFactory
 
     def __init__(self) -> None:
@@ -152,15 +155,20 @@ class UtttServerProtocol(GuardedServerProtocol):
         self._busy = False
         self._closed = False
         self._last_touch = 0.0
+        #: The request being handled and how it went, for /metrics.
+        self._request_kind = "invalid"
+        self._outcome = "ok"
 
     # connection events
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.connections.add(self)
+        _METRICS.connections.value += 1
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connections.discard(self)
+        _METRICS.connections.value -= 1
         super().connectionLost(reason)
 
     def describe_peer(self) -> str:
@@ -174,6 +182,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         self.address = self.peer.address
 
     def onMessage(self, payload: bytes | None, isBinary: bool) -> None:
+        _METRICS.received.value += 1
         if self._closed:
             return
         if len(self._inbox) >= MAX_BACKLOG:
@@ -222,6 +231,7 @@ class UtttServerProtocol(GuardedServerProtocol):
             self.send_bytes(frame(kind, data))
 
     def error(self, message: str, kind: str | None = None) -> None:
+        self._outcome = "refused"
         data = {"msg": message}
         if kind is not None:
             data["request"] = kind
@@ -231,6 +241,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         try:
             while self._inbox and not self._closed:
                 payload = self._inbox.popleft()
+                self._request_kind, self._outcome = "invalid", "ok"
                 try:
                     await self._handle(payload)
                 except Unstorable as problem:
@@ -243,9 +254,14 @@ class UtttServerProtocol(GuardedServerProtocol):
                     # the client may retry; nothing here is a bug.
                     self.logger.warn("uttt: request failed: {problem}", problem=problem)
                     self.error("the server cannot reach its database, try again later")
+                    self._outcome = "store_error"
+                    _METRICS.error("store")
                 except Exception:
                     self.logger.failure("uttt: request failed")
                     self.error("internal server error")
+                    self._outcome = "internal_error"
+                    _METRICS.error("internal")
+                _METRICS.request(self._request_kind, self._outcome)
         finally:
             self._busy = False
 
@@ -258,6 +274,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         except BadFrame as problem:
             self.error(str(problem))
             return
+        self._request_kind = kind if kind in _KNOWN_KINDS else "other"
         if self.user is None:
             await self._identify(kind, data)
             return
@@ -287,6 +304,7 @@ class UtttServerProtocol(GuardedServerProtocol):
             self._refuse_login("log in first (login, temp_session or reconnect)")
 
     def _refuse_login(self, message: str) -> None:
+        self._outcome = "refused"
         self.send("login_response", {"success": False, "id": None, "registered": False,
                                      "msg": message})
         self.sendClose(code=1000, reason="login failed")
@@ -337,6 +355,8 @@ class UtttServerProtocol(GuardedServerProtocol):
 
     def _store_down(self, request: str, problem: Exception) -> str:
         """Log an unreachable database; the message for the client."""
+        self._outcome = "store_error"
+        _METRICS.error("store")
         self.logger.warn("uttt: {request} of {peer} failed: {problem}", request=request,
                          peer=self.describe_peer(), problem=problem)
         return "the server cannot reach its database, try again later"
@@ -466,6 +486,15 @@ class UtttServerProtocol(GuardedServerProtocol):
         "friend_request": _friend_request,
         "unfriend_request": _unfriend_request,
     }
+
+    def close_connection(self, reason: str, *args: Any, **kwargs: Any) -> None:
+        if self.state == self.STATE_OPEN:
+            _METRICS.error("policy_close")
+        super().close_connection(reason, *args, **kwargs)
+
+
+#: Request types counted under their own name in /metrics (others: "other").
+_KNOWN_KINDS = frozenset(UtttServerProtocol.handlers) | frozenset(IDENTITY_TYPES)
 
 
 def limits_from(settings: UtttSettings) -> Limits:

@@ -34,10 +34,12 @@ from gtserver.core.accounts import Accounts
 from gtserver.core.errors import CoreError
 from gtserver.core.match_store import MatchStore
 from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat
+from gtserver.core.presence import Presence
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
 from gtserver.uttt.settings import MatchmakingSettings
+from gtserver.web import metrics
 
 CONTEXT = "uttt"
 GAME = "UltimateTicTacToe"
@@ -79,11 +81,14 @@ class UltimateMatches(Service):
     keep_finished = 10_000
 
     def __init__(self, match_store: MatchStore, ratings: Ratings, accounts: Accounts,
-                 clock: IReactorTime, settings: MatchmakingSettings) -> None:
+                 clock: IReactorTime, settings: MatchmakingSettings,
+                 presence: Presence | None = None) -> None:
+        """``presence`` is told of every connection (a private one if None)."""
         self.match_store = match_store
         self.ratings = ratings
         self.accounts = accounts
         self.clock = clock
+        self.presence = presence if presence is not None else Presence(clock)
         self.idle = settings.match_idle
         self.max_open = settings.max_open_matches
         self.check_interval = settings.expiry_interval
@@ -93,6 +98,8 @@ class UltimateMatches(Service):
         self.by_user: dict[int, dict[str, Match]] = {}
         self.finished: OrderedDict[str, Match] = OrderedDict()
         self.queue: OrderedDict[int, Any] = OrderedDict()
+        #: When each user in the queue started waiting.
+        self.queued_at: dict[int, float] = {}
         self.sinks: dict[int, list[Sink]] = {}
         #: Opponents per user of the matches being stored right now; they count
         #: against the limits, so checks need no lock across the store write.
@@ -135,16 +142,19 @@ class UltimateMatches(Service):
     def connect(self, user: Any, sink: Sink) -> list[Match]:
         """Register a connection of ``user``; returns the user's open matches."""
         self.sinks.setdefault(user.id, []).append(sink)
+        self.presence.arrived(sink, CONTEXT, user.name, getattr(sink, "address", None))
         return self.open_matches(user)
 
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
+        self.presence.gone(sink)
         sinks = self.sinks.get(user.id, [])
         if sink in sinks:
             sinks.remove(sink)
         if not sinks:
             self.sinks.pop(user.id, None)
             self.queue.pop(user.id, None)
+            self.queued_at.pop(user.id, None)
 
     def sinks_of(self, user_id: int | None) -> list[Sink]:
         return list(self.sinks.get(user_id, ())) if user_id is not None else []
@@ -167,9 +177,12 @@ class UltimateMatches(Service):
             except MatchRefused:
                 continue
             del self.queue[waiter.id]
+            now = self.clock.seconds()
+            metrics.MATCHMAKING_WAIT.observe(now - self.queued_at.pop(waiter.id, now))
             return await self._create(waiter, user)
         if self.sinks.get(user.id):   # gone already: nobody to pair later
             self.queue[user.id] = user
+            self.queued_at[user.id] = self.clock.seconds()
         return None
 
     async def challenge(self, user: Any, opponent: Any | None, opponent_name: str) -> Match:
@@ -320,6 +333,36 @@ class UltimateMatches(Service):
                           count=ended)
         return ended
 
+    async def end_by_operator(self, match_id: str) -> Match:
+        """End an open match for the server's operator: nobody wins, nobody
+        is rated, both players are told (stored first, under the match's
+        lock). UnknownMatch if it is not open."""
+        match = self.open.get(match_id) if isinstance(match_id, str) else None
+        if match is None or match.finished:
+            raise UnknownMatch(f"there is no open match {match_id}")
+
+        def end() -> None:
+            match.abort(None, self.clock.seconds())
+            match.extra.update(end="ended by the operator", forfeit=False)
+
+        try:
+            await self._change(match, 0, end, match.ended)
+        except MatchOver:
+            raise UnknownMatch(f"there is no open match {match_id}") from None
+        await self._finish(match)
+        return match
+
+    def snapshot(self) -> dict[str, Any]:
+        """The random queue (longest waiting first), the matches being created
+        and the open matches, as plain data (for the web monitor)."""
+        now = self.clock.seconds()
+        return {"queue": [{"user": user.name, "waiting": now - self.queued_at.get(user_id, now)}
+                          for user_id, user in self.queue.items()],
+                "creating": sum(len(opponents) for opponents in self._creating.values()) // 2,
+                "open_matches": len(self.open),
+                "matches": [match.view(now) for match in
+                            sorted(self.open.values(), key=lambda match: match.created)]}
+
     def _forget_player(self, match: Match, seat: int) -> None:
         """Detach a removed user from a match: no more pushes, moves or ratings for it."""
         user_id = match.seats[seat].user_id
@@ -331,6 +374,7 @@ class UltimateMatches(Service):
             if not matches:
                 del self.by_user[user_id]
         self.queue.pop(user_id, None)
+        self.queued_at.pop(user_id, None)
         match.seats[seat].user_id = None
 
     async def _end(self, match: Match, seat: int, how: str, forfeit: bool) -> None:

@@ -85,7 +85,8 @@ class UltimateTicTacToeListener:
 
         matchmaking = core.attach(UltimateMatches(core.match_store, core.ratings,
                                                   core.accounts, core.clock,
-                                                  settings.matchmaking))
+                                                  settings.matchmaking,
+                                                  presence=core.presence))
         return UtttServerFactory(core.accounts, matchmaking, core.ratings, core.friends,
                                  core.clock, settings, core.trusted_proxies,
                                  reactor=core.reactor)

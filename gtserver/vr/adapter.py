@@ -55,17 +55,26 @@ from gtserver.vr.rooms import (
     storable,
 )
 from gtserver.vr.settings import VRSettings
+from gtserver.web import metrics
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 MAX_NAME = 64
 #: Frames queued while a login is in progress; more than this is a flood.
 MAX_BACKLOG = 256
 _OPEN = WebSocketProtocol.STATE_OPEN
+_METRICS = metrics.ListenerMetrics("vr")
+#: Bound once: it is counted for every frame to every member.
+_SENT = _METRICS.sent
+#: Room message types counted under their own name in /metrics (others: "say").
+_ROOM_KINDS = frozenset(("join", "leave", "list", TRANSFORM))
+#: System commands counted under their own name in /metrics (others: "other").
+_SYSTEM_KINDS = frozenset(("ping", "login", "rooms"))
 
 
 class VRServerProtocol(GuardedServerProtocol):
     logger = Logger()
     kind = "VR"
+    frames_sent = _SENT
 
     factory: VRServerFactory
 
@@ -81,6 +90,14 @@ class VRServerProtocol(GuardedServerProtocol):
         self._login_overdue = False
 
     # connection lifecycle
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        _METRICS.connections.value += 1
+
+    def connectionLost(self, reason: Any = None) -> None:
+        _METRICS.connections.value -= 1
+        super().connectionLost(reason)
 
     def onConnect(self, request: Any) -> None:
         self.peer = self.factory.trusted_proxies.client(
@@ -107,12 +124,18 @@ class VRServerProtocol(GuardedServerProtocol):
     def onOversizedMessage(self, size: int) -> None:
         self._reply(wire.BAD_REQUEST)  # before the close frame (1009)
 
+    def close_connection(self, reason: str, *args: Any, **kwargs: Any) -> None:
+        if self.state == _OPEN:
+            _METRICS.error("policy_close")
+        super().close_connection(reason, *args, **kwargs)
+
     def onClosing(self) -> None:
         self._backlog.clear()
         if self.user is not None:
             self.factory.rooms.disconnect(self)  # others see it leave now
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        _METRICS.received.value += 1
         if self._busy:
             if len(self._backlog) >= MAX_BACKLOG:
                 self.close_connection("too many frames while logging in")
@@ -125,26 +148,36 @@ class VRServerProtocol(GuardedServerProtocol):
         try:
             message = wire.decode(payload)
         except wire.BadFrame:
+            _METRICS.request("invalid", "invalid_structure")
             self._reply(wire.INVALID_STRUCTURE)
             return
         except wire.BadValue:
+            _METRICS.request("invalid", "bad_request")
             self._reply(wire.BAD_REQUEST)
             return
         try:
             if not isinstance(message, dict):
+                _METRICS.request("invalid", "bad_request" if self.user else "denied")
                 self._reply(wire.BAD_REQUEST if self.user else wire.ACCESS_DENIED)
             elif "system" in message:
                 self._system(message)
             elif self.user is None:
+                _METRICS.request("room", "denied")
                 self._reply(wire.ACCESS_DENIED)
             else:
                 self._room_message(message)
         except Exception:
+            _METRICS.error("internal")
             self.logger.failure("VR frame from {address} failed", address=self.address)
             self._reply(wire.INTERNAL_ERROR)
 
     def _system(self, message: dict) -> None:
         command = message["system"]
+        if command != "login":      # logins are counted with their outcome
+            known = isinstance(command, str) and command in _SYSTEM_KINDS
+            _METRICS.request(command if known else "other",
+                             "ok" if command == "ping" else "denied" if self.user is None
+                             else "ok" if known else "not_recognized")
         if command == "ping":
             self._reply(wire.PONG)
         elif command == "login":
@@ -164,6 +197,7 @@ class VRServerProtocol(GuardedServerProtocol):
             self._reply(wire.BAD_REQUEST)
             return
         rooms = self.factory.rooms
+        outcome = "ok"
         try:
             if kind == "join":
                 self._send_join_sequence(room, rooms.join(self, room))
@@ -176,20 +210,26 @@ class VRServerProtocol(GuardedServerProtocol):
             else:
                 rooms.say(self, room, kind, message["data"])
         except AlreadyInRoom:
+            outcome = "conflict"
             self._reply(wire.CONFLICT)
         except NotInRoom:
+            outcome = "not_in_room"
             self._reply(wire.UNAUTHORIZED)
         except (InvalidRoomName, InvalidKind, BadPose):
+            outcome = "bad_request"
             self._reply(wire.BAD_REQUEST)
+        _METRICS.request(kind if kind in _ROOM_KINDS else "say", outcome)
 
     # login
 
     def _login(self, options: Any) -> None:
         if self.user is not None:
+            _METRICS.request("login", "conflict")
             self._reply(wire.CONFLICT)
             return
         credentials = _credentials(options)
         if credentials is None:
+            _METRICS.request("login", "bad_request")
             self._reply(wire.BAD_REQUEST)
             return
         self._busy = True
@@ -204,23 +244,29 @@ class VRServerProtocol(GuardedServerProtocol):
                 await factory.accounts.login(name, password, self.peer,
                                                   factory.login_policy)
             except CoreError:  # wrong password, throttled and the like
+                _METRICS.request("login", "denied")
                 self._reply(wire.ACCESS_DENIED)
                 return
             except Unstorable:  # text the database cannot hold: bad input
+                _METRICS.request("login", "bad_request")
                 self._reply(wire.BAD_REQUEST)
                 return
             except StoreError as error:
+                _METRICS.request("login", "store_error")
+                _METRICS.error("store")
                 self.logger.warn("VR login of {name} failed: {error}", name=name, error=error)
                 self._reply(wire.INTERNAL_ERROR)
                 return
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
+        _METRICS.request("login", "ok")
         self.authenticated()
         self._reply(wire.ACCESS_GRANTED)
         self._send_join_sequence(LOBBY, factory.rooms.join(self, LOBBY))
 
     def _login_failed(self, failure: Any) -> None:
+        _METRICS.error("internal")
         self.logger.failure("VR login failed", failure)
         self._reply(wire.INTERNAL_ERROR)
 

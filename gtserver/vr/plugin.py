@@ -92,7 +92,8 @@ class VRRooms:
         reactor = core.reactor
         # Coalesced room events go out at the end of the reactor's turn.
         rooms = core.attach(RoomService(core.clock, core.events, settings.rooms,
-                                        call_soon=lambda function: reactor.callLater(0, function)))
+                                        call_soon=lambda function: reactor.callLater(0, function),
+                                        presence=core.presence))
         if settings.csv_log:
             from gtserver.vr.csvlog import CsvEventFile
             core.attach(CsvEventFile(settings.csv_log, core.clock, rooms))

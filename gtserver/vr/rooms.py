@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gtserver.core.errors import CoreError
+from gtserver.core.presence import Presence
+from gtserver.web import metrics
 
 LOBBY = "lobby"
 SOURCE = "vr"
@@ -53,6 +56,9 @@ MAX_ROOM_NAME = 100
 
 #: Event kinds with a meaning of their own; every other kind is a chat-like message.
 JOIN, LEAVE, TRANSFORM, BUTTON, MSG = "join", "leave", "transform", "button", "msg"
+#: The ``user`` of a message the server's operator sends to a room (no
+#: member can have it: names are never empty).
+SERVER_USER = ""
 
 
 class RoomError(CoreError):
@@ -127,6 +133,8 @@ class Member:
     #: keyed by adapter: a member list of thousands is then assembled from
     #: encodings made once per member rather than encoded again per joiner.
     encoded_join: dict = field(default_factory=dict)
+    #: When the member last sent anything to the room (a message or a pose).
+    last_active: float = 0.0
 
     def __post_init__(self) -> None:
         self.join = {"time": self.joined, "user": self.name, "type": JOIN, "data": ""}
@@ -161,6 +169,12 @@ class Room:
     #: What ``rooms`` lists for the room: empty for a room created by a join,
     #: as the original server did (see :meth:`RoomService.set_title`).
     title: str = ""
+    #: Messages said in the room so far, and pose frames it was sent.
+    messages: int = 0
+    ticks: int = 0
+    #: A paused room gets no pose frames (see :meth:`RoomService.set_paused`).
+    paused: bool = False
+    created: float = 0.0
 
     def member_list(self) -> list[dict]:
         """``join`` entries of every member, sorted case-insensitively."""
@@ -279,9 +293,11 @@ class RoomService(Service):
     log = Logger()
 
     def __init__(self, clock: Any, events: Any, settings: RoomSettings,
-                 call_soon: Callable[[Callable[[], None]], Any] | None = None) -> None:
+                 call_soon: Callable[[Callable[[], None]], Any] | None = None,
+                 presence: Presence | None = None) -> None:
         """
         @param events: the research log (its ``record`` method is used).
+        @param presence: told of every connection that joins a room.
         @param call_soon: runs a function after the current reactor turn (the
             coalesced room events go out then); the adapter passes its
             reactor's ``callLater(0, ...)``: it is I/O scheduling, not a timer,
@@ -305,12 +321,17 @@ class RoomService(Service):
             lambda function: self.clock.callLater(0, function))
         self._next_pose_log = 0.0
         self.ticks = 0
+        #: Told of every connection that joins a room (a private one if None).
+        self.presence = presence if presence is not None else Presence(clock)
+        #: When the previous tick ran (clock seconds), for its lateness metric.
+        self._last_tick: float | None = None
 
     # lifecycle
 
     def startService(self) -> None:
         super().startService()
         self._ticker = LoopingCall(self._tick_safely)
+        self._last_tick = None
         self._ticker.clock = self.clock
         self._ticker.start(1.0 / self.settings.fps, now=False)
 
@@ -354,6 +375,7 @@ class RoomService(Service):
         joined = self._rooms_of.setdefault(sink, {})
         if room_name in joined:
             raise AlreadyInRoom(room_name)
+        self.presence.arrived(sink, SOURCE, sink.user, sink.address)
         room = self.rooms.get(room_name)
         if room is None:
             room = self.rooms[room_name] = self._new_room(room_name)
@@ -361,7 +383,8 @@ class RoomService(Service):
         if member is None:
             now = self.clock.seconds()
             member = Member(sink.user, now, pose_entry=self._pose_entry(sink.user, now,
-                                                                          origin_pose()))
+                                                                          origin_pose()),
+                            last_active=now)
             self._queue(room, member.join)
             room.add_member(member)
             self._record(JOIN, sink, room_name, None, now)
@@ -384,6 +407,7 @@ class RoomService(Service):
 
     def disconnect(self, sink: Any) -> None:
         """The connection is gone: it leaves every room it was in."""
+        self.presence.gone(sink)
         for room in list(self._rooms_of.pop(sink, {}).values()):
             self._detach(room, sink)
 
@@ -403,6 +427,8 @@ class RoomService(Service):
         event = {"time": now, "user": sink.user, "type": kind, "data": data}
         if kind != BUTTON:
             room.history.append(event)
+        room.messages += 1
+        room.sinks[sink].last_active = now
         self._queue(room, event)
         self._record(kind, sink, room_name, data, now)
 
@@ -412,6 +438,7 @@ class RoomService(Service):
         pose = normalize_pose(data)
         member = room.sinks[sink]
         member.pose_entry = self._pose_entry(member.name, self.clock.seconds(), pose)
+        member.last_active = member.pose_entry["time"]
         member.has_pose = True
         member.pose_json = None
         member.pose_address = sink.address
@@ -479,7 +506,10 @@ class RoomService(Service):
         self.ticks += 1
         log_poses = self._pose_log_due()
         for room in list(self.rooms.values()):
+            if room.paused:
+                continue  # its changes wait for the tick after it resumes
             if room.sinks:
+                room.ticks += 1
                 if self.settings.changed_only:
                     self._tick_changed(room)
                 else:
@@ -532,16 +562,83 @@ class RoomService(Service):
                                  entry["data"], entry["time"], member.pose_json)
 
     def _tick_safely(self) -> None:
+        now, started = self.clock.seconds(), time.perf_counter()
+        if self._last_tick is not None:
+            metrics.VR_TICK_LATENESS.observe(
+                max(now - self._last_tick - 1.0 / self.settings.fps, 0.0))
+        self._last_tick = now
         try:
             self.tick()
         except Exception:
             # A LoopingCall stops for good on an error; one bad tick must not.
             self.log.failure("room tick failed")
+        metrics.VR_TICK_DURATION.observe(time.perf_counter() - started)
+
+    # the operator's view and controls (the web monitor)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every room as plain data: members, their connections and activity."""
+        now = self.clock.seconds()
+        rooms = []
+        for room in self.rooms.values():
+            members = []
+            for entry in room.order:
+                member: Member = entry[2]
+                addresses = sorted({sink.address for sink in member.sinks if sink.address})
+                members.append({
+                    "user": member.name, "connections": len(member.sinks),
+                    "addresses": addresses, "joined": member.joined,
+                    "idle": now - member.last_active,
+                    "pose_age": (now - member.pose_entry["time"]) if member.has_pose else None,
+                })
+            rooms.append({"name": room.name, "title": room.title, "members": members,
+                          "connections": len(room.sinks), "history": len(room.history),
+                          "messages": room.messages, "ticks": room.ticks,
+                          "paused": room.paused, "age": now - room.created})
+        return rooms
+
+    def announce(self, room_name: str, text: str) -> None:
+        """Send a message from the server (user ``""``) to everyone in a room.
+
+        KeyError for a room that is not open; ValueError for text that could
+        not be stored. The message is kept in the history like any other.
+        """
+        room = self.rooms[room_name]
+        if not isinstance(text, str) or not text or not storable(text):
+            raise ValueError("a message is non-empty text without NUL or lone surrogates")
+        now = self.clock.seconds()
+        event = {"time": now, "user": SERVER_USER, "type": MSG, "data": text}
+        room.history.append(event)
+        room.messages += 1
+        self._queue(room, event)
+        self._record_raw(MSG, SERVER_USER, room_name, None, text, now)
+
+    def close_room(self, room_name: str, reason: str = "") -> int:
+        """Take every connection out of a room (its members are told it
+        closed first, with ``reason``); returns how many were in it. KeyError
+        for a room that is not open; the lobby cannot be closed (ValueError).
+        """
+        if room_name == LOBBY:
+            raise ValueError("the lobby cannot be closed")
+        room = self.rooms[room_name]
+        if reason:
+            self.announce(room_name, reason)
+        sinks = list(room.sinks)
+        for sink in sinks:
+            self.leave(sink, room_name)
+        self.rooms.pop(room_name, None)
+        self.flush()
+        return len(sinks)
+
+    def set_paused(self, room_name: str, paused: bool) -> None:
+        """Stop (or resume) the pose frames of one room; KeyError if not open."""
+        self.rooms[room_name].paused = paused
 
     # internals
 
     def _new_room(self, name: str) -> Room:
-        return Room(name, deque(maxlen=max(self.settings.history, 0)))
+        return Room(name, deque(maxlen=max(self.settings.history, 0)),
+                    created=self.clock.seconds())
 
     def _room_of(self, sink: Any, room_name: str) -> Room:
         room = self._rooms_of.get(sink, {}).get(room_name)
