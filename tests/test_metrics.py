@@ -240,9 +240,9 @@ class UtttMetricsTests(unittest.TestCase):
         self.assertEqual(scrapes.delta("gtserver_uttt_matchmaking_wait_seconds_count"), 1)
         self.assertGreater(scrapes.delta("gtserver_uttt_matchmaking_wait_seconds_sum"), 0)
         (live,) = [labels for name, labels in scrapes.now
-                   if name == "gtserver_matches_live" and ("context", "uttt") in labels]
+                   if name == "gtserver_matches_live" and ("source", "uttt") in labels]
         game_name = dict(live)["game"]
-        self.assertEqual(scrapes.value("gtserver_matches_live", context="uttt", game=game_name),
+        self.assertEqual(scrapes.value("gtserver_matches_live", source="uttt", game=game_name),
                          1)
         # The match, played to its end.
         match_id = update["id"]
@@ -252,15 +252,15 @@ class UtttMetricsTests(unittest.TestCase):
         for client in (ann, bob):
             await client.expect("elo_update")
         await scrapes.take()
-        self.assertEqual(scrapes.delta("gtserver_moves_total", context="uttt", game=game_name),
+        self.assertEqual(scrapes.delta("gtserver_moves_total", source="uttt", game=game_name),
                          len(moves))
         self.assertEqual(scrapes.delta("gtserver_requests_total", listener="uttt", kind="move",
                                        outcome="ok"), len(moves))
-        self.assertEqual(scrapes.delta("gtserver_matches_started_total", context="uttt",
+        self.assertEqual(scrapes.delta("gtserver_matches_started_total", source="uttt",
                                        game=game_name), 1)
-        self.assertEqual(scrapes.delta("gtserver_matches_finished_total", context="uttt",
+        self.assertEqual(scrapes.delta("gtserver_matches_finished_total", source="uttt",
                                        game=game_name, how="over"), 1)
-        self.assertEqual(scrapes.value("gtserver_matches_live", context="uttt", game=game_name),
+        self.assertEqual(scrapes.value("gtserver_matches_live", source="uttt", game=game_name),
                          0)
         self.assertGreater(scrapes.delta("gtserver_store_transaction_seconds_count",
                                          engine="sqlite"), len(moves) / 10)
@@ -280,7 +280,7 @@ class EOTMetricsTests(unittest.TestCase):
         await eventually(scrapes, lambda: scrapes.value("gtserver_eot_parked_requests") == 1
                          and scrapes.delta("gtserver_connections", listener="eot") == 1)
         self.assertEqual(scrapes.value("gtserver_eot_sessions"), 1)
-        self.assertEqual(scrapes.value("gtserver_matches_live", context="eot", game="Echo"), 1)
+        self.assertEqual(scrapes.value("gtserver_matches_live", source="eot", game="Echo"), 1)
         self.assertEqual((await player.move(msg="hello"))["status"], "ok")
         self.assertEqual((await parked)["data"]["echo"], "hello")
         reply = await call(port, {"type": "no such type"})
@@ -288,7 +288,7 @@ class EOTMetricsTests(unittest.TestCase):
         await eventually(scrapes,
                          lambda: scrapes.delta("gtserver_connections", listener="eot") == 0)
         self.assertEqual(scrapes.value("gtserver_eot_parked_requests"), 0)
-        self.assertEqual(scrapes.delta("gtserver_moves_total", context="eot", game="Echo"), 1)
+        self.assertEqual(scrapes.delta("gtserver_moves_total", source="eot", game="Echo"), 1)
         for kind, outcome, expected in (("join", "ok", 1), ("state", "ok", 2), ("move", "ok", 1),
                                         ("other", "bad_request", 1)):
             self.assertEqual(scrapes.delta("gtserver_requests_total", listener="eot", kind=kind,

@@ -86,6 +86,15 @@ def all_events():
     return (yield from select_events(limit=1_000_000))
 
 
+def as_before_migration_101():
+    """A database from before matches had a ``source``, holding one open match."""
+    yield Statement("ALTER TABLE matches RENAME COLUMN source TO context")
+    yield Statement("DELETE FROM schema_migrations WHERE id = 101")
+    yield Statement(
+        "INSERT INTO matches (id, game, context, state, ranked, finished, created, updated) "
+        "VALUES ('m-old', 'UltimateTicTacToe', 'uttt', '{}', FALSE, FALSE, 1.0, 1.0)")
+
+
 class FailingAt:
     """A store that reports itself unavailable on chosen calls of ``run``
     (counted from 1) and passes every other call to a real store."""
@@ -123,6 +132,18 @@ class StoreTestsMixin:
 
     def setUp(self):
         self.url = self.make_url()
+
+    async def test_a_database_whose_matches_have_a_context_keeps_them(self):
+        """Migration 101 renames the matches' ``context`` to ``source``."""
+        store = await self.open()
+        await store.run(as_before_migration_101)
+        await store.close()
+        store = await self.open()
+        self.assertIn(101, await store.run(applied_migrations))
+        row = await store.run(match_queries.match_by_id, "m-old")
+        self.assertEqual(row[:3], ("m-old", "UltimateTicTacToe", "uttt"))
+        self.assertEqual([row[0] for row in await store.run(match_queries.open_matches,
+                                                             "uttt")], ["m-old"])
 
     async def test_migrations_are_idempotent(self):
         store = await self.open()

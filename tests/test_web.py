@@ -442,7 +442,7 @@ class ControlTests(WebTestMixin, unittest.TestCase):
         port = self.server.port("eot")
         players = await join_all(self.server, port, "TicTacToe", "lab", 2)
         match = (await client.get("/api/state")).json()["matches"][0]
-        self.assertEqual((match["game"], match["context"]), ("TicTacToe", "eot"))
+        self.assertEqual((match["game"], match["source"]), ("TicTacToe", "eot"))
         await players[1].state()
         parked = players[1].start_state()  # seen already: it waits for a change
         sessions = self.server.core.attached(TableService)

@@ -51,14 +51,14 @@ class MatchStore:
         except KeyError:
             raise UnknownGame(game_name) from None
 
-    async def create(self, game_name: str, seats: list[Seat], context: str,
+    async def create(self, game_name: str, seats: list[Seat], source: str,
                      ranked: bool = False, rng: random.Random | None = None,
                      extra: dict[str, Any] | None = None) -> Match:
         """Start a match; it is stored (and its start recorded) before it is returned."""
-        match = Match.new(self.factory(game_name), seats, context, self.recorder,
+        match = Match.new(self.factory(game_name), seats, source, self.recorder,
                           self.clock.seconds(), ranked, rng, extra)
         await self.store.run(
-            queries.insert_match, match.id, game_name, context, match.stored_state(), ranked,
+            queries.insert_match, match.id, game_name, source, match.stored_state(), ranked,
             False, match.created, [(i, s.user_id, s.name) for i, s in enumerate(match.seats)])
         self.matches[match.id] = match
         match.started()
@@ -75,14 +75,14 @@ class MatchStore:
         """Drop a finished match from the live ones."""
         self.matches.pop(match.id, None)
 
-    async def load_open(self, context: str) -> list[Match]:
-        """The stored unfinished matches of ``context``, live from now on."""
+    async def load_open(self, source: str) -> list[Match]:
+        """The stored unfinished matches of ``source``, live from now on."""
         loaded = []
-        for row in await self.store.run(queries.open_matches, context):
+        for row in await self.store.run(queries.open_matches, source):
             match_id, game_name, state, ranked, created, updated, seats = row
             match = self.matches.get(match_id)
             if match is None:
-                match = self._restored(match_id, game_name, context, state, ranked, created,
+                match = self._restored(match_id, game_name, source, state, ranked, created,
                                        updated, seats)
                 if match is None:
                     continue
@@ -102,16 +102,16 @@ class MatchStore:
             return None
         if row is None:
             return None
-        match_id, game_name, context, state, ranked, _finished, created, updated, seats = row
-        return self._restored(match_id, game_name, context, state, ranked, created, updated,
+        match_id, game_name, source, state, ranked, _finished, created, updated, seats = row
+        return self._restored(match_id, game_name, source, state, ranked, created, updated,
                               seats)
 
-    async def seats_without_user(self, context: str) -> list[tuple[str, int]]:
-        """``(match_id, seat)`` of the unfinished matches of ``context`` whose
+    async def seats_without_user(self, source: str) -> list[tuple[str, int]]:
+        """``(match_id, seat)`` of the unfinished matches of ``source`` whose
         player's account no longer exists."""
-        return await self.store.run(queries.open_matches_with_missing_users, context)
+        return await self.store.run(queries.open_matches_with_missing_users, source)
 
-    def _restored(self, match_id: str, game_name: str, context: str, state: str, ranked: Any,
+    def _restored(self, match_id: str, game_name: str, source: str, state: str, ranked: Any,
                   created: float, updated: float, seats: list[tuple]) -> Match | None:
         try:
             snapshot = json.loads(state)
@@ -120,7 +120,7 @@ class MatchStore:
         except Exception:
             self.log.failure("cannot restore match {id}", id=match_id)
             return None
-        return Match(match_id, game_name, factory, game, context,
+        return Match(match_id, game_name, factory, game, source,
                      [Seat(name, user_id) for _seat, user_id, name in seats], self.recorder,
                      bool(ranked), created, updated, snapshot.get("aborted_by"),
                      snapshot.get("extra", {}))

@@ -122,7 +122,7 @@ class Match:
     #: The game's factory (``new_game``, ``restore``), used to roll back.
     factory: Any
     game: Any
-    context: str
+    source: str
     seats: list[Seat]
     recorder: EventRecorder = field(repr=False)
     ranked: bool = False
@@ -136,13 +136,13 @@ class Match:
     moves: int = 0
 
     @classmethod
-    def new(cls, factory: Any, seats: list[Seat], context: str, recorder: EventRecorder,
+    def new(cls, factory: Any, seats: list[Seat], source: str, recorder: EventRecorder,
             now: float, ranked: bool = False, rng: random.Random | None = None,
             extra: dict[str, Any] | None = None) -> Match:
         """A new match of ``factory``'s game (its start is not recorded yet:
         call :meth:`started` once it counts)."""
         game = factory.new_game(len(seats), rng or random.Random())
-        return cls(secrets.token_hex(12), factory.name, factory, game, context, list(seats),
+        return cls(secrets.token_hex(12), factory.name, factory, game, source, list(seats),
                    recorder, ranked, now, now, extra=dict(extra or {}))
 
     @property
@@ -214,7 +214,7 @@ class Match:
             turn = [] if self.finished else list(self.game.current())
         except Exception:  # a game's bug must not hide the other matches
             turn = []
-        return {"id": self.id, "game": self.game_name, "context": self.context,
+        return {"id": self.id, "game": self.game_name, "source": self.source,
                 "players": [seat.name for seat in self.seats],
                 "turn": [self.seats[seat].name for seat in turn if 0 <= seat < len(self.seats)],
                 "moves": self.moves, "ranked": self.ranked, "finished": self.finished,
@@ -225,8 +225,8 @@ class Match:
 
     def started(self) -> None:
         """Record the start of the match."""
-        metrics.MATCHES_STARTED(self.context, self.game_name)
-        self.recorder.record(self.context, "match_start", match=self.id,
+        metrics.MATCHES_STARTED(self.source, self.game_name)
+        self.recorder.record(self.source, "match_start", match=self.id,
                              data={"game": self.game_name,
                                    "players": [seat.name for seat in self.seats],
                                    "ranked": self.ranked, **self.extra})
@@ -235,8 +235,8 @@ class Match:
               details: dict[str, Any] | None = None) -> None:
         """Record an applied move (and the end of the match it may have ended)."""
         self.moves += 1
-        metrics.MOVES(self.context, self.game_name)
-        self.recorder.record(self.context, "move", user=self.seats[seat].name,
+        metrics.MOVES(self.source, self.game_name)
+        self.recorder.record(self.source, "move", user=self.seats[seat].name,
                              match=self.id, address=address,
                              data={"seat": seat, "move": arguments, **(details or {})})
         if self.finished:
@@ -244,9 +244,9 @@ class Match:
 
     def ended(self) -> None:
         """Record the end of the match."""
-        metrics.MATCHES_FINISHED(self.context, self.game_name,
+        metrics.MATCHES_FINISHED(self.source, self.game_name,
                                  "over" if self.aborted_by is None else "aborted")
-        self.recorder.record(self.context, "match_end", match=self.id,
+        self.recorder.record(self.source, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
                                    "aborted_by": self.aborted_by})
 

@@ -59,7 +59,7 @@ from gtserver.core.matches import EventRecorder, Match, Seat
 from gtserver.games import IllegalMove
 
 AUTO = "auto"
-CONTEXT = "eot"
+SOURCE = "eot"
 
 
 class TableError(CoreError):
@@ -438,7 +438,7 @@ class TableService(Service):
         """
         seats = [Seat(player.name or f"player {player.player_id}") for player in table.players]
         seed = self.rng.getrandbits(64)
-        match = Match.new(self.games[table.game], seats, CONTEXT, self.recorder,
+        match = Match.new(self.games[table.game], seats, SOURCE, self.recorder,
                           self.clock.seconds(), rng=random.Random(seed),
                           extra={"session": table.token, "seed": seed})
         match.started()

@@ -109,6 +109,9 @@ MIGRATIONS: list[Migration] = [
         )""",
         "CREATE INDEX match_players_user ON match_players(user_id)",
     )),
+    Migration(101, "a match's listener is its source, as in the event log", (
+        "ALTER TABLE matches RENAME COLUMN context TO source",
+    )),
     Migration(300, "ratings and friends", (
         """CREATE TABLE ratings (
             user_id {bigint} PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,

@@ -1,7 +1,7 @@
 """Ultimate tic-tac-toe matchmaking and play, independent of any wire format.
 
 :class:`UltimateMatches` plays :class:`gtserver.core.matches.Match` objects
-kept in a :class:`gtserver.core.match_store.MatchStore` (context ``"uttt"``,
+kept in a :class:`gtserver.core.match_store.MatchStore` (source ``"uttt"``,
 game ``UltimateTicTacToe``). It serialises the changes of each match (one
 lock per match) and stores every change before it tells anyone, so an
 acknowledged move is never lost; and it adds what the ultimate tic-tac-toe
@@ -41,7 +41,7 @@ from gtserver.store import StoreError
 from gtserver.uttt.settings import MatchmakingSettings
 from gtserver.web import metrics
 
-CONTEXT = "uttt"
+SOURCE = "uttt"
 GAME = "UltimateTicTacToe"
 
 
@@ -132,7 +132,7 @@ class UltimateMatches(Service):
             await self._ready
 
     async def _load(self) -> None:
-        for match in await self.match_store.load_open(CONTEXT):
+        for match in await self.match_store.load_open(SOURCE):
             if not match.finished:
                 self._index(match)
         self.log.info("ultimate tic-tac-toe: {count} open matches resumed", count=len(self.open))
@@ -142,7 +142,7 @@ class UltimateMatches(Service):
     def connect(self, user: Any, sink: Sink) -> list[Match]:
         """Register a connection of ``user``; returns the user's open matches."""
         self.sinks.setdefault(user.id, []).append(sink)
-        self.presence.arrived(sink, CONTEXT, user.name, getattr(sink, "address", None))
+        self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
         return self.open_matches(user)
 
     def disconnect(self, user: Any, sink: Sink) -> None:
@@ -220,7 +220,7 @@ class UltimateMatches(Service):
             self._creating.setdefault(user_id, []).append(opponent_id)
         try:
             match = await self.match_store.create(
-                GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], CONTEXT,
+                GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], SOURCE,
                 ranked=ranked)
         finally:
             for user_id, opponent_id in pair:
@@ -255,7 +255,7 @@ class UltimateMatches(Service):
             if not isinstance(match_id, str):
                 raise
             match = await self.match_store.load(match_id)
-            if match is None or match.context != CONTEXT or not match.finished:
+            if match is None or match.source != SOURCE or not match.finished:
                 raise
             self._remember_finished(match)
             return self.find(user, match_id)
@@ -318,7 +318,7 @@ class UltimateMatches(Service):
         catches accounts removed while the server was down)."""
         await self.ready()
         ended = 0
-        for match_id, seat in await self.match_store.seats_without_user(CONTEXT):
+        for match_id, seat in await self.match_store.seats_without_user(SOURCE):
             match = self.open.get(match_id)
             if match is None or match.finished:
                 continue
@@ -424,7 +424,7 @@ class UltimateMatches(Service):
         players = [seat.user_id for seat in match.seats]
         rated = match.ranked and result is not None and None not in players
         standings = await self.ratings.finish(match.id, players, result if rated else None,
-                                              CONTEXT, [seat.name for seat in match.seats])
+                                              SOURCE, [seat.name for seat in match.seats])
         for user_id, standing in zip(players, standings, strict=True):
             for sink in self.sinks_of(user_id):
                 sink.standing_changed(standing)

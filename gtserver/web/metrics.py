@@ -201,14 +201,14 @@ VR_TICK_LATENESS = _instrument(
     "How much later than one tick interval after the previous tick a VR tick ran.",
     buckets=FAST_BUCKETS)
 MATCHES_STARTED = _instrument("counter", "gtserver_matches_started",
-                              "Matches started, by context (uttt, eot) and game.",
-                              ["context", "game"])
+                              "Matches started, by source (uttt, eot) and game.",
+                              ["source", "game"])
 MATCHES_FINISHED = _instrument(
     "counter", "gtserver_matches_finished",
-    "Matches ended, by context, game and how (over: by the rules; aborted: by a "
-    "player, the server or a timeout).", ["context", "game", "how"])
-MOVES = _instrument("counter", "gtserver_moves", "Accepted moves, by context and game.",
-                    ["context", "game"])
+    "Matches ended, by source, game and how (over: by the rules; aborted: by a "
+    "player, the server or a timeout).", ["source", "game", "how"])
+MOVES = _instrument("counter", "gtserver_moves", "Accepted moves, by source and game.",
+                    ["source", "game"])
 MATCHMAKING_WAIT = _instrument(
     Histogram, "gtserver_uttt_matchmaking_wait_seconds",
     "How long a uttt player waited in the random-opponent queue before being paired.",
@@ -351,12 +351,12 @@ class LiveState:
         tables = [table for service in eot for table in service.tables.values()]
         if uttt or eot:
             live = GaugeMetricFamily("gtserver_matches_live",
-                                     "Matches in memory and not finished, by context and game.",
-                                     labels=["context", "game"])
+                                     "Matches in memory and not finished, by source and game.",
+                                     labels=["source", "game"])
             matches = [match for service in uttt for match in service.open.values()]
             matches += [table.match for table in tables if table.match is not None]
             counts = _groups((match for match in matches if not match.finished),
-                             lambda match: (match.context, match.game_name))
+                             lambda match: (match.source, match.game_name))
             for labels, count in sorted(counts.items()):
                 live.add_metric(list(labels), count)
             yield live

@@ -129,7 +129,7 @@ function render(state) {
     s.reachable === null ? "checking" : (s.reachable ? "yes" : "no: " + (s.error || "")),
     s.backlog, s.written, s.dropped, s.refused, s.lost]);
   renderRooms(state.rooms);
-  fillTable("matches", state.matches, (m) => [m.game, m.context, m.players.join(", "),
+  fillTable("matches", state.matches, (m) => [m.game, m.source, m.players.join(", "),
     m.turn.join(", ") || "–", m.moves, seconds(m.age),
     m.last_move_age === null ? "no move yet" : seconds(m.last_move_age) + " ago",
     button("End", () => {
