@@ -196,18 +196,7 @@ class GameClient:
             raise GameServerError(f"the request cannot be sent as JSON: {error}") from None
         if len(payload) > self.request_size_max:
             raise GameServerError("the request is larger than the server accepts")
-        answer = self._exchange(payload)
-        try:
-            reply = json.loads(answer)
-            status = reply["status"]
-        except (ValueError, KeyError, TypeError):
-            raise GameServerError("the server sent an answer that is not valid JSON") from None
-        if status == "ok":
-            return reply.get("data")
-        message = reply.get("message")
-        if status == "illegalmove":
-            raise IllegalMove(*message) if isinstance(message, list) else IllegalMove(message)
-        raise GameServerError(message)
+        return read_answer(self._exchange(payload))
 
     def _exchange(self, payload: bytes) -> bytes:
         try:
@@ -242,3 +231,19 @@ class GameClient:
 GameServerAPI = GameClient
 
 __all__ = ["GameClient", "GameServerAPI", "GameServerError", "IllegalMove", "InvalidArgument"]
+
+
+def read_answer(answer: bytes) -> Any:
+    """The data of a server's answer; IllegalMove or GameServerError for a
+    refusal (a list message becomes the exception's arguments)."""
+    try:
+        reply = json.loads(answer)
+        status = reply["status"]
+    except (ValueError, KeyError, TypeError):
+        raise GameServerError("the server sent an answer that is not valid JSON") from None
+    if status == "ok":
+        return reply.get("data")
+    message = reply.get("message")
+    if status == "illegalmove":
+        raise IllegalMove(*message) if isinstance(message, list) else IllegalMove(message)
+    raise GameServerError(message)

@@ -262,3 +262,25 @@ class FrameConnection:
         if not self.is_closed and self.protocol.transport is not None:
             self.protocol.transport.abortConnection()
         return self.when_closed()
+
+
+class FrameClient:
+    """What the clients of the WebSocket listeners share: their connection,
+    and :meth:`connect`, which builds one for a URL."""
+
+    def __init__(self, connection: FrameConnection) -> None:
+        self.connection = connection
+
+    @classmethod
+    def connect(cls, url: str, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT,
+                tls_options: Any = None, max_pending: int = DEFAULT_MAX_PENDING) -> Deferred:
+        """A Deferred firing with a connected client for ``ws://host:port/`` (or wss://).
+
+        :param timeout: seconds allowed for connecting, and the default wait
+            of every call for its answer
+        :param max_pending: frames kept unread; older ones are dropped beyond it
+        """
+        async def opening() -> FrameClient:
+            return cls(await FrameConnection.open(url, reactor, timeout, max_pending,
+                                                  tls_options))
+        return ensureDeferred(opening())

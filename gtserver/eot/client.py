@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from gtserver.client import TERMINATOR, GameServerError, IllegalMove
+from gtserver.client import TERMINATOR, GameServerError, IllegalMove, read_answer
 
 
 class _Exchange(Protocol):
@@ -129,17 +129,7 @@ class AsyncGameClient:
         answer = await answered
         if not answer:
             raise GameServerError("the server closed the connection without an answer")
-        try:
-            reply = json.loads(answer)
-            status = reply["status"]
-        except (ValueError, KeyError, TypeError):
-            raise GameServerError("the server sent an answer that is not valid JSON") from None
-        if status == "ok":
-            return reply.get("data")
-        message = reply.get("message")
-        if status == "illegalmove":
-            raise IllegalMove(*message) if isinstance(message, list) else IllegalMove(message)
-        raise GameServerError(message)
+        return read_answer(answer)
 
 
 def _timed_out(exchange: _Exchange) -> None:

@@ -28,9 +28,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from gtserver.wsclient import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_TIMEOUT,
     ConnectionClosed,
+    FrameClient,
     FrameConnection,
     Taken,
 )
@@ -102,7 +101,7 @@ def legal_moves(update: dict) -> list[tuple[int, int, int, int]]:
     return moves
 
 
-class UtttClient:
+class UtttClient(FrameClient):
     """One connection to a ``uttt`` listener; build it with :meth:`connect`.
 
     ``user``, ``session`` and ``registered`` are set by a successful login;
@@ -110,7 +109,7 @@ class UtttClient:
     """
 
     def __init__(self, connection: FrameConnection) -> None:
-        self.connection = connection
+        super().__init__(connection)
         self.user: str | None = None
         self.session: str | None = None
         self.registered = False
@@ -118,20 +117,6 @@ class UtttClient:
         self.elo: dict | None = None
         self.friends: dict | None = None
         connection.listen(self._track)
-
-    @classmethod
-    def connect(cls, url: str, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT,
-                tls_options: Any = None, max_pending: int = DEFAULT_MAX_PENDING) -> Deferred:
-        """A Deferred firing with a connected client for ``ws://host:port/`` (or wss://).
-
-        :param timeout: seconds allowed for connecting, and the default wait
-            of every call for its answer
-        :param max_pending: frames kept unread; older ones are dropped beyond it
-        """
-        async def opening() -> UtttClient:
-            return cls(await FrameConnection.open(url, reactor, timeout, max_pending,
-                                                  tls_options))
-        return ensureDeferred(opening())
 
     # identity (the first frame of a connection)
 

@@ -29,9 +29,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from gtserver.wsclient import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_TIMEOUT,
     ConnectionClosed,
+    FrameClient,
     FrameConnection,
     Taken,
 )
@@ -104,7 +103,7 @@ def _vector(value: Any) -> dict[str, float]:
     raise ValueError("a position or rotation is {x, y, z} or three numbers")
 
 
-class VRClient:
+class VRClient(FrameClient):
     """One connection to a ``vr`` listener.
 
     Build it with :meth:`connect`. ``user`` is the logged-in name (None
@@ -113,22 +112,8 @@ class VRClient:
     """
 
     def __init__(self, connection: FrameConnection) -> None:
-        self.connection = connection
+        super().__init__(connection)
         self.user: str | None = None
-
-    @classmethod
-    def connect(cls, url: str, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT,
-                tls_options: Any = None, max_pending: int = DEFAULT_MAX_PENDING) -> Deferred:
-        """A Deferred firing with a connected client for ``ws://host:port/`` (or wss://).
-
-        :param timeout: seconds allowed for connecting, and the default wait
-            of every call for its answer
-        :param max_pending: frames kept unread; older ones are dropped beyond it
-        """
-        async def opening() -> VRClient:
-            return cls(await FrameConnection.open(url, reactor, timeout, max_pending,
-                                                  tls_options))
-        return ensureDeferred(opening())
 
     # system commands
 
