@@ -165,6 +165,61 @@ class IdentityAnswerTests(UtttTestMixin, unittest.TestCase):
         self.assertTrue((await client.expect("reconnect_response"))["success"])
 
 
+class RealSocketHostileFrameTests(UtttTestMixin, unittest.TestCase):
+    """Each hostile frame once over a real socket (their variants: the in-memory
+    tests of tests/test_uttt_hostile_memory.py)."""
+
+    async def test_deep_nesting_and_numbers_beyond_a_double_get_error_replies(self):
+        await self.serve()
+        alice, bob = await self.users("alice", "bob")
+        update = await challenge(self, alice, bob, "bob")
+        alice.sendMessage(b"[" * NESTED + b"]" * NESTED)
+        self.assertEqual((await alice.expect("error"))["msg"], "the frame is nested too deeply")
+        for number in (b"NaN", b"Infinity", b"1e400"):
+            alice.sendMessage(b'{"type":"move","data":{"id":"%s","sub_x":%s,"sub_y":1,'
+                              b'"x":1,"y":1}}' % (update["id"].encode(), number))
+            self.assertIn("finite", (await alice.expect("error"))["msg"])
+        alice.send("move", move_frame(update["id"], (1, 1, 1, 1)))
+        self.assertEqual((await alice.expect("match_update"))["match_state"]["last_move"],
+                         {"sub_x": 1, "sub_y": 1, "x": 1, "y": 1})
+        await bob.expect("match_update")
+
+    async def test_an_oversized_frame_closes_1009_and_a_flood_1008(self):
+        await self.serve("--uttt-max-rate", "20")
+        big, flood, calm = await self.users("big", "flood", "calm")
+        big.sendMessage(b"x" * (1024 * 1024 + 1))
+        self.assertEqual((await big.expect("error"))["msg"],
+                         "frame too large (at most 1048576 bytes)")
+        self.assertEqual(await close_code(big), 1009)
+        for _ in range(200):
+            flood.send("no_such_request")
+        self.assertEqual(await close_code(flood), 1008)
+        calm.send("friend_request", {"user": "flood"})
+        self.assertTrue((await calm.expect("friend_request_response"))["success"])
+
+
+    async def test_requests_then_close_at_once(self):
+        """Replies that are ready once the client has closed are dropped
+        quietly: trial fails the test on any error logged meanwhile."""
+        await self.serve()
+        for number in range(10):
+            client = await connect(self, self.port)
+            client.send("login", {"name": f"user{number}", "pw": "pw"})
+            client.sendClose()
+            await close_code(client)
+        [alice] = await self.users("alice")
+        for kind, data in (("match_request", {"player": "user1"}),
+                           ("friend_request", {"user": "user2"}),
+                           ("match_states_request", {})):
+            client = await connect(self, self.port)
+            client.send("reconnect", {"id": alice.session})
+            client.send(kind, data)
+            client.sendClose()
+            await close_code(client)
+        alice.send("friend_request", {"user": "user3"})
+        self.assertTrue((await alice.expect("friend_request_response"))["success"])
+
+
 class SizeAndRateTests(UtttTestMixin, unittest.TestCase):
     async def test_client_that_stops_reading_is_closed(self):
         await self.serve("--uttt-send-buffer", "65536", "--uttt-max-rate", "100000")
