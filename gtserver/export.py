@@ -181,7 +181,7 @@ async def describe_export(store: Any, options: argparse.Namespace, argv: Sequenc
     """The provenance of one export (docs/export.md, "Provenance")."""
     recorded = await store.run(run_queries.runs_by_id,
                                [run for run in per_run if run is not None])
-    core_version, plugin_versions = await store.run(run_queries.schema_version)
+    core_version, applied, plugin_versions = await store.run(run_queries.schema_version)
     runs = []
     for run_id, run_started, version, commit, digest, details in recorded:
         runs.append({"id": run_id, "rows": per_run[run_id], "started": run_started,
@@ -197,7 +197,8 @@ async def describe_export(store: Any, options: argparse.Namespace, argv: Sequenc
         "table": "events",
         "output": options.output,
         "columns": list(COLUMNS),
-        "schema_version": {"core": core_version, "plugins": plugin_versions},
+        "schema_version": {"core": core_version, "core_applied": applied,
+                           "plugins": plugin_versions},
         "rows": count,
         "rows_without_run": per_run[None],
         "runs": runs,

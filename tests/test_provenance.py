@@ -203,9 +203,11 @@ class RunRecordTests:
         self.assertEqual(provenance["command"][:2], ["gtserver-export", "--db"])
         self.assertEqual(provenance["command"][2], redact_database_url(url))
         self.assertEqual(provenance["command"][3:7], ["--source", "eot", "--match", "m1"])
-        core_version, _plugins = await self.read(url, run_queries.schema_version)
-        self.assertEqual(provenance["schema_version"]["core"], core_version)
-        self.assertGreaterEqual(core_version, 3)
+        core_version, applied, plugins = await self.read(url, run_queries.schema_version)
+        self.assertEqual(provenance["schema_version"],
+                         {"core": core_version, "core_applied": applied, "plugins": plugins})
+        self.assertEqual(core_version, max(applied))
+        self.assertIn(3, applied)
         self.assertIsInstance(provenance["exported"]["epoch"], float)
         secret = self.secret_in_url()
         if secret is not None:

@@ -51,10 +51,13 @@ def all_runs():
 
 
 def schema_version():
-    """``(core, plugins)``: the highest core migration applied, and the highest
-    version applied of each plugin namespace."""
-    core = yield Statement("SELECT MAX(id) FROM schema_migrations")
+    """``(core, applied, plugins)``: the highest core migration applied, every
+    core migration applied (ids ascending), and the highest version applied of
+    each plugin namespace."""
+    core = yield Statement("SELECT id FROM schema_migrations ORDER BY id")
     plugins = yield Statement(
         "SELECT namespace, MAX(version) FROM plugin_migrations GROUP BY namespace "
         "ORDER BY namespace")
-    return core[0][0], {namespace: version for namespace, version in plugins}
+    applied = [row[0] for row in core]
+    return (applied[-1] if applied else None, applied,
+            {namespace: version for namespace, version in plugins})
