@@ -1,7 +1,8 @@
 """The service tree of the daemon: store, core, one listener per endpoint.
 
-Start order: open the store (migrations included), start the core, then
-accept connections (the listeners bind earlier, in privilegedStartService).
+Start order: open the store (migrations included), record this run in it
+(see gtserver.provenance), start the core, then accept connections (the
+listeners bind earlier, in privilegedStartService).
 Stop order is the reverse: stop accepting, stop the core (which flushes the
 event log), then close the store once in-flight writes are done.
 """
@@ -14,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 
 from gtserver.core import Core
 from gtserver.logs import DaemonLog
+from gtserver.provenance import record_run
 from gtserver.store import Store
 
 
@@ -285,7 +287,8 @@ class GtserverService(MultiService):
 
     def __init__(self, store: Store, core: Core, listeners: list[ListenerService],
                  on_fatal: Callable[[str], None] | None = None,
-                 freeze_heap: bool = False) -> None:
+                 freeze_heap: bool = False,
+                 run_description: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.setName("gtserver")
         #: Whether start-up objects are frozen once serving (the daemon's
@@ -299,6 +302,10 @@ class GtserverService(MultiService):
         #: (set by makeService; see gtserver.logs).
         self.daemon_log: DaemonLog | None = None
         self.started: Deferred | None = None
+        #: What is recorded as this run once the store is open (None: no run,
+        #: as for a service tree built by hand), and the run's id once it is.
+        self.run_description = run_description
+        self.run_id: int | None = None
         StoreService(store).setServiceParent(self)
         core.setServiceParent(self)
         for listener in listeners:
@@ -339,11 +346,22 @@ class GtserverService(MultiService):
             when_started = getattr(child, "whenStarted", None)
             if when_started is not None:
                 await when_started()
+            if isinstance(child, StoreService) and self.run_description is not None:
+                await self._record_run()
         self.log.info("gtserver ready: {count} listeners", count=len(self.listeners))
         notify_systemd(b"READY=1")
         if self.freeze_heap:
             freeze_start_up_objects()
         return self
+
+    async def _record_run(self) -> None:
+        """Store this run; every event from now on carries its id."""
+        assert self.run_description is not None
+        self.run_id = await record_run(self.store, self.run_description,
+                                       self.core.clock.seconds())
+        self.core.events.run_id = self.run_id
+        self.log.info("run {run_id} recorded (options sha256 {digest})", run_id=self.run_id,
+                      digest=self.run_description["options_sha256"][:12])
 
     def _start_failed(self, failure: Any) -> Any:
         if failure.check(CancelledError) and not self.running:

@@ -18,6 +18,7 @@ from gtserver.core.login import LoginOptions
 from gtserver.core.settings import DEFAULT_DB, CoreSettings
 from gtserver.logs import FORMATS, DaemonLog
 from gtserver.option_types import positive, read_database_url
+from gtserver.provenance import describe_run
 from gtserver.registry import (
     PluginError,
     configured_games,
@@ -301,7 +302,9 @@ def build_service(options: usage.Options, reactor: Any = None,
         factory = plugin.build_factory(core, plugin.settings(options))
         listeners.extend(ListenerService(name, plugin.description, endpoint, factory, reactor)
                          for endpoint in endpoint_strings)
-    return GtserverService(store, core, listeners, on_fatal=on_fatal, freeze_heap=freeze_heap)
+    run = describe_run(options, protocols, core.games)
+    return GtserverService(store, core, listeners, on_fatal=on_fatal, freeze_heap=freeze_heap,
+                           run_description=run)
 
 
 def makeService(options: usage.Options) -> GtserverService:

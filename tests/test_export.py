@@ -24,6 +24,7 @@ class ExportTests(unittest.TestCase):
         """A VR session plus one event of each game source; returns the database URL."""
         db = sqlite_url(self)
         server = await start_server(self, "--fps", "0.001", db=db, listeners={"vr": None})
+        self.run_id = server.service.run_id
         client = await connect(server.port("vr"), self)
         await client.login("alice")
         client.say("lobby", "msg", 'say "hi", then; leave')
@@ -51,7 +52,8 @@ class ExportTests(unittest.TestCase):
         db = await self.session()
         rows = await self.rows(db)
         self.assertEqual(list(rows[0]), ["id", "time", "epoch", "source", "type", "user", "room",
-                                         "match", "address", "data"])
+                                         "match", "address", "data", "run"])
+        self.assertEqual({r["run"] for r in rows}, {str(self.run_id)})
         self.assertEqual([(r["source"], r["type"], r["user"], r["room"]) for r in rows], [
             ("vr", "join", "alice", "lobby"), ("vr", "msg", "alice", "lobby"),
             ("vr", "join", "alice", "r1"), ("vr", "button", "alice", "r1"),

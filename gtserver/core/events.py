@@ -59,6 +59,9 @@ class EventLog(Service):
         self.lost = 0
         #: When the store became unavailable to the log (None: it is not).
         self._unavailable_since: float | None = None
+        #: The run (``runs`` table) every event written belongs to; the daemon
+        #: sets it once the run is recorded, before anything can be logged.
+        self.run_id: int | None = None
 
     def record(self, source: str, kind: str, *, user: str | None = None,
                room: str | None = None, match: str | None = None,
@@ -140,7 +143,7 @@ class EventLog(Service):
             while chunks:
                 chunk = chunks[-1]
                 try:
-                    self.written += await self.store.run(queries.append_events, chunk)
+                    self.written += await self.store.run(queries.append_events, chunk, self.run_id)
                 except StoreUnavailable:
                     raise
                 except Exception as error:
@@ -176,7 +179,8 @@ class EventLog(Service):
         """
         try:
             self.written += await self.store.run(
-                queries.append_events, [stand_in(row, error, self.clock.seconds())])
+                queries.append_events, [stand_in(row, error, self.clock.seconds())],
+                self.run_id)
         except StoreUnavailable:
             raise
         except Exception as again:

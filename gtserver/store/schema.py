@@ -88,6 +88,18 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (namespace, version)
         )""",
     )),
+    Migration(3, "runs of the daemon, and the run of each event", (
+        """CREATE TABLE runs (
+            id {serial},
+            started {real} NOT NULL,
+            gtserver_version TEXT NOT NULL,
+            source_commit TEXT,
+            options_sha256 TEXT NOT NULL,
+            details TEXT NOT NULL
+        )""",
+        "ALTER TABLE events ADD COLUMN run_id {bigint} REFERENCES runs(id)",
+        "CREATE INDEX events_run ON events(run_id)",
+    )),
     Migration(100, "matches of any game", (
         """CREATE TABLE matches (
             id TEXT PRIMARY KEY,
