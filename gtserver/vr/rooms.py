@@ -415,10 +415,10 @@ class RoomService(Service):
         self._detach(room, sink)
 
     def disconnect(self, sink: Any) -> None:
-        """The connection is gone: it leaves every room it was in."""
-        self.presence.gone(sink)
+        """The connection is gone: it leaves every room it was in, then logs out."""
         for room in list(self._rooms_of.pop(sink, {}).values()):
             self._detach(room, sink)
+        self.presence.gone(sink)
 
     # messages
 
