@@ -92,6 +92,7 @@ class VRPresenceTests(NoPasswordsMixin, unittest.TestCase):
         self.assertTrue(login["time"] <= logout["data"]["since"] < login["time"] + 0.05)
         self.assertEqual(logout["data"]["seconds"], logout["time"] - logout["data"]["since"])
         self.assertGreaterEqual(logout["data"]["seconds"], 0.05)
+        self.assertEqual(logout["data"]["rooms"], ["lobby"])
         self.assertTrue(all(e["room"] is None and e["match"] is None for e in events))
         await self.assert_no_passwords(self.server)
 
@@ -125,7 +126,9 @@ class UtttPresenceTests(NoPasswordsMixin, uttt.UtttTestMixin, unittest.TestCase)
     async def test_logins_refusals_reconnect_and_logout(self):
         await self.serve("--uttt-login-failures", "1")
         alice, _standing = await uttt.login(self, self.port, "alice", PASSWORD)
-        addresses = {"alice": address_of(alice)}
+        bob, _standing = await uttt.login(self, self.port, "bob", PASSWORD)
+        addresses = {"alice": address_of(alice), "bob": address_of(bob)}
+        match = (await uttt.challenge(self, alice, bob, "bob"))["id"]
         wrong = await uttt.connect(self, self.port)
         addresses["wrong"] = address_of(wrong)
         wrong.send("login", {"name": "alice", "pw": GUESS})
@@ -151,14 +154,15 @@ class UtttPresenceTests(NoPasswordsMixin, uttt.UtttTestMixin, unittest.TestCase)
         self.assertTrue((await again.expect("reconnect_response"))["success"])
         await again.expect("elo_update")
         presence = self.server.core.presence
-        await until(lambda: len(presence.connections) == 3)
+        await until(lambda: len(presence.connections) == 4)
         await alice.disconnect()
-        await until(lambda: len(presence.connections) == 2)
+        await until(lambda: len(presence.connections) == 3)
         events = await logged(self.server, "uttt", "login", "login_failed",
                               "login_throttled", "reconnect", "logout")
         self.assertEqual([(e["kind"], e["user"], e["address"], e["data"]) for e in events
                           if e["kind"] != "login_throttled"], [
             ("login", "alice", addresses["alice"], {"registered": True}),
+            ("login", "bob", addresses["bob"], {"registered": True}),
             ("login_failed", "alice", addresses["wrong"], {"reason": "wrong_password"}),
             ("login_failed", "a b", addresses["invalid"], {"reason": "invalid_name"}),
             ("login", "guest", address_of(guest), {"temporary": True}),
@@ -170,6 +174,7 @@ class UtttPresenceTests(NoPasswordsMixin, uttt.UtttTestMixin, unittest.TestCase)
                          [("alice", addresses["throttled"], "account")])
         logout = events[-1]
         self.assertTrue(events[0]["time"] <= logout["data"]["since"] < events[1]["time"])
+        self.assertEqual(logout["data"]["matches"], [match])   # still open
         self.assertEqual(logout["data"]["seconds"], logout["time"] - logout["data"]["since"])
         await self.assert_no_passwords(self.server)
 

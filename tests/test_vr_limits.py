@@ -121,7 +121,8 @@ class LimitTests(VRTestCase):
             ("msg", "alice", "lobby", "hi"), ("button", "alice", "lobby", "defect"),
             ("wave", "alice", "lobby", {"n": 1}), ("leave", "bob", "lobby", None),
             ("logout", "bob", None, logout[3])])
-        self.assertEqual(set(logout[3]), {"since", "seconds"})
+        self.assertEqual(set(logout[3]), {"since", "seconds", "rooms"})
+        self.assertEqual(logout[3]["rooms"], ["lobby"])
         self.assertTrue(all(r[7].startswith("127.0.0.1:") for r in rows))
 
     async def test_csv_log_file(self):

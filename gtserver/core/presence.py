@@ -70,8 +70,12 @@ class Presence:
             self.connections[connection] = Connection(source, user, address,
                                                       self.clock.seconds())
 
-    def gone(self, connection: Any) -> None:
-        """The connection closed (any reason); it enters the dropout view."""
+    def gone(self, connection: Any, **details: Any) -> None:
+        """The connection closed (any reason); it enters the dropout view.
+
+        ``details`` (JSON values, e.g. the rooms or matches it was in) are
+        added to its ``logout`` event's data.
+        """
         entry = self.connections.pop(connection, None)
         if entry is None:
             return
@@ -80,7 +84,8 @@ class Presence:
                                      entry.since, now))
         if self.events is not None:
             self.events.record(entry.source, LOGOUT, user=entry.user, address=entry.address,
-                               data={"since": entry.since, "seconds": now - entry.since},
+                               data={"since": entry.since, "seconds": now - entry.since,
+                                     **details},
                                time=now)
 
     def of_user(self, user: str, source: str | None = None) -> list[Any]:

@@ -416,9 +416,10 @@ class RoomService(Service):
 
     def disconnect(self, sink: Any) -> None:
         """The connection is gone: it leaves every room it was in, then logs out."""
-        for room in list(self._rooms_of.pop(sink, {}).values()):
+        rooms = list(self._rooms_of.pop(sink, {}).values())
+        for room in rooms:
             self._detach(room, sink)
-        self.presence.gone(sink)
+        self.presence.gone(sink, rooms=[room.name for room in rooms])
 
     # messages
 
