@@ -55,17 +55,19 @@ class ExportTests(unittest.TestCase):
                                          "match", "address", "data", "run"])
         self.assertEqual({r["run"] for r in rows}, {str(self.run_id)})
         self.assertEqual([(r["source"], r["type"], r["user"], r["room"]) for r in rows], [
+            ("vr", "login", "alice", ""),
             ("vr", "join", "alice", "lobby"), ("vr", "msg", "alice", "lobby"),
             ("vr", "join", "alice", "r1"), ("vr", "button", "alice", "r1"),
             ("uttt", "move", "bob", ""), ("eot", "move", "carol", ""),
-            ("vr", "leave", "alice", "lobby"), ("vr", "leave", "alice", "r1")])
-        message = rows[1]
+            ("vr", "leave", "alice", "lobby"), ("vr", "leave", "alice", "r1"),
+            ("vr", "logout", "alice", "")])
+        message = rows[2]
         self.assertEqual(json.loads(message["data"]), 'say "hi", then; leave')
         self.assertEqual(message["time"], iso(float(message["epoch"])))
         self.assertTrue(message["time"].endswith("+00:00"))
         self.assertTrue(message["address"].startswith("127.0.0.1:"))
-        self.assertEqual(json.loads(rows[4]["data"]), {"cell": 4})
-        self.assertEqual(rows[4]["match"], "m1")
+        self.assertEqual(json.loads(rows[5]["data"]), {"cell": 4})
+        self.assertEqual(rows[5]["match"], "m1")
 
     async def test_filters(self):
         db = await self.session()
@@ -78,9 +80,9 @@ class ExportTests(unittest.TestCase):
         rows = await self.rows(db, "--type", "msg", "--type", "button", "--source", "vr")
         self.assertEqual([r["type"] for r in rows], ["msg", "button"])
         everything = await self.rows(db)
-        middle = float(everything[1]["epoch"])
-        rows = await self.rows(db, "--since", repr(middle), "--until", everything[3]["epoch"])
-        self.assertEqual([r["id"] for r in rows], [everything[1]["id"], everything[2]["id"]])
+        middle = float(everything[2]["epoch"])
+        rows = await self.rows(db, "--since", repr(middle), "--until", everything[4]["epoch"])
+        self.assertEqual([r["id"] for r in rows], [everything[2]["id"], everything[3]["id"]])
 
     def test_time_arguments(self):
         self.assertEqual(parse_time("1700000000.5"), 1700000000.5)
@@ -99,9 +101,9 @@ class ExportTests(unittest.TestCase):
             sys.executable, ["-m", "gtserver.export", "--db", db, "--source", "vr",
                              "-o", target], env=env)
         self.assertEqual(code, 0, err)
-        self.assertIn(b"6 events written", err)
+        self.assertIn(b"8 events written", err)
         with open(target, newline="", encoding="utf-8") as written:
-            self.assertEqual(len(list(csv.DictReader(written))), 6)
+            self.assertEqual(len(list(csv.DictReader(written))), 8)
         out, err, code = await getProcessOutputAndValue(
             sys.executable, ["-m", "gtserver.export", "--db", db + ".missing"],
             env=env)

@@ -524,6 +524,6 @@ class HistoryTests(VRTestCase):
         after = time.time()
         await self.server.core.events.flush()
         rows = await self.server.store.run(select_events, source="vr")
-        self.assertEqual([r[3] for r in rows], ["join", "msg"])
+        self.assertEqual([r[3] for r in rows], ["login", "join", "msg"])
         for row in rows:
             self.assertTrue(before - 1 <= row[1] <= after + 1, row)

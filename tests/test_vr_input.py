@@ -98,7 +98,8 @@ class InputTestsMixin:
             self.assertEqual(await client.code(), 400, frame)
         client.send({"system": "rooms"})
         self.assertEqual((await client.reply())["detail"], {"lobby": ""})
-        self.assertEqual(await self.recorded(), [("join", "alice", "lobby", None)])
+        self.assertEqual(await self.recorded(), [("login", "alice", None, {"registered": True}),
+                                                 ("join", "alice", "lobby", None)])
 
     async def test_non_finite_numbers_are_refused(self):
         alice, bob = await self.start_logged("alice", "bob")

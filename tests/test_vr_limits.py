@@ -114,10 +114,15 @@ class LimitTests(VRTestCase):
         await self.server.core.events.flush()
         rows = await self.server.store.run(select_events, source="vr")
         events = [(r[3], r[4], r[5], None if r[8] is None else json.loads(r[8])) for r in rows]
+        logout = events[-1]
         self.assertEqual(events, [
-            ("join", "alice", "lobby", None), ("join", "bob", "lobby", None),
+            ("login", "alice", None, {"registered": True}), ("join", "alice", "lobby", None),
+            ("login", "bob", None, {"registered": True}), ("join", "bob", "lobby", None),
             ("msg", "alice", "lobby", "hi"), ("button", "alice", "lobby", "defect"),
-            ("wave", "alice", "lobby", {"n": 1}), ("leave", "bob", "lobby", None)])
+            ("wave", "alice", "lobby", {"n": 1}), ("leave", "bob", "lobby", None),
+            ("logout", "bob", None, logout[3])])
+        self.assertEqual(set(logout[3]), {"since", "seconds", "rooms"})
+        self.assertEqual(logout[3]["rooms"], ["lobby"])
         self.assertTrue(all(r[7].startswith("127.0.0.1:") for r in rows))
 
     async def test_csv_log_file(self):

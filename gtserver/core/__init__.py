@@ -103,6 +103,7 @@ class Core(MultiService):
         # First in, last out: whatever stops later may still log in and record.
         self.accounts  # noqa: B018
         self.events  # noqa: B018
+        self.accounts.events = self.events  # logins are recorded
 
     def attach(self, service: S) -> S:
         """Start and stop ``service`` with the core (after those attached before it)."""
@@ -174,4 +175,4 @@ class Core(MultiService):
     @built_once
     def presence(self) -> Presence:
         """Who is connected now, and who disconnected recently."""
-        return Presence(self.clock)
+        return Presence(self.clock, self.events)

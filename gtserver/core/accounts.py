@@ -13,14 +13,19 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybe
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gtserver.core.errors import BadCredentials, NameTaken, UnknownSession
+from gtserver.core.errors import BadCredentials, InvalidName, NameTaken, UnknownSession
 from gtserver.core.login import DEFAULT_POLICY, LoginGuard, LoginLimits, LoginPolicy
 from gtserver.core.passwords import PasswordHasher
 from gtserver.core.peers import Peer
+from gtserver.core.throttle import LoginThrottled
 from gtserver.store import Conflict, Store
 from gtserver.store import accounts as queries
 
 DAY = 24 * 3600.0
+
+#: Event kinds of the research log for logins (docs/export.md, "Presence events").
+LOGIN, LOGIN_FAILED, LOGIN_THROTTLED, RECONNECT = (
+    "login", "login_failed", "login_throttled", "reconnect")
 
 
 @dataclass(frozen=True)
@@ -53,15 +58,19 @@ class Accounts(Service):
     Logins, registrations and temporary users of every listener come here
     with the client's :class:`~gtserver.core.peers.Peer` and the listener's
     :class:`~gtserver.core.login.LoginPolicy`; one :class:`LoginGuard` counts
-    the guessing and registration budgets for all of them.
+    the guessing and registration budgets for all of them. With an event log,
+    every login, refused login and reconnection through a policy that names
+    its listener is recorded (never the password).
     """
 
     log = Logger()
 
     def __init__(self, store: Store, clock: Any, hasher: PasswordHasher | None = None,
                  lifetimes: Lifetimes = Lifetimes(),
-                 limits: LoginLimits = LoginLimits()) -> None:
+                 limits: LoginLimits = LoginLimits(), events: Any = None) -> None:
+        """``events`` is the research log (its ``record`` method), or None."""
         self.store = store
+        self.events = events
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
         self.lifetimes = lifetimes
@@ -149,6 +158,16 @@ class Accounts(Service):
         ``name`` must pass the listener's name rule (InvalidName); the
         throttle may refuse with LoginThrottled.
         """
+        try:
+            user, registered = await self._login(name, password, peer, policy)
+        except (InvalidName, BadCredentials, LoginThrottled) as refusal:
+            self.record_refusal(refusal, name, peer, policy)
+            raise
+        self.record_login(LOGIN, user.name, peer, policy, registered=registered)
+        return user, registered
+
+    async def _login(self, name: str, password: str, peer: Peer | None,
+                     policy: LoginPolicy) -> tuple[User, bool]:
         name = policy.name_rule(name)
         if await self.user(name) is None:
             try:
@@ -163,14 +182,20 @@ class Accounts(Service):
 
         Temporary users cost no hash and are not throttled.
         """
-        name = policy.name_rule(name)
-        now = self.clock.seconds()
-        await self.store.run(queries.replace_temporary_user, name, now)
         try:
-            row = await self.store.run(queries.insert_user, name, None, True, now)
-        except Conflict:
-            raise NameTaken(name) from None
-        return User.from_row(row)
+            name = policy.name_rule(name)
+            now = self.clock.seconds()
+            await self.store.run(queries.replace_temporary_user, name, now)
+            try:
+                row = await self.store.run(queries.insert_user, name, None, True, now)
+            except Conflict:
+                raise NameTaken(name) from None
+        except (InvalidName, NameTaken) as refusal:
+            self.record_refusal(refusal, name, peer, policy)
+            raise
+        user = User.from_row(row)
+        self.record_login(LOGIN, user.name, peer, policy, temporary=True)
+        return user
 
     # sessions
 
@@ -181,16 +206,51 @@ class Accounts(Service):
                              self.clock.seconds())
         return token
 
-    async def resume(self, token: str) -> User:
-        """The user of a live session, else UnknownSession."""
-        if not isinstance(token, str) or not token:
-            raise UnknownSession(token)
-        row = await self.store.run(
-            queries.resume_session, token, self.clock.seconds(),
-            self.lifetimes.session, self.lifetimes.temporary)
-        if row is None:
-            raise UnknownSession(token)
-        return User.from_row(row)
+    async def resume(self, token: str, peer: Peer | None = None,
+                     policy: LoginPolicy | None = None) -> User:
+        """The user of a live session, else UnknownSession.
+
+        With a ``policy``, a client's reconnection: it is recorded (``reconnect``,
+        or ``login_failed`` for an unknown session; never the token).
+        """
+        try:
+            if not isinstance(token, str) or not token:
+                raise UnknownSession(token)
+            row = await self.store.run(
+                queries.resume_session, token, self.clock.seconds(),
+                self.lifetimes.session, self.lifetimes.temporary)
+            if row is None:
+                raise UnknownSession(token)
+        except UnknownSession as refusal:
+            if policy is not None:
+                self.record_refusal(refusal, None, peer, policy)
+            raise
+        user = User.from_row(row)
+        if policy is not None:
+            self.record_login(RECONNECT, user.name, peer, policy, temporary=user.temporary)
+        return user
+
+    # the research log
+
+    def record_login(self, kind: str, name: Any, peer: Peer | None, policy: LoginPolicy,
+                     **data: Any) -> None:
+        """One login event of ``policy``'s listener (nothing if it has no name)."""
+        if self.events is None or policy.listener is None:
+            return
+        self.events.record(policy.listener, kind,
+                           user=name if isinstance(name, str) else None,
+                           address=peer.address if peer is not None else None,
+                           data=data or None)
+
+    def record_refusal(self, refusal: Exception, name: Any, peer: Peer | None,
+                       policy: LoginPolicy) -> None:
+        """A refused login as ``login_throttled`` or ``login_failed`` with its reason."""
+        if isinstance(refusal, LoginThrottled):
+            self.record_login(LOGIN_THROTTLED, name, peer, policy, budget=refusal.budget,
+                              retry_after=refusal.retry_after)
+        else:
+            self.record_login(LOGIN_FAILED, name, peer, policy,
+                              reason=_reason(refusal))
 
     # expiry
 
@@ -225,6 +285,16 @@ class Accounts(Service):
         waits = [maybeDeferred(observer).addCallback(_awaited).addErrback(failed)
                  for observer in list(self.after_expiry)]
         return DeferredList(waits).addCallback(lambda _results: None)
+
+
+_REASONS = ((BadCredentials, "wrong_password"), (InvalidName, "invalid_name"),
+            (NameTaken, "name_taken"), (UnknownSession, "unknown_session"))
+
+
+def _reason(refusal: Exception) -> str:
+    """The ``reason`` of a ``login_failed`` event (docs/export.md)."""
+    return next((reason for kind, reason in _REASONS if isinstance(refusal, kind)),
+                "refused")
 
 
 def _awaited(result: Any) -> Any:

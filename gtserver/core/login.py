@@ -55,6 +55,9 @@ class LoginPolicy:
     failures_per_account: int | None = None
     #: Seconds they count (None: the daemon's window).
     window: float | None = None
+    #: The listener's name, the ``source`` of its login events in the research
+    #: log (None: logins through this policy are not recorded).
+    listener: str | None = None
 
 
 DEFAULT_POLICY = LoginPolicy()
@@ -133,7 +136,7 @@ class LoginGuard:
                 "for {seconds:.0f} s", budget=_BUDGETS[budget], name=name, address=address,
                 what=what, seconds=wait, throttled=budget)
         metrics.LOGIN_THROTTLED(budget)
-        raise LoginThrottled(wait, what)
+        raise LoginThrottled(wait, what, budget)
 
     def _remember(self, host: str | None, name: str) -> None:
         if host is None:

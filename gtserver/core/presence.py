@@ -11,6 +11,10 @@ user's connections.
 A connection is any object; what is kept about it is plain data. Closing
 one asks it for a WebSocket close (``sendClose``) when it has one, else
 drops its transport.
+
+With an event log, every logged-in connection that ends is recorded there as
+a ``logout`` of its listener, with how long it lasted (docs/export.md): the
+one place every connection end of the logged-in listeners passes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ DEFAULT_DROPOUT_MINUTES = 30.0
 #: Dropouts kept at most, whatever the window (a flood of short connections
 #: must not grow memory).
 MAX_DROPOUTS = 10_000
+#: Event kind of a logged-in connection's end in the research log.
+LOGOUT = "logout"
 #: WebSocket close code sent to a connection closed by the operator (an
 #: application code: clients see why in the reason).
 CLOSE_BY_OPERATOR = 4000
@@ -51,8 +57,10 @@ class Dropout:
 class Presence:
     """The shared instance is ``core.presence``."""
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, events: Any = None) -> None:
+        """``events`` is the research log (its ``record`` method), or None."""
         self.clock = clock
+        self.events = events
         self.connections: dict[Any, Connection] = {}
         self.dropouts: deque[Dropout] = deque(maxlen=MAX_DROPOUTS)
 
@@ -62,12 +70,23 @@ class Presence:
             self.connections[connection] = Connection(source, user, address,
                                                       self.clock.seconds())
 
-    def gone(self, connection: Any) -> None:
-        """The connection closed (any reason); it enters the dropout view."""
+    def gone(self, connection: Any, **details: Any) -> None:
+        """The connection closed (any reason); it enters the dropout view.
+
+        ``details`` (JSON values, e.g. the rooms or matches it was in) are
+        added to its ``logout`` event's data.
+        """
         entry = self.connections.pop(connection, None)
-        if entry is not None:
-            self.dropouts.append(Dropout(entry.source, entry.user, entry.address,
-                                         entry.since, self.clock.seconds()))
+        if entry is None:
+            return
+        now = self.clock.seconds()
+        self.dropouts.append(Dropout(entry.source, entry.user, entry.address,
+                                     entry.since, now))
+        if self.events is not None:
+            self.events.record(entry.source, LOGOUT, user=entry.user, address=entry.address,
+                               data={"since": entry.since, "seconds": now - entry.since,
+                                     **details},
+                               time=now)
 
     def of_user(self, user: str, source: str | None = None) -> list[Any]:
         """Connections of ``user`` (on listener ``source`` only, if given)."""

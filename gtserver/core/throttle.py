@@ -34,9 +34,12 @@ MAX_STAMPS = 1024
 class LoginThrottled(Throttled):
     """Too many attempts; ``retry_after`` seconds until the next one is allowed."""
 
-    def __init__(self, retry_after: float, what: str = "failed attempts") -> None:
+    def __init__(self, retry_after: float, what: str = "failed attempts",
+                 budget: str | None = None) -> None:
         super().__init__(f"too many {what}, try again in {int(retry_after) + 1} s")
         self.retry_after = retry_after
+        #: Which budget was spent (``account``, ``address``, ``registrations``).
+        self.budget = budget
 
 
 class Throttle:

@@ -60,6 +60,9 @@ from gtserver.games import IllegalMove
 
 AUTO = "auto"
 SOURCE = "eot"
+#: Research-log kinds of a player joining a table and of an observer's key
+#: (docs/export.md, "Presence events").
+JOIN_TABLE, OBSERVE = "join_table", "observe"
 
 
 class TableError(CoreError):
@@ -232,8 +235,12 @@ class TableService(Service):
 
     # requests
 
-    def join(self, game: str, token: str, players: int | None, name: str) -> Deferred:
-        """Join (or start) a table; fires with :class:`Joined` once it is full."""
+    def join(self, game: str, token: str, players: int | None, name: str,
+             address: str | None = None) -> Deferred:
+        """Join (or start) a table; fires with :class:`Joined` once it is full.
+
+        The join is recorded (``join_table``) before the table can start.
+        """
         if game not in self.games:
             raise NoSuchGame(game)
         if token == AUTO:
@@ -245,6 +252,9 @@ class TableService(Service):
         player = Player(len(table.players), secrets.token_hex(16), name)
         table.players.append(player)
         self._touch(table)
+        self.recorder.record(SOURCE, JOIN_TABLE, user=name or None, address=address,
+                             data={"game": game, "session": table.token,
+                                   "player": player.player_id, "players": table.size})
         if table.full:
             self._start(table)
             return succeed(Joined(player.player_id, player.key, table.token))
@@ -287,18 +297,22 @@ class TableService(Service):
         table.parked.add(viewer)
         return waiter
 
-    def observe(self, game: str, token: str, name: str) -> Joined:
+    def observe(self, game: str, token: str, name: str,
+                address: str | None = None) -> Joined:
         """An observer key for the player called ``name`` of a running table."""
         if token == AUTO or token.startswith(AUTO):
             raise NotObservable("auto-join sessions cannot be observed")
         if not name:
             raise BadRequest("name the player to observe")
         table = self._table(game, token)
-        self._running_match(table)
+        match = self._running_match(table)
         for player in table.players:
             if player.name == name:
                 key = secrets.token_hex(16)
                 table.observers[key] = table.seats[player.player_id]
+                self.recorder.record(SOURCE, OBSERVE, match=match.id, address=address,
+                                     data={"game": game, "session": table.token,
+                                           "observed": name, "player": player.player_id})
                 return Joined(player.player_id, key, table.token)
         raise BadRequest(f"no player called {name!r} in this session")
 

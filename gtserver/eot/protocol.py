@@ -175,7 +175,8 @@ class EOTProtocol(Protocol):
         elif not isinstance(name, str):
             raise BadField("'name' must be a string")
         return tables.join(_string(request, "game"), _string(request, "session"),
-                           _integer(request, "players", optional=True), name)
+                           _integer(request, "players", optional=True), name,
+                           self.factory.address_of(self.transport))
 
     def _move(self, tables: TableService, request: dict) -> None:
         arguments = request.get("move")
@@ -197,7 +198,7 @@ class EOTProtocol(Protocol):
 
     def _observe(self, tables: TableService, request: dict) -> Joined:
         return tables.observe(_string(request, "game"), _string(request, "session"),
-                              _string(request, "name"))
+                              _string(request, "name"), self.factory.address_of(self.transport))
 
     def _restart(self, tables: TableService, request: dict) -> None:
         tables.restart(_string(request, "game"), _string(request, "session"),

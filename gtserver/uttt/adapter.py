@@ -35,6 +35,7 @@ from gtserver.core.peers import Peer, TrustedProxies
 from gtserver.core.ratings import Ratings, Standing
 from gtserver.store import StoreError, Unstorable
 from gtserver.uttt.matchmaking import (
+    SOURCE,
     MatchRefused,
     MoveRefused,
     NotYourMatch,
@@ -325,6 +326,11 @@ class UtttServerProtocol(GuardedServerProtocol):
         accounts, policy = self.factory.accounts, self.factory.login_policy
         try:
             name = uttt_name(name)
+        except InvalidName as refusal:
+            accounts.record_refusal(refusal, name, self.peer, policy)
+            self._refuse_login(str(refusal))
+            return
+        try:
             if password:
                 user, _registered_now = await accounts.login(name, password, self.peer, policy)
             else:
@@ -369,7 +375,8 @@ class UtttServerProtocol(GuardedServerProtocol):
         try:
             if isinstance(token, str) and not storable(token):
                 raise UnknownSession(token)
-            user = await self.factory.accounts.resume(token)
+            user = await self.factory.accounts.resume(token, self.peer,
+                                                      self.factory.login_policy)
         except UnknownSession:
             self.send("reconnect_response", {**refusal, "msg": "unknown or expired session"})
             return
@@ -531,7 +538,7 @@ class UtttServerFactory(WebSocketServerFactory):
         self.settings = settings
         self.login_policy = LoginPolicy(
             uttt_name, failures_per_account=settings.login_failures,
-            window=settings.login_window)
+            window=settings.login_window, listener=SOURCE)
         self.trusted_proxies = trusted_proxies
         self._last_match_frame: tuple[tuple, bytes] | None = None
         self.connections: set[UtttServerProtocol] = set()

@@ -147,7 +147,7 @@ class UltimateMatches(Service):
 
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
-        self.presence.gone(sink)
+        self.presence.gone(sink, matches=[match.id for match in self.open_matches(user)])
         sinks = self.sinks.get(user.id, [])
         if sink in sinks:
             sinks.remove(sink)

@@ -36,7 +36,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
-from gtserver.core.accounts import Accounts
+from gtserver.core.accounts import LOGIN, Accounts
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
 from gtserver.core.peers import Peer, TrustedProxies
@@ -45,6 +45,7 @@ from gtserver.vr import wire
 from gtserver.vr.memory import HeapTrimmer
 from gtserver.vr.rooms import (
     LOBBY,
+    SOURCE,
     TRANSFORM,
     AlreadyInRoom,
     BadPose,
@@ -260,6 +261,9 @@ class VRServerProtocol(GuardedServerProtocol):
         if self.state != _OPEN:
             return  # gone while the password was being checked
         self.user = name
+        if factory.any_password:    # else the accounts service recorded it
+            factory.accounts.record_login(LOGIN, name, self.peer, factory.login_policy,
+                                          any_password=True)
         _METRICS.request("login", "ok")
         self.authenticated()
         self._reply(wire.ACCESS_GRANTED)
@@ -372,7 +376,7 @@ class VRServerFactory(WebSocketServerFactory):
         self.any_password = settings.any_password
         self.login_policy = LoginPolicy(
             vr_name, failures_per_account=settings.login_failures,
-            window=settings.login_window)
+            window=settings.login_window, listener=SOURCE)
         self.trusted_proxies = trusted_proxies
         guard_factory(self, vr_limits(settings), self.clock)
         self.connections: set[VRServerProtocol] = set()

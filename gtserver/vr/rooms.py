@@ -29,6 +29,11 @@ ticks ``fps`` times a second; at each tick every room with members gets one
 frame holding the latest pose of each member (or, with ``changed_only``, the
 poses that changed since the previous tick; a connection that has not seen
 the room's poses yet gets the full set once).
+
+The research log gets each received pose at most once, with its receive time:
+at the ticks due at the pose log rate, every member's newest pose not logged
+yet. Those ticks are logged too, one ``tick`` event per room that was sent a
+frame, with the tick's own time and the members whose poses it carried.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ MAX_ROOM_NAME = 100
 
 #: Event kinds with a meaning of their own; every other kind is a chat-like message.
 JOIN, LEAVE, TRANSFORM, BUTTON, MSG = "join", "leave", "transform", "button", "msg"
+#: The research log's record of a logged pose tick (never sent on the wire).
+TICK = "tick"
 #: The ``user`` of a message the server's operator sends to a room (no
 #: member can have it: names are never empty).
 SERVER_USER = ""
@@ -127,6 +134,8 @@ class Member:
     pose_address: str | None = None
     #: The pose as JSON text for the research log, encoded once per pose.
     pose_json: str | None = None
+    #: The current pose is in the research log already.
+    pose_logged: bool = False
     #: The member's ``join`` entry (shared by every member list; never mutated).
     join: dict = field(init=False)
     #: Adapters' cache for this member's ``join`` entry in their wire format,
@@ -406,10 +415,11 @@ class RoomService(Service):
         self._detach(room, sink)
 
     def disconnect(self, sink: Any) -> None:
-        """The connection is gone: it leaves every room it was in."""
-        self.presence.gone(sink)
-        for room in list(self._rooms_of.pop(sink, {}).values()):
+        """The connection is gone: it leaves every room it was in, then logs out."""
+        rooms = list(self._rooms_of.pop(sink, {}).values())
+        for room in rooms:
             self._detach(room, sink)
+        self.presence.gone(sink, rooms=[room.name for room in rooms])
 
     # messages
 
@@ -441,6 +451,7 @@ class RoomService(Service):
         member.last_active = member.pose_entry["time"]
         member.has_pose = True
         member.pose_json = None
+        member.pose_logged = False
         member.pose_address = sink.address
         room.changed[member.name] = member
 
@@ -505,38 +516,51 @@ class RoomService(Service):
         self.flush()  # events before the poses that follow them
         self.ticks += 1
         log_poses = self._pose_log_due()
+        now = self.clock.seconds()
         for room in list(self.rooms.values()):
             if room.paused:
                 continue  # its changes wait for the tick after it resumes
             if room.sinks:
                 room.ticks += 1
                 if self.settings.changed_only:
-                    self._tick_changed(room)
+                    carried = self._tick_changed(room)
                 else:
-                    self._tick_full(room)
+                    carried = self._tick_full(room)
                 if log_poses:
                     self._log_poses(room)
+                    if carried:
+                        self._log_tick(room, carried, now)
             room.changed.clear()
 
-    def _tick_full(self, room: Room) -> None:
+    def _tick_full(self, room: Room) -> list[dict]:
+        """Sends every member's pose; returns the entries sent."""
         room.needs_full.clear()
-        self._broadcast(room, [member.pose_entry for member in room.members.values()],
-                        droppable=True)
+        entries = [member.pose_entry for member in room.members.values()]
+        self._broadcast(room, entries, droppable=True)
+        return entries
 
-    def _tick_changed(self, room: Room) -> None:
+    def _tick_changed(self, room: Room) -> list[dict]:
+        """Sends the changed poses (the full set to who needs it); returns the
+        entries sent, the full set if any connection got it."""
         delta = [member.pose_entry for member in room.changed.values()]
         full: list[dict] | None = None
         shared_delta: dict = {}
         shared_full: dict = {}
+        delta_sent = False
         for sink in tuple(room.sinks):
             if sink in room.needs_full:
                 if full is None:
                     full = [m.pose_entry for m in room.members.values() if m.has_pose]
                 if not full or self._deliver(sink, room.name, full, shared_full, True):
                     room.needs_full.discard(sink)
-            elif delta and not self._deliver(sink, room.name, delta, shared_delta, True):
-                # It missed a change: bring it up to date with the full set.
-                room.needs_full.add(sink)
+            elif delta:
+                delta_sent = True
+                if not self._deliver(sink, room.name, delta, shared_delta, True):
+                    # It missed a change: bring it up to date with the full set.
+                    room.needs_full.add(sink)
+        if full:
+            return full
+        return delta if delta_sent else []
 
     def _pose_log_due(self) -> bool:
         rate = self.settings.pose_log_rate
@@ -553,13 +577,22 @@ class RoomService(Service):
         return True
 
     def _log_poses(self, room: Room) -> None:
+        """Each member's newest pose, once, with its receive time."""
         for member in room.members.values():
-            if member.has_pose:
+            if member.has_pose and not member.pose_logged:
+                member.pose_logged = True
                 entry = member.pose_entry
                 if member.pose_json is None:
                     member.pose_json = pose_json(entry["data"])
                 self._record_raw(TRANSFORM, member.name, room.name, member.pose_address,
                                  entry["data"], entry["time"], member.pose_json)
+
+    def _log_tick(self, room: Room, carried: list[dict], now: float) -> None:
+        """The tick itself: its time and whose poses it carried (not the poses)."""
+        # Only the research log: the CSV recorders keep the original server's rows.
+        users = [entry["user"] for entry in carried]
+        self.events.record(SOURCE, TICK, user=None, room=room.name, address=None,
+                           data={"tick": room.ticks, "users": users}, time=now)
 
     def _tick_safely(self) -> None:
         now, started = self.clock.seconds(), time.perf_counter()
