@@ -10,7 +10,14 @@ from twisted.trial import unittest
 
 from gtserver.core.events import EventLog
 from gtserver.core.match_store import MatchStore
-from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat, move_keywords
+from gtserver.core.matches import (
+    Match,
+    MatchOver,
+    NotYourTurn,
+    Seat,
+    move_keywords,
+    state_hash,
+)
 from gtserver.games import IllegalMove
 from gtserver.registry import games
 from gtserver.store import StoreUnavailable, open_store
@@ -48,7 +55,8 @@ class MatchTests(unittest.TestCase):
         self.assertEqual(self.events.events[-1], (
             "test", "move", {"user": ["ann", "bob"][first], "match": self.match.id,
                              "address": "127.0.0.1:5",
-                             "data": {"seat": first, "move": {"position": 4}, "note": 1}}))
+                             "data": {"seat": first, "move": {"position": 4}, "note": 1,
+                                      "state_hash": state_hash(self.match.game)}}))
 
     def test_the_end_is_recorded_once(self):
         self.match.end(1, 13.0)
