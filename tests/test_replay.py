@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from gtserver.core.matches import decode_parameters, encode_parameters
@@ -23,6 +26,14 @@ from tests.test_uttt import (
     move_frame,
     play,
 )
+
+
+def checkout_environment() -> dict[str, str]:
+    """The environment for a subprocess importing this checkout's gtserver."""
+    import gtserver
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gtserver.__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")]))}
 
 
 def logged_events(kinds: tuple[str, ...] = ()):
@@ -295,6 +306,18 @@ class UtttReplayMixin(UtttTestMixin):
         self.assertEqual(status, 1)
         self.assertIn(f"divergence in match {match_id} at event {event_id}: state hash",
                       errors)
+        # the same from the command line, as a process of its own
+        output, errors, status = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.replay", "--db", db, "--all"],
+            env=checkout_environment())
+        self.assertEqual((status, output), (1, b""))
+        self.assertIn(f"match {match_id} at event {event_id}: state hash".encode(), errors)
+        await self.server.store.run(set_event_data, event_id, data)
+        output, errors, status = await getProcessOutputAndValue(
+            sys.executable, ["-m", "gtserver.replay", "--db", db, "--match", match_id],
+            env=checkout_environment())
+        self.assertEqual((status, errors), (0, b""))
+        self.assertIn(b"1 matches checked (1 finished), 4 moves, 2 refusals", output)
 
 
 class SQLiteUtttReplayTests(UtttReplayMixin, unittest.TestCase):
