@@ -75,12 +75,18 @@ class Replayer:
     #: Matches not replayed (another game than --game) or already ended.
     skipped: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
+    #: Per live match: the run of its last event, and the refusals read since
+    #: its last move in that run (the daemon counts them per process).
+    refusals: dict[str, list] = field(default_factory=dict)
 
-    def event(self, event_id: int, kind: str, match_id: str | None, data: Any) -> None:
+    def event(self, event_id: int, kind: str, match_id: str | None, data: Any,
+              run: int | None = None) -> None:
         if match_id is None:
             return
         if kind == "match_start":
             self.start(event_id, match_id, data)
+            if match_id in self.live:
+                self.refusals[match_id] = [run, 0]
             return
         if match_id in self.skipped:
             return
@@ -91,6 +97,9 @@ class Replayer:
             if self.only_game is not None:
                 return  # a match started before what was read: not one to check
             raise Divergence(match_id, event_id, f"{kind} of a match without match_start")
+        counted = self.refusals[match_id]
+        if counted[0] != run:      # a new daemon process counts afresh
+            counted[:] = [run, 0]
         if kind == "move":
             self.move(event_id, match, data)
         elif kind == "move_refused":
@@ -139,6 +148,7 @@ class Replayer:
         match.moves += 1
         self.summary.moves += 1
         self._check_state(event_id, match, data)
+        self._check_refusals(event_id, match, data, "move")
 
     def refusal(self, event_id: int, match: Match, data: Any) -> None:
         seat, arguments = self._seat_and_arguments(event_id, match, data)
@@ -158,6 +168,7 @@ class Replayer:
             raise Divergence(match.id, event_id, f"logged as refused "
                                                  f"({data.get('message')!r}), accepted on replay")
         self.summary.refusals += 1
+        self.refusals[match.id][1] += 1
         self._check_state(event_id, match, data)
 
     def end(self, event_id: int, match: Match, data: Any) -> None:
@@ -172,7 +183,9 @@ class Replayer:
         if outcome != data.get("outcome"):
             raise Divergence(match.id, event_id, f"outcome {data.get('outcome')!r} logged, "
                                                  f"{outcome!r} on replay")
+        self._check_refusals(event_id, match, data, "end")
         del self.live[match.id]
+        del self.refusals[match.id]
         self.ended.add(match.id)
         self.summary.finished += 1
 
@@ -183,6 +196,16 @@ class Replayer:
                 or not isinstance(arguments, dict):
             raise Divergence(match.id, event_id, "the event holds no valid seat and move")
         return seat, arguments
+
+    def _check_refusals(self, event_id: int, match: Match, data: Any, what: str) -> None:
+        """The refusals the daemon counted before this move or end are the ones
+        read (a deleted or added ``move_refused`` shows here)."""
+        logged, read = data.get("refusals_before"), self.refusals[match.id][1]
+        if logged != read:
+            raise Divergence(match.id, event_id,
+                             f"{logged} refusals recorded before this {what}, {read} "
+                             f"move_refused events in the log")
+        self.refusals[match.id][1] = 0
 
     @staticmethod
     def _check_state(event_id: int, match: Match, data: Any) -> None:
@@ -216,8 +239,9 @@ async def replay(reactor: Any, options: argparse.Namespace,
         after = 0
         while True:
             rows = await store.run(queries.select_event_page, after, PAGE, kinds=KINDS,
-                                   match_ids=tuple(options.match))
-            for event_id, _time, _source, kind, _user, _room, match_id, _address, data in rows:
+                                   match_ids=tuple(options.match), with_run=True)
+            for (event_id, _time, _source, kind, _user, _room, match_id, _address, data,
+                 run) in rows:
                 try:
                     decoded = json.loads(data) if data else {}
                 except ValueError:
@@ -225,7 +249,7 @@ async def replay(reactor: Any, options: argparse.Namespace,
                         from None
                 if not isinstance(decoded, dict):
                     raise Divergence(match_id, event_id, "the event's data is not an object")
-                replayer.event(event_id, kind, match_id, decoded)
+                replayer.event(event_id, kind, match_id, decoded, run)
             if len(rows) < PAGE:
                 break
             after = rows[-1][0]

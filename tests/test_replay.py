@@ -204,6 +204,17 @@ class EOTReplayMixin:
         self.assertIn("accepted on replay", errors)
         await server.store.run(set_event_data, event_id, data)
 
+        # a refusal deleted: the next move recorded how many came before it
+        event_id, _kind, match_id, data = refusals[1]
+        self.assertEqual(data["message"], "position must be between 0 and 8")
+        next_move = next(e for e in moves if e[0] > event_id)
+        self.assertEqual((next_move[2], next_move[3]["refusals_before"]), (match_id, 3))
+        await server.store.run(delete_event, event_id)
+        status, _, errors = await replay(db, "--match", match_id)
+        self.assertEqual(status, 1)
+        self.assertIn(f"match {match_id} at event {next_move[0]}: 3 refusals recorded before "
+                      "this move, 2 move_refused events in the log", errors)
+
         # a seed altered: Yahtzee's dice (and so its first state) differ
         (event_id, _kind, match_id, data), = [
             e for e in starts if e[3]["game"] == "Yahtzee"]
@@ -294,6 +305,9 @@ class UtttReplayMixin(UtttTestMixin):
                           "move", "move", "match_end"])
         self.assertIsInstance(ours[0][3]["seed"], int)
         self.assertEqual(ours[3][3]["message"], "you must play in the highlighted sub-board")
+        # counted per daemon run: the refusal after the restart only
+        self.assertEqual(ours[5][3]["refusals_before"], 1)
+        self.assertEqual(ours[7][3]["refusals_before"], 0)
         status, output, errors = await replay(db, "--game", "UltimateTicTacToe")
         self.assertEqual((status, errors), (0, ""))
         self.assertIn("1 matches checked (1 finished), 4 moves, 2 refusals", output)

@@ -135,6 +135,10 @@ class Match:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Moves recorded since the match was created or loaded (not stored).
     moves: int = 0
+    #: Refusals recorded since the last recorded move, or since the match was
+    #: created or loaded (not stored): each move and the end record it, so
+    #: that a replay notices a refusal missing from the log.
+    refusals_since_move: int = 0
 
     @classmethod
     def new(cls, factory: Any, seats: list[Seat], source: str, recorder: EventRecorder,
@@ -254,7 +258,9 @@ class Match:
         self.recorder.record(self.source, "move", user=self.seats[seat].name,
                              match=self.id, address=address,
                              data={"seat": seat, "move": arguments, **(details or {}),
-                                   "state_hash": state_hash(self.game)})
+                                   "state_hash": state_hash(self.game),
+                                   "refusals_before": self.refusals_since_move})
+        self.refusals_since_move = 0
         if self.finished:
             self.ended()
 
@@ -266,6 +272,7 @@ class Match:
                              data={"seat": seat, "move": arguments, **(details or {}),
                                    "message": loggable(refusal.message),
                                    "state_hash": state_hash(self.game)})
+        self.refusals_since_move += 1
 
     def ended(self) -> None:
         """Record the end of the match."""
@@ -273,7 +280,8 @@ class Match:
                                  "over" if self.aborted_by is None else "aborted")
         self.recorder.record(self.source, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
-                                   "aborted_by": self.aborted_by})
+                                   "aborted_by": self.aborted_by,
+                                   "refusals_before": self.refusals_since_move})
 
     # both at once, for matches kept in memory only
 
