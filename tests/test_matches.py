@@ -10,7 +10,14 @@ from twisted.trial import unittest
 
 from gtserver.core.events import EventLog
 from gtserver.core.match_store import MatchStore
-from gtserver.core.matches import Match, MatchOver, NotYourTurn, Seat, move_keywords
+from gtserver.core.matches import (
+    Match,
+    MatchOver,
+    NotYourTurn,
+    Seat,
+    move_keywords,
+    state_hash,
+)
 from gtserver.games import IllegalMove
 from gtserver.registry import games
 from gtserver.store import StoreUnavailable, open_store
@@ -48,7 +55,35 @@ class MatchTests(unittest.TestCase):
         self.assertEqual(self.events.events[-1], (
             "test", "move", {"user": ["ann", "bob"][first], "match": self.match.id,
                              "address": "127.0.0.1:5",
-                             "data": {"seat": first, "move": {"position": 4}, "note": 1}}))
+                             "data": {"seat": first, "move": {"position": 4}, "note": 1,
+                                      "state_hash": state_hash(self.match.game),
+                                      "refusals_before": 0}}))
+
+    def test_refusals_seeds_and_parameters_are_recorded(self):
+        first = self.match.game.current()[0]
+        before = state_hash(self.match.game)
+        with self.assertRaises(IllegalMove) as refused:
+            self.match.apply(first, {"position": 9}, 11.0)
+        self.match.refused(first, {"position": 9}, refused.exception, "127.0.0.1:5")
+        self.match.refused(first, {"position": 9}, IllegalMove({"why": object()}))
+        source, kind, fields = self.events.events[0]
+        self.assertEqual((source, kind, fields["user"], fields["address"]),
+                         ("test", "move_refused", ["ann", "bob"][first], "127.0.0.1:5"))
+        self.assertEqual(fields["data"], {"seat": first, "move": {"position": 9},
+                                          "message": "position must be between 0 and 8",
+                                          "state_hash": before})
+        self.assertIsInstance(self.events.events[1][2]["data"]["message"], str)
+        self.match.move(first, {"position": 0}, 12.0)
+        self.assertEqual(self.events.events[-1][2]["data"]["refusals_before"], 2)
+        self.match.end(None, 13.0)
+        self.assertEqual(self.events.events[-1][2]["data"]["refusals_before"], 0)
+
+        seeded = Match.new(games()["PrisonersDilemma"].configured(rounds=2),
+                           [Seat("ann"), Seat("bob")], "test", self.events, 10.0)
+        seeded.started()
+        data = self.events.events[-1][2]["data"]
+        self.assertEqual(data["seed"], seeded.extra["seed"])
+        self.assertEqual(data["parameters"]["rounds"], 2)
 
     def test_the_end_is_recorded_once(self):
         self.match.end(1, 13.0)

@@ -19,6 +19,7 @@ the game's ``move`` does not take).
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import random
@@ -134,16 +135,30 @@ class Match:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Moves recorded since the match was created or loaded (not stored).
     moves: int = 0
+    #: Refusals recorded since the last recorded move, or since the match was
+    #: created or loaded (not stored): each move and the end record it, so
+    #: that a replay notices a refusal missing from the log.
+    refusals_since_move: int = 0
 
     @classmethod
     def new(cls, factory: Any, seats: list[Seat], source: str, recorder: EventRecorder,
             now: float, ranked: bool = False, rng: random.Random | None = None,
             extra: dict[str, Any] | None = None) -> Match:
         """A new match of ``factory``'s game (its start is not recorded yet:
-        call :meth:`started` once it counts)."""
-        game = factory.new_game(len(seats), rng or random.Random())
+        call :meth:`started` once it counts).
+
+        Without ``rng`` the match gets a generator of its own, seeded from
+        :mod:`secrets`, and its seed goes into ``extra`` (and so into the
+        start event), so that the match can be replayed; a caller giving
+        ``rng`` puts its seed into ``extra["seed"]`` itself.
+        """
+        extra = dict(extra or {})
+        if rng is None:
+            seed = extra.setdefault("seed", secrets.randbits(64))
+            rng = random.Random(seed)
+        game = factory.new_game(len(seats), rng)
         return cls(secrets.token_hex(12), factory.name, factory, game, source, list(seats),
-                   recorder, ranked, now, now, extra=dict(extra or {}))
+                   recorder, ranked, now, now, extra=extra)
 
     @property
     def finished(self) -> bool:
@@ -224,12 +239,16 @@ class Match:
     # events
 
     def started(self) -> None:
-        """Record the start of the match."""
+        """Record the start of the match, with the game's parameters (the
+        settings of its factory) and, in ``extra``, its seed."""
         metrics.MATCHES_STARTED(self.source, self.game_name)
         self.recorder.record(self.source, "match_start", match=self.id,
                              data={"game": self.game_name,
                                    "players": [seat.name for seat in self.seats],
-                                   "ranked": self.ranked, **self.extra})
+                                   "ranked": self.ranked,
+                                   "parameters": encode_parameters(
+                                       getattr(self.factory, "settings", {})),
+                                   **self.extra})
 
     def moved(self, seat: int, arguments: dict[str, Any], address: str | None = None,
               details: dict[str, Any] | None = None) -> None:
@@ -238,9 +257,22 @@ class Match:
         metrics.MOVES(self.source, self.game_name)
         self.recorder.record(self.source, "move", user=self.seats[seat].name,
                              match=self.id, address=address,
-                             data={"seat": seat, "move": arguments, **(details or {})})
+                             data={"seat": seat, "move": arguments, **(details or {}),
+                                   "state_hash": state_hash(self.game),
+                                   "refusals_before": self.refusals_since_move})
+        self.refusals_since_move = 0
         if self.finished:
             self.ended()
+
+    def refused(self, seat: int, arguments: dict[str, Any], refusal: IllegalMove,
+                address: str | None = None, details: dict[str, Any] | None = None) -> None:
+        """Record a move the game refused (the match is unchanged by it)."""
+        self.recorder.record(self.source, "move_refused", user=self.seats[seat].name,
+                             match=self.id, address=address,
+                             data={"seat": seat, "move": arguments, **(details or {}),
+                                   "message": loggable(refusal.message),
+                                   "state_hash": state_hash(self.game)})
+        self.refusals_since_move += 1
 
     def ended(self) -> None:
         """Record the end of the match."""
@@ -248,7 +280,8 @@ class Match:
                                  "over" if self.aborted_by is None else "aborted")
         self.recorder.record(self.source, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
-                                   "aborted_by": self.aborted_by})
+                                   "aborted_by": self.aborted_by,
+                                   "refusals_before": self.refusals_since_move})
 
     # both at once, for matches kept in memory only
 
@@ -263,3 +296,57 @@ class Match:
         if not self.finished:
             self.abort(by_seat, now)
             self.ended()
+
+
+def state_hash(game: Any) -> str:
+    """The sha256 (hex) of the canonical JSON of ``game.to_data()``: sorted
+    keys, no spaces, ASCII only, so that a replay can compare every state."""
+    canonical = json.dumps(game.to_data(), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def loggable(message: Any) -> Any:
+    """A refusal's message as the log can hold it: as it is if JSON can
+    carry it, else its text."""
+    try:
+        json.dumps(message)
+    except (TypeError, ValueError):
+        return str(message)
+    return message
+
+
+#: The key of a mapping with keys that are not strings, in :func:`encode_parameters`.
+PAIRS = "$pairs"
+
+
+def encode_parameters(value: Any) -> Any:
+    """A game's settings as JSON: tuples become lists, and a mapping with keys
+    that are not all strings (a payoff matrix keyed by pairs of choices)
+    becomes ``{"$pairs": [[key, value], ...]}``. :func:`decode_parameters`
+    undoes it."""
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value) and PAIRS not in value:
+            return {key: encode_parameters(item) for key, item in value.items()}
+        return {PAIRS: [[encode_parameters(key), encode_parameters(item)]
+                        for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [encode_parameters(item) for item in value]
+    return value
+
+
+def decode_parameters(value: Any) -> Any:
+    """The settings that :func:`encode_parameters` encoded (lists in a key's
+    place become tuples, so that they can be keys again)."""
+    if isinstance(value, dict):
+        if set(value) == {PAIRS}:
+            return {_as_key(decode_parameters(key)): decode_parameters(item)
+                    for key, item in value[PAIRS]}
+        return {key: decode_parameters(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_parameters(item) for item in value]
+    return value
+
+
+def _as_key(value: Any) -> Any:
+    return tuple(_as_key(item) for item in value) if isinstance(value, list) else value

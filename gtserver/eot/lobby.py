@@ -271,11 +271,12 @@ class TableService(Service):
         self._player(table, player_id, key)
         match = self._running_match(table)
         match.check_turn(player_id)
+        details = {"game": game, "session": token, "player": player_id}
         try:
             match.play(player_id, arguments, self.clock.seconds())
-            match.moved(player_id, arguments, address,
-                        {"game": game, "session": token, "player": player_id})
-        except IllegalMove:
+            match.moved(player_id, arguments, address, details)
+        except IllegalMove as refusal:
+            match.refused(player_id, arguments, refusal, address, details)
             self._bump(table)     # a refused move is a change for everybody
             raise
         except Exception:

@@ -273,7 +273,9 @@ class UltimateMatches(Service):
         try:
             await self._change(match, seat,
                                lambda: match.apply(seat, arguments, self.clock.seconds()),
-                               lambda: match.moved(seat, arguments, address))
+                               lambda: match.moved(seat, arguments, address),
+                               lambda refusal: match.refused(seat, arguments, refusal,
+                                                             address))
         except IllegalMove as refusal:
             raise MoveRefused(match, str(refusal.message)) from None
         except (MatchOver, NotYourTurn) as refusal:
@@ -389,9 +391,12 @@ class UltimateMatches(Service):
         await self._finish(match)
 
     async def _change(self, match: Match, seat: int, change: Callable[[], None],
-                      record: Callable[[], None]) -> None:
+                      record: Callable[[], None],
+                      record_refusal: Callable[[IllegalMove], None] | None = None) -> None:
         """Change a match, store it, then record the change and tell the players
         (``seat`` first); the changes of one match run one at a time, in order.
+        A change the game refuses is recorded with ``record_refusal`` while
+        the match is still locked (so in its place among the changes).
 
         The players are told before the next change of the match may start
         (releasing the lock starts a waiting change at once). When the store
@@ -403,7 +408,12 @@ class UltimateMatches(Service):
         await lock.acquire()
         try:
             before = match.snapshot()
-            change()
+            try:
+                change()
+            except IllegalMove as refusal:
+                if record_refusal is not None:
+                    record_refusal(refusal)
+                raise
             try:
                 await self.match_store.save(match)
             except Exception:
