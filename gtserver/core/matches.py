@@ -298,12 +298,14 @@ class Match:
             self.ended()
 
 
+# Built once: json.dumps with options would build an encoder for every move.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def state_hash(game: Any) -> str:
     """The sha256 (hex) of the canonical JSON of ``game.to_data()``: sorted
     keys, no spaces, ASCII only, so that a replay can compare every state."""
-    canonical = json.dumps(game.to_data(), sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return hashlib.sha256(_canonical(game.to_data()).encode("ascii")).hexdigest()
 
 
 def loggable(message: Any) -> Any:
