@@ -297,6 +297,7 @@ async def describe_export(store: Any, options: argparse.Namespace, argv: Sequenc
         "pseudonymized": bool(options.pseudonymize),
         "output": options.output,
         "columns": [column.name for column in columns],
+        "column_types": {column.name: column.type for column in columns},
         "events_read": events_read,
         "schema_version": {"core": core_version, "core_applied": applied,
                            "plugins": plugin_versions},

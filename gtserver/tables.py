@@ -132,8 +132,9 @@ class _MatchClock:
 
 def argument_columns(arguments: Iterable[dict]) -> list[Column]:
     """One ``arg_NAME`` column per move argument seen, typed by its values:
-    ``int``/``float``/``bool``/``str`` when every value is of that kind,
-    ``json`` (JSON text) when any is nested or the kinds are mixed."""
+    ``int``/``float``/``bool``/``str`` when every value is of that kind
+    (ints and floats: ``float``), ``str`` for other mixed scalars (``1`` and
+    ``"1"`` both ``"1"``), ``json`` (JSON text) when any is nested."""
     kinds: dict[str, set[str]] = {}
     for move in arguments:
         if not isinstance(move, dict):
@@ -145,9 +146,13 @@ def argument_columns(arguments: Iterable[dict]) -> list[Column]:
         seen = kinds[name] - {"none"}
         if seen == {"int", "float"}:
             seen = {"float"}
-        kind = seen.pop() if len(seen) == 1 else ("str" if not seen else "json")
-        columns.append(Column(f"arg_{name}", kind, "", f"the move's argument {name!r}"
-                              + (" (JSON text)" if kind == "json" else "")))
+        if len(seen) == 1:
+            kind = seen.pop()
+        else:   # mixed scalars as text (1 and "1" both "1"), else JSON
+            kind = "json" if "json" in seen else "str"
+        note = {"json": " (JSON text)", "str": " (numbers as their JSON text where mixed "
+                "with text)"}.get(kind, "")
+        columns.append(Column(f"arg_{name}", kind, "", f"the move's argument {name!r}{note}"))
     return columns
 
 
@@ -210,6 +215,8 @@ class MoveDeriver(Deriver):
                 value = json.dumps(value, sort_keys=True)
             elif value is not None and column.type == "float":
                 value = float(value)
+            elif value is not None and column.type == "str" and not isinstance(value, str):
+                value = json.dumps(value)
             row[column.name] = value
         if accepted:
             clock.accepted += 1
