@@ -176,7 +176,9 @@ async def event_pages(store: Any, options: argparse.Namespace,
     """The events the filters select, of ``kinds`` (None: any), page by page."""
     wanted = tuple(options.types)
     if kinds is not None:
-        wanted = tuple(k for k in (wanted or kinds) if k in kinds) or ("\0none",)
+        wanted = tuple(k for k in (wanted or kinds) if k in kinds)
+        if not wanted:      # --type names none of the table's types: no rows
+            return
     after = 0
     while True:
         rows = await store.run(

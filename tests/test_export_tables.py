@@ -34,6 +34,7 @@ try:
 except ImportError:  # pandas is in the test extra, but optional here
     pandas = None
 
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMATS = ("csv", "jsonl", "parquet")
 NAMES = ("ann", "bob", "alice", "carl", "vic")
 #: The EOT TicTacToe script: (mover is the starter?, position, accepted?)
@@ -250,6 +251,15 @@ class TablesMixin:
         self.assertEqual({r["user"] for r in logouts}, {"alice", "carl", "vic"})
         self.assertTrue(all(r["session_seconds"] > 0 for r in logouts))
 
+    async def test_type_filters_within_a_table(self):
+        db = await self.play()
+        logins, _p, _path = await self.export_table(db, "presence", "csv", "--type", "login")
+        self.assertEqual({(r["type"], r["user"]) for r in logins},
+                         {("login", "alice"), ("login", "carl"), ("login", "vic")})
+        nothing, provenance, _path = await self.export_table(db, "chat", "jsonl", "--type",
+                                                             "login")
+        self.assertEqual((nothing, provenance["rows"], provenance["events_read"]), ([], 0, 0))
+
     async def test_pseudonyms(self):
         db = await self.play()
         key, other = self.mktemp(), self.mktemp()
@@ -291,6 +301,57 @@ class TablesMixin:
 class SQLiteTablesTests(TablesMixin, unittest.TestCase):
     def make_url(self) -> str:
         return sqlite_url(self)
+
+    async def test_the_documented_prisoners_dilemma_analysis(self):
+        """docs/export.md's worked example, on a session played over EOT."""
+        if pandas is None:
+            raise unittest.SkipTest("pandas is not installed")
+        db = sqlite_url(self)
+        server = await start_server(self, "--eot-pd-rounds", "3", db=db,
+                                    listeners={"eot": None})
+        port = server.port("eot")
+        choices = {0: ["cooperate", "cooperate", "defect"],
+                   1: ["cooperate", "defect", "defect"]}
+        for pair in range(2):
+            players = await join_all(server, port, "PrisonersDilemma", f"pd{pair}", 2,
+                                     [f"a{pair}", f"b{pair}"])
+            for round_number in range(3):
+                for seat in (0, 1):
+                    reply = await players[seat].move(choice=choices[seat][round_number])
+                    self.assertEqual(reply["status"], "ok", reply)
+        await server.stop()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        key = os.path.join(directory, "lab.key")
+        with open(key, "wb") as file:
+            file.write(b"lab key")
+        for table in ("moves", "matches"):
+            arguments = ["--db", db, "--table", table, "--source", "eot", "--pseudonymize",
+                         key, "-o", os.path.join(directory, f"{table}.parquet")]
+            await export(reactor, argument_parser().parse_args(arguments),
+                         arguments[-1], arguments)
+        with open(os.path.join(CHECKOUT, "docs", "export.md"), encoding="utf-8") as file:
+            text = file.read()
+        section = text[text.index("## Worked example"):]
+        code = section[section.index("```python") + len("```python"):]
+        code = code[:code.index("```")].replace("print(", "result = (")
+        namespace: dict[str, Any] = {}
+        previous = os.getcwd()
+        os.chdir(directory)
+        try:
+            exec(compile(code, "docs/export.md", "exec"), namespace)
+        finally:
+            os.chdir(previous)
+        self.assertEqual(namespace["cooperation"].to_dict(), {1: 1.0, 2: 0.5, 3: 0.0})
+        timing = namespace["timing"]
+        self.assertEqual(list(timing.index), [1, 2, 3])
+        self.assertTrue((timing.decision_seconds >= 0).all())
+        self.assertTrue(timing.round_seconds.iloc[1:].notna().all())
+        played = namespace["played"]
+        self.assertEqual(len(played), 2)
+        self.assertEqual(list(played.ended), ["win", "win"])    # 5 + 0 + 1 against 5 + 5 + 1
+        self.assertEqual(list(played.outcome_0), [0.0, 0.0])
+        self.assertTrue(played.player_0.str.startswith("p_").all())
 
     async def test_refused_moves_and_how_matches_end(self):
         """move_refused rows, operator and server ends, in a log written directly."""
