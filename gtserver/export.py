@@ -199,17 +199,17 @@ async def data_columns(store: Any, options: argparse.Namespace,
         names: dict[str, Any] = {}
         async for page in event_pages(store, options, ("move", "move_refused")):
             for event in page:
-                data = tables._decode(event["data"])
+                data = tables.decode_data(event["data"])
                 move = data.get("move") if isinstance(data, dict) else None
                 if isinstance(move, dict):
                     for name, value in move.items():   # one value per kind is enough
-                        names.setdefault((name, tables._scalar_kind(value)), {name: value})
+                        names.setdefault((name, tables.scalar_kind(value)), {name: value})
         return tables.argument_columns(names.values())
     if table.name == "matches":
         seats = 2
         async for page in event_pages(store, options, ("match_start",)):
             for event in page:
-                data = tables._decode(event["data"])
+                data = tables.decode_data(event["data"])
                 if isinstance(data, dict) and isinstance(data.get("players"), list):
                     seats = max(seats, len(data["players"]))
         return tables.seat_columns(seats)

@@ -98,7 +98,8 @@ ADDRESS = Column("address", "str", "host:port",
                  "the client's address (dropped with --pseudonymize)")
 
 
-def _decode(text: str | None) -> Any:
+def decode_data(text: str | None) -> Any:
+    """An event's data column as a value (text that is not JSON as itself)."""
     if text is None or text == "":
         return None
     try:
@@ -140,7 +141,7 @@ def argument_columns(arguments: Iterable[dict]) -> list[Column]:
         if not isinstance(move, dict):
             continue
         for name, value in move.items():
-            kinds.setdefault(name, set()).add(_scalar_kind(value))
+            kinds.setdefault(name, set()).add(scalar_kind(value))
     columns = []
     for name in sorted(kinds):
         seen = kinds[name] - {"none"}
@@ -156,7 +157,7 @@ def argument_columns(arguments: Iterable[dict]) -> list[Column]:
     return columns
 
 
-def _scalar_kind(value: Any) -> str:
+def scalar_kind(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -192,7 +193,7 @@ class MoveDeriver(Deriver):
         if match is None:
             return ()
         clock = self.clocks.setdefault(match, _MatchClock())
-        data = _decode(event["data"])
+        data = decode_data(event["data"])
         data = data if isinstance(data, dict) else {}
         if event["kind"] == "match_start":
             clock.game, clock.started = data.get("game"), event["time"]
@@ -264,7 +265,7 @@ class MatchDeriver(Deriver):
         match, kind = event["match"], event["kind"]
         if match is None:
             return ()
-        data = _decode(event["data"])
+        data = decode_data(event["data"])
         data = data if isinstance(data, dict) else {}
         if kind == "operator_end_match":
             self.operator_ended.add(match)
@@ -345,7 +346,7 @@ def seat_columns(seats: int) -> list[Column]:
 # chat, poses, presence
 
 def chat_row(event: Event) -> dict:
-    text = _decode(event["data"])
+    text = decode_data(event["data"])
     return {"id": event["id"], **_base(event), "room": event["room"],
             "user": event["user"], "type": event["kind"],
             "text": text if isinstance(text, str) else json.dumps(text),
@@ -353,7 +354,7 @@ def chat_row(event: Event) -> dict:
 
 
 def pose_row(event: Event) -> dict:
-    pose = _decode(event["data"])
+    pose = decode_data(event["data"])
     pose = pose if isinstance(pose, dict) else {}
     row = {"id": event["id"], **_base(event), "room": event["room"], "user": event["user"]}
     for prefix, key in (("", "pos"), ("r", "rot")):
@@ -367,7 +368,7 @@ def pose_row(event: Event) -> dict:
 
 
 def presence_row(event: Event) -> dict:
-    data = _decode(event["data"])
+    data = decode_data(event["data"])
     data = data if isinstance(data, dict) else {}
     return {"id": event["id"], **_base(event), "source": event["source"],
             "type": event["kind"], "user": event["user"], "room": event["room"],
@@ -534,7 +535,7 @@ class Pseudonyms:
         changed = dict(event, user=self.name(event["user"]), address=None)
         text = event["data"]
         if text and text[0] == "{":
-            decoded = _decode(text)
+            decoded = decode_data(text)
             if isinstance(decoded, dict):
                 changed["data"] = json.dumps(self.data(decoded))
         return changed
