@@ -20,24 +20,27 @@ schema version, the export time and the row counts. See docs/export.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
 import time as wall_clock
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any
 
+from gtserver import codebook, tables
+from gtserver import exportformats as writers
 from gtserver.option_types import read_database_url
 from gtserver.provenance import redact_database_url
 from gtserver.store import BadDatabaseURL, open_store, validate_url
 from gtserver.store import events as queries
 from gtserver.store import runs as run_queries
 
-COLUMNS = ("id", "time", "epoch", "source", "type", "user", "room", "match", "address", "data",
-           "run")
+COLUMNS = tuple(column.name for column in tables.TABLES["events"].columns)
+#: The fields of an event as read from the store's pages.
+EVENT_FIELDS = ("id", "time", "source", "kind", "user", "room", "match", "address", "data",
+                "run")
 PAGE = 10000
 #: Version of the provenance file's layout (docs/export.md).
 PROVENANCE_FORMAT = 1
@@ -87,10 +90,24 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="only events at or after this time (epoch seconds or ISO 8601)")
     parser.add_argument("--until", type=parse_time,
                         help="only events before this time (epoch seconds or ISO 8601)")
+    parser.add_argument("--table", choices=tuple(tables.TABLES), default="events",
+                        help="which table: events (every event, the default), moves, "
+                             "matches, chat, poses, presence (docs/export.md)")
+    parser.add_argument("--format", choices=writers.FORMATS,
+                        help="csv, jsonl (JSON Lines) or parquet (needs pyarrow: "
+                             "pip install 'gtserver[parquet]'); default: from the "
+                             "extension of -o (.jsonl, .parquet), else csv")
+    parser.add_argument("--pseudonymize", metavar="KEYFILE",
+                        help="replace user names by pseudonyms keyed by this file's bytes "
+                             "(p_ + 16 hex digits of HMAC-SHA256; the same key gives the "
+                             "same pseudonyms) and drop addresses; chat text is kept")
+    parser.add_argument("--codebook", metavar="DIR",
+                        help="write codebook.md and codebook.json (every table, column, "
+                             "event type and unit) into DIR and exit")
     parser.add_argument("-o", "--output", default="-",
-                        help="CSV file to write (default: standard output); its provenance "
-                             "goes to the sidecar file OUTPUT.provenance.json "
-                             "(out.csv -> out.provenance.json)")
+                        help="file to write (default: standard output; not for Parquet); "
+                             "its provenance goes to the sidecar file "
+                             "OUTPUT.provenance.json (out.csv -> out.provenance.json)")
     parser.add_argument("--provenance", metavar="FILE",
                         help="where to write the export's provenance (JSON); default: the "
                              "sidecar of -o, none for standard output")
@@ -98,9 +115,11 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def sidecar_path(output: str) -> str:
-    """``out.csv`` -> ``out.provenance.json`` (any other name gains the suffix)."""
+    """``out.csv`` -> ``out.provenance.json`` (also ``.jsonl``, ``.parquet``;
+    any other name gains the suffix)."""
     stem, extension = os.path.splitext(output)
-    return (stem if extension.lower() == ".csv" else output) + ".provenance.json"
+    known = extension.lower() in (".csv", ".jsonl", ".parquet")
+    return (stem if known else output) + ".provenance.json"
 
 
 def provenance_path(options: argparse.Namespace) -> str | None:
@@ -136,48 +155,129 @@ def filters(options: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
-async def export(reactor: Any, options: argparse.Namespace, output: TextIO,
+def output_format(options: argparse.Namespace) -> str:
+    """``--format``, else the output file's extension, else CSV."""
+    if options.format:
+        return options.format
+    extension = os.path.splitext(options.output)[1].lower().lstrip(".")
+    return {"jsonl": "jsonl", "parquet": "parquet"}.get(extension, "csv")
+
+
+def output_columns(table: tables.Table, extra: list[tables.Column],
+                   pseudonymized: bool) -> list[tables.Column]:
+    """The table's columns, its data-dependent ones inserted before ``run``
+    (``address`` dropped when pseudonymizing)."""
+    columns = [c for c in table.columns if not (pseudonymized and c.name == "address")]
+    return columns[:-1] + extra + columns[-1:]
+
+
+async def event_pages(store: Any, options: argparse.Namespace,
+                      kinds: tuple[str, ...] | None) -> AsyncIterator[list[dict]]:
+    """The events the filters select, of ``kinds`` (None: any), page by page."""
+    wanted = tuple(options.types)
+    if kinds is not None:
+        wanted = tuple(k for k in (wanted or kinds) if k in kinds)
+        if not wanted:      # --type names none of the table's types: no rows
+            return
+    after = 0
+    while True:
+        rows = await store.run(
+            queries.select_event_page, after, PAGE, sources=tuple(options.source),
+            kinds=wanted, rooms=tuple(options.room), match_ids=tuple(options.match),
+            since=options.since, until=options.until, with_run=True)
+        yield [dict(zip(EVENT_FIELDS, row, strict=True)) for row in rows]
+        if len(rows) < PAGE:
+            return
+        after = rows[-1][0]
+
+
+async def data_columns(store: Any, options: argparse.Namespace,
+                       table: tables.Table) -> list[tables.Column]:
+    """A first pass for the columns that depend on the log: the moves'
+    ``arg_NAME`` columns, the matches' per-seat columns."""
+    if table.name == "moves":
+        names: dict[str, Any] = {}
+        async for page in event_pages(store, options, ("move", "move_refused")):
+            for event in page:
+                data = tables.decode_data(event["data"])
+                move = data.get("move") if isinstance(data, dict) else None
+                if isinstance(move, dict):
+                    for name, value in move.items():   # one value per kind is enough
+                        names.setdefault((name, tables.scalar_kind(value)), {name: value})
+        return tables.argument_columns(names.values())
+    if table.name == "matches":
+        seats = 2
+        async for page in event_pages(store, options, ("match_start",)):
+            for event in page:
+                data = tables.decode_data(event["data"])
+                if isinstance(data, dict) and isinstance(data.get("players"), list):
+                    seats = max(seats, len(data["players"]))
+        return tables.seat_columns(seats)
+    return []
+
+
+async def export(reactor: Any, options: argparse.Namespace, output: Any,
                  argv: Sequence[str] | None = None) -> int:
-    """Write every matching event to ``output`` and, if the options ask for
-    one, the provenance file; returns the number of rows.
+    """Write the chosen table's rows to ``output`` (a text file for CSV and
+    JSON Lines, a binary one for Parquet) and, if the options ask for one,
+    the provenance file; returns the number of rows.
 
     ``argv`` is the command line recorded in the provenance (default:
     ``sys.argv``'s arguments)."""
     started = wall_clock.time()
+    table = tables.TABLES[options.table]
+    form = output_format(options)
+    pseudonyms = None
+    if options.pseudonymize:
+        pseudonyms = tables.Pseudonyms(read_key(options.pseudonymize))
     store = open_store(options.db, reactor)
     await store.start()
     try:
-        writer = csv.writer(output, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        count, after = 0, 0
+        extra = await data_columns(store, options, table)
+        columns = output_columns(table, extra, pseudonyms is not None)
+        deriver = table.derive(columns)
+        writer = writers.open_writer(form, output, columns)
+        count, read = 0, 0
         per_run: Counter[int | None] = Counter()
-        while True:
-            rows = await store.run(
-                queries.select_event_page, after, PAGE, sources=tuple(options.source),
-                kinds=tuple(options.types), rooms=tuple(options.room),
-                match_ids=tuple(options.match), since=options.since, until=options.until,
-                with_run=True)
-            for event_id, time, source, kind, user, room, match, address, data, run in rows:
-                writer.writerow((event_id, iso(time), repr(float(time)), source, kind,
-                                 user, room, match, address, data, run))
-                per_run[run] += 1
-            count += len(rows)
-            if len(rows) < PAGE:
-                break
-            after = rows[-1][0]
+
+        def write(rows: Any) -> None:
+            nonlocal count
+            for row in rows:
+                writer.write(row)
+                per_run[row.get("run")] += 1
+                count += 1
+
+        async for page in event_pages(store, options, table.kinds):
+            read += len(page)
+            for event in page:
+                write(deriver.feed(pseudonyms.event(event) if pseudonyms else event))
+            writer.flush()
+        write(deriver.finish())
         target = provenance_path(options)
+        provenance = await describe_export(
+            store, options, sys.argv[1:] if argv is None else argv, started, count,
+            per_run, columns, form, read)
+        writer.close(provenance)
         if target is not None:
-            provenance = await describe_export(
-                store, options, sys.argv[1:] if argv is None else argv, started, count,
-                per_run)
             write_json(target, provenance)
         return count
     finally:
         await store.close()
 
 
+def read_key(path: str) -> bytes:
+    """The pseudonym key: the file's bytes."""
+    with open(path, "rb") as file:
+        key = file.read()
+    if not key:
+        raise ValueError(f"the pseudonym key file {path} is empty")
+    return key
+
+
 async def describe_export(store: Any, options: argparse.Namespace, argv: Sequence[str],
-                          started: float, count: int, per_run: Counter) -> dict[str, Any]:
+                          started: float, count: int, per_run: Counter,
+                          columns: Sequence[tables.Column], form: str,
+                          events_read: int) -> dict[str, Any]:
     """The provenance of one export (docs/export.md, "Provenance")."""
     recorded = await store.run(run_queries.runs_by_id,
                                [run for run in per_run if run is not None])
@@ -194,9 +294,13 @@ async def describe_export(store: Any, options: argparse.Namespace, argv: Sequenc
         "command": ["gtserver-export", *redacted_command_line(argv)],
         "database": redact_database_url(options.db),
         "filters": filters(options),
-        "table": "events",
+        "table": options.table,
+        "format": form,
+        "pseudonymized": bool(options.pseudonymize),
         "output": options.output,
-        "columns": list(COLUMNS),
+        "columns": [column.name for column in columns],
+        "column_types": {column.name: column.type for column in columns},
+        "events_read": events_read,
         "schema_version": {"core": core_version, "core_applied": applied,
                            "plugins": plugin_versions},
         "rows": count,
@@ -240,13 +344,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     options = argument_parser().parse_args(arguments)
+    if options.codebook:
+        written = codebook.write_codebook(options.codebook)
+        print(f"gtserver-export: codebook written to {', '.join(written)}", file=sys.stderr)
+        return
     problem = None
     if options.db_file is not None:
         try:
             options.db = read_database_url(options.db_file)
         except ValueError as error:
             problem = str(error)
-    problem = problem or check_database(options.db)
+    problem = problem or check_database(options.db) or check_output(options)
     if problem:
         print(f"gtserver-export: {problem}", file=sys.stderr)
         raise SystemExit(2)
@@ -259,12 +367,33 @@ def main(argv: Sequence[str] | None = None) -> None:
             except BrokenPipeError:
                 discard_standard_output()  # the reader (head, less) has quit
             return
-        with open(options.output, "w", encoding="utf-8", newline="") as output:
-            count = await export(reactor, options, output, arguments)
-        print(f"gtserver-export: {count} events written to {options.output}, provenance "
-              f"to {provenance_path(options)}", file=sys.stderr)
+        if output_format(options) == "parquet":
+            count = await export(reactor, options, options.output, arguments)
+        else:
+            with open(options.output, "w", encoding="utf-8", newline="") as output:
+                count = await export(reactor, options, output, arguments)
+        what = "events" if options.table == "events" else f"{options.table} rows"
+        print(f"gtserver-export: {count} {what} written to {options.output}, "
+              f"provenance to {provenance_path(options)}", file=sys.stderr)
 
     task.react(lambda reactor: ensureDeferred(run(reactor)))
+
+
+def check_output(options: argparse.Namespace) -> str | None:
+    """An error message if the format or pseudonym key cannot be used, else None."""
+    if output_format(options) == "parquet":
+        if options.output == "-":
+            return "Parquet needs an output file (-o FILE.parquet)"
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            return "Parquet needs pyarrow: pip install 'gtserver[parquet]'"
+    if options.pseudonymize:
+        try:
+            read_key(options.pseudonymize)
+        except (OSError, ValueError) as error:
+            return f"cannot use the pseudonym key: {error}"
+    return None
 
 
 if __name__ == "__main__":
