@@ -19,6 +19,7 @@ from gtserver.store import StoreUnavailable, Unstorable
 from gtserver.store import matches as match_queries
 from gtserver.store.base import Statement
 from tests.memory import JSONClient, MemoryDaemon
+from tests.support import select_events
 from tests.test_uttt import (
     HeldStore,
     challenge,
@@ -767,6 +768,11 @@ class ClockTests(MemoryMixin, unittest.TestCase):
         self.assertEqual((await bob.expect("elo_update"))["elo"], 990)
         bob.send("match_states_request")
         await bob.nothing_more()
+        # The research log says how it ended: the export's matches table reads it.
+        await self.server.core.events.flush()
+        [end] = await self.server.store.run(select_events, 0, 10, "uttt", ("match_end",))
+        data = json.loads(end[-1])
+        self.assertEqual((data["end"], data["forfeit"], data["aborted_by"]), ("expired", True, 1))
 
     async def test_each_move_restarts_the_idle_time(self):
         await self.serve("--uttt-match-idle-days", "2", "--uttt-expiry-interval", "3600")

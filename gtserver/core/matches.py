@@ -278,10 +278,12 @@ class Match:
         """Record the end of the match."""
         metrics.MATCHES_FINISHED(self.source, self.game_name,
                                  "over" if self.aborted_by is None else "aborted")
+        # How it ended and whether that forfeits, where the listener said so.
+        told = {key: self.extra[key] for key in ("end", "forfeit") if key in self.extra}
         self.recorder.record(self.source, "match_end", match=self.id,
                              data={"outcome": self.game.outcome(),
                                    "aborted_by": self.aborted_by,
-                                   "refusals_before": self.refusals_since_move})
+                                   "refusals_before": self.refusals_since_move, **told})
 
     # both at once, for matches kept in memory only
 
