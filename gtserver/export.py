@@ -318,6 +318,17 @@ def write_json(path: str, value: Any) -> None:
     os.replace(partial, path)
 
 
+def database_problem(options: Any) -> str | None:
+    """Resolve ``--db-file`` into ``options.db``; an error message if the
+    database cannot be read from, else None (gtserver-export, gtserver-replay)."""
+    if options.db_file is not None:
+        try:
+            options.db = read_database_url(options.db_file)
+        except ValueError as error:
+            return str(error)
+    return check_database(options.db)
+
+
 def check_database(url: str) -> str | None:
     """An error message if the database cannot be exported from, else None."""
     try:
@@ -348,13 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         written = codebook.write_codebook(options.codebook)
         print(f"gtserver-export: codebook written to {', '.join(written)}", file=sys.stderr)
         return
-    problem = None
-    if options.db_file is not None:
-        try:
-            options.db = read_database_url(options.db_file)
-        except ValueError as error:
-            problem = str(error)
-    problem = problem or check_database(options.db) or check_output(options)
+    problem = database_problem(options) or check_output(options)
     if problem:
         print(f"gtserver-export: {problem}", file=sys.stderr)
         raise SystemExit(2)

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from gtserver.core.matches import Match, Seat, decode_parameters, loggable, state_hash
-from gtserver.export import check_database
+from gtserver.export import database_problem
 from gtserver.games import IllegalMove
-from gtserver.option_types import read_database_url
 from gtserver.store import events as queries
 from gtserver.store import open_store
 
@@ -285,13 +284,7 @@ def run(argv: Sequence[str], reactor: Any, output: TextIO, errors: TextIO) -> An
     from twisted.internet.defer import ensureDeferred, succeed
 
     options = argument_parser().parse_args(list(argv))
-    problem = None
-    if options.db_file is not None:
-        try:
-            options.db = read_database_url(options.db_file)
-        except ValueError as error:
-            problem = str(error)
-    problem = problem or check_database(options.db)
+    problem = database_problem(options)
     if problem:
         print(f"gtserver-replay: {problem}", file=errors)
         return succeed(2)

@@ -46,7 +46,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gtserver.web.metrics import Tally
+from gtserver.metrics import Tally
 
 #: WebSocket close code "policy violation".
 CLOSE_POLICY = 1008

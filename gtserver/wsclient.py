@@ -284,3 +284,15 @@ class FrameClient:
             return cls(await FrameConnection.open(url, reactor, timeout, max_pending,
                                                   tls_options))
         return ensureDeferred(opening())
+
+    def pending(self) -> list[Any]:
+        """Take every frame received and not yet taken (decoded JSON)."""
+        return self.connection.pending()
+
+    def frames(self) -> Any:
+        """``async for frame in client.frames()``: every frame until the close."""
+        return self.connection.frames()
+
+    def listen(self, callback: Any) -> None:
+        """Call ``callback(frame)`` for every frame as it arrives."""
+        self.connection.listen(callback)

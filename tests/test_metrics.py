@@ -420,7 +420,8 @@ class SwitchTests(unittest.TestCase):
         instrument for a no-op that the instrumented code can still call."""
         program = (
             "import gtserver.core, gtserver.vr.adapter, gtserver.eot.protocol\n"
-            "from gtserver.web import metrics\n"
+            "import gtserver.web.metrics\n"
+            "from gtserver import metrics\n"
             "from prometheus_client.exposition import generate_latest\n"
             "metrics.FRAMES_SENT.labels('vr').value += 1\n"
             "metrics.ListenerMetrics('eot').request('join', 'ok')\n"

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from twisted.application.service import IService, MultiService
 
+from gtserver import metrics
 from gtserver.core.accounts import Accounts
 from gtserver.core.events import EventLog
 from gtserver.core.friends import Friends
@@ -32,7 +33,6 @@ from gtserver.core.presence import Presence
 from gtserver.core.ratings import Ratings
 from gtserver.core.settings import CoreSettings
 from gtserver.store import Store
-from gtserver.web import metrics
 
 T = TypeVar("T")
 S = TypeVar("S", bound=IService)

@@ -25,9 +25,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from gtserver import metrics
 from gtserver.store import Store, StoreUnavailable
 from gtserver.store import events as queries
-from gtserver.web import metrics
 
 #: Kind of the event stored in place of one the store refused (docs/export.md).
 UNSTORABLE_KIND = "unstorable_event"

@@ -29,10 +29,10 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gtserver import metrics
 from gtserver.core.errors import InvalidName
 from gtserver.core.peers import Peer, parse_network
 from gtserver.core.throttle import LoginThrottled, Throttle
-from gtserver.web import metrics
 
 #: Known (address, account) pairs kept for the per-address exemption.
 MAX_KNOWN_PAIRS = 100_000

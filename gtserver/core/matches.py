@@ -27,9 +27,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gtserver import metrics
 from gtserver.core.errors import CoreError
 from gtserver.games import IllegalMove
-from gtserver.web import metrics
 
 
 class MatchOver(CoreError):

@@ -15,12 +15,11 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from gtserver import jsontext
+from gtserver import jsontext, metrics
 from gtserver.core.matches import MatchOver, NotYourTurn
 from gtserver.core.peers import Peer
 from gtserver.eot.lobby import Joined, TableError, TableService, View
 from gtserver.games import IllegalMove
-from gtserver.web import metrics
 
 TERMINATOR = b"EOT\0"
 PREFIX = "framework: "

@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.python.failure import Failure
 
-from gtserver.web import metrics
+from gtserver import metrics
 
 Rows = list[tuple]
 Transaction = Generator["Statement", Rows, Any]

@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
-from gtserver import jsontext
+from gtserver import jsontext, metrics
 from gtserver.core.accounts import Accounts
 from gtserver.core.errors import (
     BadCredentials,
@@ -45,7 +45,6 @@ from gtserver.uttt.matchmaking import (
     winner,
 )
 from gtserver.uttt.settings import UtttSettings
-from gtserver.web import metrics
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 NAME = re.compile(r"[a-z0-9_-]{3,16}")   # used with fullmatch: "$" would allow a final "\n"

@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gtserver import metrics
 from gtserver.core.accounts import Accounts
 from gtserver.core.errors import CoreError
 from gtserver.core.match_store import MatchStore
@@ -39,7 +40,6 @@ from gtserver.core.ratings import Ratings, Standing
 from gtserver.games import IllegalMove
 from gtserver.store import StoreError
 from gtserver.uttt.settings import MatchmakingSettings
-from gtserver.web import metrics
 
 SOURCE = "uttt"
 GAME = "UltimateTicTacToe"

@@ -36,6 +36,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from gtserver import metrics
 from gtserver.core.accounts import LOGIN, Accounts
 from gtserver.core.errors import CoreError, InvalidName
 from gtserver.core.login import LoginPolicy
@@ -56,7 +57,6 @@ from gtserver.vr.rooms import (
     storable,
 )
 from gtserver.vr.settings import VRSettings
-from gtserver.web import metrics
 from gtserver.websocket import GuardedServerProtocol, Limits, guard_factory
 
 MAX_NAME = 64

@@ -216,18 +216,6 @@ class VRClient(FrameClient):
             return None
         return self.connection.take(pick, timeout)
 
-    def pending(self) -> list[Any]:
-        """Take every frame received and not yet taken (decoded JSON)."""
-        return self.connection.pending()
-
-    def frames(self) -> Any:
-        """``async for frame in client.frames()``: every frame until the close."""
-        return self.connection.frames()
-
-    def listen(self, callback: Any) -> None:
-        """Call ``callback(frame)`` for every frame as it arrives."""
-        self.connection.listen(callback)
-
     def send(self, frame: Any, binary: bool = False) -> None:
         """Send any JSON value as a frame (no waiting)."""
         self.connection.send(frame, binary)

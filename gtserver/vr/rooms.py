@@ -51,9 +51,9 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gtserver import metrics
 from gtserver.core.errors import CoreError
 from gtserver.core.presence import Presence
-from gtserver.web import metrics
 
 LOBBY = "lobby"
 SOURCE = "vr"

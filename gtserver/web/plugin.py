@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -70,19 +69,11 @@ class WebMonitor:
 
 
 def operator_resources(monitor: Any, metrics_token: bytes | None) -> dict[bytes, Resource]:
-    """``/metrics`` and ``/health``, from :mod:`gtserver.web.metrics` when installed."""
-    try:
-        metrics = importlib.import_module("gtserver.web.metrics")
-    except ModuleNotFoundError as error:
-        if error.name != "gtserver.web.metrics":
-            raise  # the module is there but something it needs is not: say so
-        return {}
-    daemon_health = getattr(metrics, "daemon_health", None)
-    if daemon_health is None:
-        check = monitor.check_store
-    else:
-        def check() -> Any:  # the service tree exists by the time anyone asks
-            return daemon_health(monitor.core.parent, monitor.core.reactor)()
+    """``/metrics`` and ``/health`` (:mod:`gtserver.web.metrics`)."""
+    from gtserver.web import metrics
+
+    def check() -> Any:  # the service tree exists by the time anyone asks
+        return metrics.daemon_health(monitor.core.parent, monitor.core.reactor)()
     return {b"metrics": metrics.MetricsResource(metrics.REGISTRY, metrics_token),
             b"health": metrics.HealthResource(check)}
 
