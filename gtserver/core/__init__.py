@@ -24,8 +24,10 @@ from twisted.application.service import IService, MultiService
 
 from gtserver import metrics
 from gtserver.core.accounts import Accounts
+from gtserver.core.bus import Calls, IBus
 from gtserver.core.events import EventLog
 from gtserver.core.friends import Friends
+from gtserver.core.leases import Leases
 from gtserver.core.match_store import MatchStore
 from gtserver.core.passwords import PasswordHasher
 from gtserver.core.peers import TrustedProxies
@@ -77,7 +79,8 @@ def built_once(build: Callable[[Core], T]) -> T:
 class Core(MultiService):
     def __init__(self, store: Store, clock: Any, settings: CoreSettings | None = None,
                  hasher: PasswordHasher | None = None,
-                 games: Mapping[str, Any] | None = None, reactor: Any = None) -> None:
+                 games: Mapping[str, Any] | None = None, reactor: Any = None,
+                 bus: IBus | None = None) -> None:
         """
         @param clock: the time of every service (an C{IReactorTime}).
         @param settings: the daemon's own settings (defaults if None).
@@ -85,6 +88,8 @@ class Core(MultiService):
         @param games: the games clients may choose, by name (else the installed ones).
         @param reactor: the reactor of the listeners' I/O (else the global one;
             tests pass a C{task.Clock} as C{clock} and keep the real reactor here).
+        @param bus: the cross-node bus (else the store's, when the settings
+            name a node; none for a single daemon).
         """
         super().__init__()
         self.setName("core")
@@ -96,6 +101,7 @@ class Core(MultiService):
         self.settings = settings or CoreSettings()
         self._hasher = hasher
         self._games = games
+        self._bus = bus
         self._built: dict[str, Any] = {}
         self._building: list[str] = []
         self._attached: list[IService] = []
@@ -176,3 +182,33 @@ class Core(MultiService):
     def presence(self) -> Presence:
         """Who is connected now, and who disconnected recently."""
         return Presence(self.clock, self.events)
+
+    # a deployment of several nodes (all None for a single daemon)
+
+    @built_once
+    def bus(self) -> IBus | None:
+        """Messages to the other nodes (see :mod:`gtserver.core.bus`)."""
+        if self._bus is not None:
+            return self._bus
+        if self.settings.node is None:
+            return None
+        return self.store.bus(self.settings.node)
+
+    @built_once
+    def leases(self) -> Leases | None:
+        """Which node is home to each room, session and queue."""
+        bus = self.bus
+        if bus is None:
+            return None
+        return Leases(self.store, self.clock, bus.node, ttl=self.settings.lease_ttl,
+                      renew=self.settings.lease_renew)
+
+    @built_once
+    def calls(self) -> Calls | None:
+        """Requests to other nodes; those to a stopped node fail at once."""
+        bus, leases = self.bus, self.leases
+        if bus is None or leases is None:
+            return None
+        calls = Calls(bus, self.clock)
+        leases.on_node_gone(calls.node_gone)
+        return calls

@@ -1,7 +1,14 @@
 """The research event log: every user action, with server time, for analysis.
 
 Callers record events without waiting; events are buffered and written in
-batches, so logging never delays delivery. If the store is down the buffer
+batches. An event whose effect clients see (a move, a chat line) must be
+stored before they see it: its caller waits for :meth:`EventLog.stored`,
+which writes the buffer at the end of the reactor turn (every event recorded
+in that turn in one transaction, the next turn's while it is in flight) and
+fires once everything recorded before the call is stored: group commit, as
+for match states. While the store is unavailable those waits end at once,
+unfulfilled (``False``), so that a failing store never stops a room or a
+match; the events stay buffered and are written when it is back. If the store is down the buffer
 keeps filling up to ``max_buffer`` events, then the oldest are dropped (and
 counted in the log): a failing store never blocks a room or a match.
 
@@ -22,7 +29,7 @@ from collections import deque
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from gtserver import metrics
@@ -62,6 +69,11 @@ class EventLog(Service):
         #: The run (``runs`` table) every event written belongs to; the daemon
         #: sets it once the run is recorded, before anything can be logged.
         self.run_id: int | None = None
+        #: Events recorded so far, and those of them being written now.
+        self.recorded = 0
+        self._inflight = 0
+        #: ``stored()`` waiters: (events recorded before the call, Deferred).
+        self._waiters: deque[tuple[int, Deferred]] = deque()
 
     def record(self, source: str, kind: str, *, user: str | None = None,
                room: str | None = None, match: str | None = None,
@@ -75,10 +87,41 @@ class EventLog(Service):
         encoded = data if isinstance(data, str) or data is None else json.dumps(data)
         self._buffer.append((self.clock.seconds() if time is None else time, source, kind,
                              user, room, match, address, encoded))
+        self.recorded += 1
         if len(self._buffer) >= self.batch_size:
             self._write_soon(0)
         else:
             self._write_soon(self.flush_delay)
+
+    def stored(self) -> Deferred:
+        """Fires with True once every event recorded so far is stored; with
+        False at once while the store is unavailable (they are kept and
+        retried, but not durable yet)."""
+        if self._unavailable_since is not None:
+            return succeed(False)
+        if self.settled >= self.recorded:
+            return succeed(True)
+        waiter: Deferred = Deferred()
+        self._waiters.append((self.recorded, waiter))
+        if self._writing is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+                self._timer = None
+            self._write_soon(0)
+        return waiter
+
+    @property
+    def settled(self) -> int:
+        """Events recorded so far that are no longer waiting to be written
+        (stored, stood in for, lost or dropped)."""
+        return self.recorded - len(self._buffer) - self._inflight
+
+    def _release(self, durable: bool) -> None:
+        """Fire the waiters whose events are settled (all of them, with
+        False, if the store became unavailable)."""
+        while self._waiters and (not durable or self._waiters[0][0] <= self.settled):
+            _count, waiter = self._waiters.popleft()
+            waiter.callback(durable)
 
     def flush(self) -> Deferred:
         """Write everything buffered; fires once it is stored (or a write failed)."""
@@ -115,16 +158,19 @@ class EventLog(Service):
 
     def _write(self) -> Deferred:
         batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+        self._inflight = len(batch)
         d = ensureDeferred(self._store_batch(batch))
         self._writing = d
 
         def done(succeeded):
             self._writing = None
+            self._inflight = 0
+            self._release(succeeded is True)
             if self.dropped:
                 self.log.warn("event log buffer full: {count} events dropped", count=self.dropped)
                 self.dropped = 0
-            if self._buffer and self.running:
-                self._write_soon(self.flush_delay)
+            if self._buffer and (self.running or self._waiters):
+                self._write_soon(0 if self._waiters else self.flush_delay)
             return succeeded
 
         d.addBoth(done)

@@ -30,6 +30,11 @@ class CoreSettings:
     hash_threads: int = 1
     #: Reverse proxies whose X-Forwarded-For header names the client.
     trusted_proxies: tuple[str, ...] = ()
+    #: This node's name in a deployment of several (None: a single daemon).
+    node: str | None = None
+    #: Seconds a node's lease outlives its last renewal, and between renewals.
+    lease_ttl: float = 5.0
+    lease_renew: float = 1.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CoreSettings:
@@ -49,4 +54,5 @@ class CoreSettings:
                 registration_window=options["registration-window"]),
             hash_cost=options["hash-cost"],
             hash_threads=options["hash-threads"],
-            trusted_proxies=tuple(options["trusted-proxy"]))
+            trusted_proxies=tuple(options["trusted-proxy"]),
+            node=options.get("node") or None)

@@ -152,6 +152,13 @@ class Store:
 
         return d.addBoth(finished)
 
+    def bus(self, node: str) -> Any:
+        """The cross-node bus of a deployment sharing this database, as node
+        ``node`` (a service: start it with the core). Only engines a
+        deployment of several nodes can share have one."""
+        raise StoreError(f"{self.engine or 'this'} database serves a single node; "
+                         "several nodes need PostgreSQL")
+
     async def start(self) -> None:
         """Connect and bring the schema up to date (idempotent)."""
         await self._open()

@@ -100,6 +100,14 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE events ADD COLUMN run_id {bigint} REFERENCES runs(id)",
         "CREATE INDEX events_run ON events(run_id)",
     )),
+    Migration(4, "leases: which node of a deployment is home to what", (
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            node TEXT NOT NULL,
+            expires {real} NOT NULL
+        )""",
+        "CREATE INDEX leases_node ON leases(node)",
+    )),
     Migration(100, "matches of any game", (
         """CREATE TABLE matches (
             id TEXT PRIMARY KEY,
