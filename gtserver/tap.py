@@ -80,6 +80,9 @@ class BaseOptions(LoginOptions):
          positive(float, "temporary-idle")],
         ["expiry-interval", None, LIFETIMES.check_interval, "Seconds between expiry checks.",
          positive(float, "expiry-interval")],
+        ["node", None, None,
+         "This daemon's name in a deployment of several sharing one PostgreSQL "
+         "database (see docs/cluster.md); none for a single daemon."],
         ["hash-cost", None, CoreSettings.hash_cost, "scrypt password hash cost, as log2(n).",
          int],
         ["hash-threads", None, CoreSettings.hash_threads,
@@ -143,6 +146,9 @@ class BaseOptions(LoginOptions):
                                    "not to --logger or --syslog")
         if not 4 <= self["hash-cost"] <= 20:
             raise usage.UsageError("--hash-cost must be between 4 and 20")
+        if self["node"] is not None and self["db"].startswith("sqlite:"):
+            raise usage.UsageError("--node needs a PostgreSQL --db: SQLite serves a single "
+                                   "node (see docs/cluster.md)")
         self["listeners"] = resolve_listeners(self["port"], self.protocols)
 
     #: The installed wire protocols, set on the class built by make_options_class.

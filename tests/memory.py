@@ -42,7 +42,13 @@ from txaio._common import _BatchedTimer
 import gtserver.core as core_package
 from gtserver import tap
 from gtserver.core.passwords import PasswordHasher
-from gtserver.store.base import Store, StoreError, TransactionFunction, drive_synchronously
+from gtserver.store.base import (
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TransactionFunction,
+    drive_synchronously,
+)
 from gtserver.store.sqlite import _configure, _translate
 
 #: Where the clock of every memory daemon starts (2023-11-14 22:13:20 UTC).
@@ -67,14 +73,29 @@ class SynchronousStore(Store):
         #: rather than at once, as a store in another thread or process
         #: does: requests of several connections then overlap.
         self.delay_results = False
+        #: In a MemoryDeployment: its hub, the database its nodes share
+        #: ([connection, nodes using it]), and whether this node was killed
+        #: (then every transaction fails, as for a dead process).
+        self.hub: Any = None
+        self.shared: list[Any] | None = None
+        self.killed = False
 
     async def _open(self) -> None:
-        self._connection = sqlite3.connect(":memory:", isolation_level=None,
-                                           detect_types=sqlite3.PARSE_DECLTYPES)
-        _configure(self._connection)
+        shared = self.shared
+        if shared is not None and shared[0] is not None:
+            self._connection = shared[0]  # another node opened it
+        else:
+            self._connection = sqlite3.connect(":memory:", isolation_level=None,
+                                               detect_types=sqlite3.PARSE_DECLTYPES)
+            _configure(self._connection)
+        if shared is not None:
+            shared[0] = self._connection
+            shared[1] += 1
 
     def _run(self, function: TransactionFunction, args: tuple, kwargs: dict) -> Deferred:
         connection = self._connection
+        if self.killed:
+            return fail(StoreUnavailable("this node was killed"))
         if connection is None:
             raise StoreError("the store is not open")
         cursor = connection.cursor()
@@ -96,8 +117,20 @@ class SynchronousStore(Store):
         self.reactor.callLater(0, outcome.chainDeferred, later)
         return later
 
+    def bus(self, node: str) -> Any:
+        """Node ``node``'s bus on the deployment's hub (see MemoryDeployment)."""
+        if self.hub is None:
+            return super().bus(node)
+        return self.hub.bus(node)
+
     async def _close(self) -> None:
         connection, self._connection = self._connection, None
+        shared = self.shared
+        if shared is not None:
+            shared[1] -= 1
+            if shared[1] > 0:
+                return  # the other nodes go on using it
+            shared[0] = None
         if connection is not None:
             connection.close()
 
@@ -131,14 +164,25 @@ class MemoryDaemon:
     with the test; ``listeners`` are the listener names to serve."""
 
     def __init__(self, testcase: Any, *arguments: str,
-                 listeners: tuple[str, ...] = ("uttt",), store_delay: bool = False) -> None:
+                 listeners: tuple[str, ...] = ("uttt",), store_delay: bool = False,
+                 deployment: MemoryDeployment | None = None, node: str | None = None) -> None:
         self.testcase = testcase
-        self.clock = MemoryReactorClock()
-        self.clock.advance(START)
+        self.deployment = deployment
+        self.node = node
+        if deployment is None:
+            self.clock = MemoryReactorClock()
+            self.clock.advance(START)
+            open_store: Any = _open_synchronous_store
+        else:
+            self.clock = deployment.clock
+            open_store = deployment.open_store
         self.pumps: list[iosim.IOPump] = []
         self.streams: list[StreamConnection] = []
         self._peers = 0
         command = ["--db", "sqlite::memory:", "--hash-cost", "4"]
+        if deployment is not None:
+            command = ["--db", "postgresql://memory/deployment", "--node", node or "",
+                       "--hash-cost", "4"]
         for name in tap.Options.protocols:
             command += ["--port", f"{name}=off"]
         for number, name in enumerate(listeners):
@@ -147,7 +191,7 @@ class MemoryDaemon:
         options = tap.Options()
         options.parseOptions(command)
         patches = MonkeyPatcher(
-            (tap, "open_store", _open_synchronous_store),
+            (tap, "open_store", open_store),
             (core_package, "PasswordHasher", partial(PasswordHasher, run_in_thread=_run_now)))
         self.service = patches.runWithPatches(tap.build_service, options, self.clock)
         self.core = self.service.core
@@ -219,13 +263,14 @@ class MemoryDaemon:
 
         Each round delivers what every client sent before any reply of the
         round is computed, so requests sent together are in flight together.
+        In a deployment, every node's connections move (and the bus's
+        messages, which are calls due now).
         """
+        daemons = self.deployment.daemons if self.deployment is not None else [self]
         for _ in range(MAX_ROUNDS):
             moved = False
-            for pump in list(self.pumps):
-                moved = pump.pump(advanceClock=False) or moved
-            for connection in self.streams:
-                moved = connection.deliver_close() or moved
+            for daemon in daemons:
+                moved = daemon._move() or moved
             now = self.clock.seconds()
             due = any(call.getTime() <= now for call in self.clock.getDelayedCalls())
             if due:
@@ -233,6 +278,14 @@ class MemoryDaemon:
             if not moved and not due:
                 return
         raise AssertionError("the connections never went quiet")
+
+    def _move(self) -> bool:
+        moved = False
+        for pump in list(self.pumps):
+            moved = pump.pump(advanceClock=False) or moved
+        for connection in self.streams:
+            moved = connection.deliver_close() or moved
+        return moved
 
     def result(self, awaitable: Any) -> Any:
         """The result of a Deferred or coroutine of the daemon, after a flush."""
@@ -262,6 +315,76 @@ class MemoryDaemon:
         if not stopped.called:
             raise AssertionError("the memory daemon did not stop at once")
         return stopped
+
+
+class MemoryDeployment:
+    """Several memory daemons (nodes) of one deployment: one clock, one
+    store (SQLite in memory, standing in for the shared PostgreSQL) and a
+    :class:`gtserver.core.bus.MemoryHub` for their bus. Every node's
+    ``flush`` moves every node's connections and messages.
+    """
+
+    def __init__(self, testcase: Any, nodes: tuple[str, ...] = ("a", "b"),
+                 *arguments: str, listeners: tuple[str, ...] = ("uttt",)) -> None:
+        from gtserver.core.bus import MemoryHub
+        self.testcase = testcase
+        self.clock = MemoryReactorClock()
+        self.clock.advance(START)
+        self.hub = MemoryHub(self.clock)
+        #: The deployment's database: [the connection, how many nodes use it].
+        self.database: list[Any] = [None, 0]
+        self.daemons: list[MemoryDaemon] = []
+        self.nodes: dict[str, MemoryDaemon] = {}
+        for node in nodes:
+            self.start(node, *arguments, listeners=listeners)
+
+    def open_store(self, url: str, reactor: Any = None, **ignored: Any) -> Store:
+        """One node's store: its own view of the deployment's one database."""
+        store = SynchronousStore(reactor)
+        store.hub = self.hub
+        store.shared = self.database
+        return store
+
+    def start(self, node: str, *arguments: str,
+              listeners: tuple[str, ...] = ("uttt",)) -> MemoryDaemon:
+        """Start (or restart) node ``node``."""
+        daemon = MemoryDaemon(self.testcase, *arguments, listeners=listeners,
+                              deployment=self, node=node)
+        self.daemons.append(daemon)
+        self.nodes[node] = daemon
+        daemon.flush()
+        return daemon
+
+    def __getitem__(self, node: str) -> MemoryDaemon:
+        return self.nodes[node]
+
+    def flush(self) -> None:
+        self.daemons[0].flush()
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass, a step at a time (each node's timers run in
+        their order), flushing after each."""
+        self.clock.advance(seconds)
+        self.flush()
+
+    def kill(self, node: str) -> None:
+        """``kill -9`` of ``node``: its connections drop without a goodbye,
+        its bus goes silent, its leases are neither renewed nor released."""
+        daemon = self.nodes.pop(node)
+        self.hub.stop(node)
+        daemon.store.killed = True
+        for pump in daemon.pumps:
+            for side in (pump.clientIO, pump.serverIO):
+                side.abortConnection()
+        for connection in daemon.streams:
+            connection.lose()
+        daemon.flush()
+        daemon.pumps.clear()
+        daemon.streams.clear()
+        daemon.service.stopService()
+        self.daemons.remove(daemon)
+        daemon.stop = lambda: succeed(None)  # type: ignore[method-assign]
+        self.flush()
 
 
 class StreamConnection:

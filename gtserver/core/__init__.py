@@ -110,6 +110,7 @@ class Core(MultiService):
         self.accounts  # noqa: B018
         self.events  # noqa: B018
         self.accounts.events = self.events  # logins are recorded
+        self.calls  # noqa: B018 -- in a deployment: the bus, leases and calls from the start
 
     def attach(self, service: S) -> S:
         """Start and stop ``service`` with the core (after those attached before it)."""

@@ -90,7 +90,6 @@ class Leases(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.held.add(NODE + self.node)
         self._loop = LoopingCall(self.check)
         self._loop.clock = self.clock
         self._loop.start(self.renew_interval, now=True)
@@ -113,9 +112,11 @@ class Leases(Service):
 
     async def _check(self) -> None:
         now = self.clock.seconds()
+        mine = NODE + self.node
+        if mine not in self.held:
+            await self.store.run(queries.claim, mine, self.node, now, now + self.ttl)
+            self.held.add(mine)
         names = sorted(self.held)
-        if NODE + self.node not in self.held:
-            await self.store.run(queries.claim, NODE + self.node, self.node, now, now + self.ttl)
         kept = set(await self.store.run(queries.renew, names, self.node, now + self.ttl))
         for name in names:
             if name not in kept and name in self.held:
@@ -123,7 +124,6 @@ class Leases(Service):
                 self.log.warn("lease {name} lost to another node", name=name)
                 for callback in list(self._lost):
                     self._call(callback, name)
-        self.held.add(NODE + self.node)
         live = {node for _name, node in await self.store.run(
             queries.held_with_prefix, NODE, self.clock.seconds())}
         live.add(self.node)
