@@ -271,11 +271,10 @@ class UltimateMatches(Service):
         if match.finished:
             raise MoveRefused(match, "the match is over")
         try:
-            await self._change(match, seat,
-                               lambda: match.apply(seat, arguments, self.clock.seconds()),
-                               lambda: match.moved(seat, arguments, address),
-                               lambda refusal: match.refused(seat, arguments, refusal,
-                                                             address))
+            finished = await self._change(
+                match, seat, lambda: match.apply(seat, arguments, self.clock.seconds()),
+                lambda: match.moved(seat, arguments, address),
+                lambda refusal: match.refused(seat, arguments, refusal, address))
         except IllegalMove as refusal:
             raise MoveRefused(match, str(refusal.message)) from None
         except (MatchOver, NotYourTurn) as refusal:
@@ -283,7 +282,7 @@ class UltimateMatches(Service):
         except StoreError as error:  # an outage, not a bug: one line, no traceback
             self.log.warn("move in match {id} not stored: {error}", id=match.id, error=error)
             raise MoveRefused(match, "the move could not be stored, try again") from None
-        if match.finished:
+        if finished:  # by this move (a change after it may have ended the match too)
             await self._finish(match)
         return match
 
@@ -392,7 +391,7 @@ class UltimateMatches(Service):
 
     async def _change(self, match: Match, seat: int, change: Callable[[], None],
                       record: Callable[[], None],
-                      record_refusal: Callable[[IllegalMove], None] | None = None) -> None:
+                      record_refusal: Callable[[IllegalMove], None] | None = None) -> bool:
         """Change a match, store it, then record the change and tell the players
         (``seat`` first); the changes of one match run one at a time, in order.
         A change the game refuses is recorded with ``record_refusal`` while
@@ -400,7 +399,8 @@ class UltimateMatches(Service):
 
         The players are told before the next change of the match may start
         (releasing the lock starts a waiting change at once). When the store
-        write fails the change is undone and the error raised.
+        write fails the change is undone and the error raised. Returns
+        whether this change finished the match.
         """
         lock = self.locks.get(match.id)
         if lock is None:
@@ -413,6 +413,7 @@ class UltimateMatches(Service):
             except IllegalMove as refusal:
                 if record_refusal is not None:
                     record_refusal(refusal)
+                    await self.match_store.recorder.stored()
                 raise
             try:
                 await self.match_store.save(match)
@@ -420,9 +421,13 @@ class UltimateMatches(Service):
                 match.rollback(before)
                 raise
             record()
+            # The move's event too is stored before anyone is told.
+            finished = match.finished
+            await self.match_store.recorder.stored()
             self._push_match(match, first_seat=seat)
         finally:
             lock.release()
+        return finished
 
     async def _finish(self, match: Match) -> None:
         """Retire a finished match, rate it, and send both players their standing."""
