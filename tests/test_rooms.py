@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -33,7 +34,7 @@ class RoomServiceTestCase(unittest.TestCase):
         self.clock = Clock()
         self.recorded: list[tuple] = []
         events = SimpleNamespace(record=lambda source, kind, **fields: self.recorded.append(
-            (kind, fields["user"], fields["room"])))
+            (kind, fields["user"], fields["room"])), stored=lambda: succeed(True))
         self.rooms = RoomService(self.clock, events, RoomSettings(
             fps=1.0, history=50, changed_only=False, pose_log_rate=0.0))
 

@@ -11,6 +11,7 @@ import tempfile
 import types
 
 from twisted.internet import reactor
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
@@ -622,7 +623,8 @@ class PausedTicksTests(unittest.TestCase):
     def test_a_paused_room_gets_no_pose_frames(self):
         from tests.test_rooms import RecordingSink
         clock = Clock()
-        events = types.SimpleNamespace(record=lambda *args, **fields: None)
+        events = types.SimpleNamespace(record=lambda *args, **fields: None,
+                                       stored=lambda: succeed(True))
         rooms = RoomService(clock, events, RoomSettings(fps=1.0, history=50, changed_only=True,
                                                         pose_log_rate=0.0))
         alice, bob = RecordingSink("Alice"), RecordingSink("Bob")

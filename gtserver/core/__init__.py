@@ -150,7 +150,7 @@ class Core(MultiService):
     @built_once
     def events(self) -> EventLog:
         """The research event log."""
-        return EventLog(self.store, self.clock)
+        return EventLog(self.store, self.clock, reactor=self.reactor)
 
     @built_once
     def games(self) -> Mapping[str, Any]:

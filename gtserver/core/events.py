@@ -48,13 +48,21 @@ class EventLog(Service):
     log = Logger()
 
     def __init__(self, store: Store, clock: Any, flush_delay: float = 0.2,
-                 batch_size: int = 1000, max_buffer: int = 1_000_000) -> None:
+                 batch_size: int = 1000, max_buffer: int = 1_000_000,
+                 reactor: Any = None) -> None:
+        """
+        @param reactor: schedules the write at the end of the reactor turn
+            for :meth:`stored` (I/O scheduling, so it must not wait for a
+            test's ``task.Clock``); by default ``clock``.
+        """
         self.store = store
         self.clock = clock
+        self.reactor = reactor if reactor is not None else clock
         self.flush_delay = flush_delay
         self.batch_size = batch_size
         self._buffer: deque[tuple] = deque(maxlen=max_buffer)
         self._timer = None
+        self._soon: Any = None
         self._writing: Deferred | None = None
         self.dropped = 0
         #: Every event dropped since start (``dropped`` counts since the last warning).
@@ -104,11 +112,18 @@ class EventLog(Service):
         waiter: Deferred = Deferred()
         self._waiters.append((self.recorded, waiter))
         if self._writing is None:
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-                self._timer = None
-            self._write_soon(0)
+            self._write_now()
         return waiter
+
+    def _write_now(self) -> None:
+        """Write at the end of this reactor turn (with everything recorded in it)."""
+        if self._soon is None or not self._soon.active():
+            self._soon = self.reactor.callLater(0, self._soon_write)
+
+    def _soon_write(self) -> None:
+        self._soon = None
+        if self._writing is None and self._buffer:
+            self._write()
 
     @property
     def settled(self) -> int:
@@ -169,8 +184,10 @@ class EventLog(Service):
             if self.dropped:
                 self.log.warn("event log buffer full: {count} events dropped", count=self.dropped)
                 self.dropped = 0
-            if self._buffer and (self.running or self._waiters):
-                self._write_soon(0 if self._waiters else self.flush_delay)
+            if self._buffer and self._waiters:
+                self._write_now()
+            elif self._buffer and self.running:
+                self._write_soon(self.flush_delay)
             return succeeded
 
         d.addBoth(done)
@@ -268,3 +285,66 @@ def stand_in(row: tuple, error: Exception, now: float) -> tuple:
     return (time if finite_time else now, escape_text(source) or "", UNSTORABLE_KIND,
             escape_text(user), escape_text(room), escape_text(match), escape_text(address),
             json.dumps(details, ensure_ascii=True, default=repr))
+
+
+class DeliveryGate:
+    """Keeps a feature's output in order behind the durability of its events.
+
+    :meth:`hold` puts a barrier in the output: what is sent after it (through
+    :meth:`send`) waits until the barrier's Deferred (an ``EventLog.stored()``)
+    fires, then goes out in the order it was sent. With no barrier pending,
+    :meth:`send` sends at once. Barriers release in the order they were put
+    in, so one slow commit never lets later output overtake earlier output.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        #: Barriers (a one-item list: fired yet?) and held sends, in order.
+        self._queue: deque[Any] = deque()
+        #: Sends held so far (for tests and the monitor).
+        self.held = 0
+
+    def hold(self, stored: Deferred) -> None:
+        """Output sent from now on waits until ``stored`` fires."""
+        if stored.called:
+            return
+        barrier = [False]
+        self._queue.append(barrier)
+
+        def released(result: Any) -> Any:
+            barrier[0] = True
+            self._drain()
+            return result
+
+        stored.addBoth(released)
+
+    @property
+    def holding(self) -> bool:
+        """Whether output sent now would wait."""
+        return bool(self._queue)
+
+    def send(self, function: Any, *arguments: Any) -> Any:
+        """Call ``function(*arguments)`` now if nothing is held, else later
+        (then it returns True: the output is accepted)."""
+        if not self._queue:
+            return function(*arguments)
+        self._queue.append((function, arguments))
+        self.held += 1
+        return True
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            head = queue[0]
+            if isinstance(head, list):
+                if not head[0]:
+                    return
+                queue.popleft()
+                continue
+            queue.popleft()
+            function, arguments = head
+            try:
+                function(*arguments)
+            except Exception:
+                self.log.failure("held output could not be sent")

@@ -143,7 +143,12 @@ class UltimateMatches(Service):
         """Register a connection of ``user``; returns the user's open matches."""
         self.sinks.setdefault(user.id, []).append(sink)
         self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
-        return self.open_matches(user)
+        matches = self.open_matches(user)
+        for match in matches:  # the adapter sends each of them now
+            for seat, player in enumerate(match.seats):
+                if player.user_id == user.id:
+                    match.sent(seat)
+        return matches
 
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
@@ -271,11 +276,10 @@ class UltimateMatches(Service):
         if match.finished:
             raise MoveRefused(match, "the match is over")
         try:
-            await self._change(match, seat,
-                               lambda: match.apply(seat, arguments, self.clock.seconds()),
-                               lambda: match.moved(seat, arguments, address),
-                               lambda refusal: match.refused(seat, arguments, refusal,
-                                                             address))
+            finished = await self._change(
+                match, seat, lambda: match.apply(seat, arguments, self.clock.seconds()),
+                lambda: match.moved(seat, arguments, address),
+                lambda refusal: match.refused(seat, arguments, refusal, address))
         except IllegalMove as refusal:
             raise MoveRefused(match, str(refusal.message)) from None
         except (MatchOver, NotYourTurn) as refusal:
@@ -283,7 +287,7 @@ class UltimateMatches(Service):
         except StoreError as error:  # an outage, not a bug: one line, no traceback
             self.log.warn("move in match {id} not stored: {error}", id=match.id, error=error)
             raise MoveRefused(match, "the move could not be stored, try again") from None
-        if match.finished:
+        if finished:  # by this move (a change after it may have ended the match too)
             await self._finish(match)
         return match
 
@@ -392,7 +396,7 @@ class UltimateMatches(Service):
 
     async def _change(self, match: Match, seat: int, change: Callable[[], None],
                       record: Callable[[], None],
-                      record_refusal: Callable[[IllegalMove], None] | None = None) -> None:
+                      record_refusal: Callable[[IllegalMove], None] | None = None) -> bool:
         """Change a match, store it, then record the change and tell the players
         (``seat`` first); the changes of one match run one at a time, in order.
         A change the game refuses is recorded with ``record_refusal`` while
@@ -400,7 +404,8 @@ class UltimateMatches(Service):
 
         The players are told before the next change of the match may start
         (releasing the lock starts a waiting change at once). When the store
-        write fails the change is undone and the error raised.
+        write fails the change is undone and the error raised. Returns
+        whether this change finished the match.
         """
         lock = self.locks.get(match.id)
         if lock is None:
@@ -413,6 +418,7 @@ class UltimateMatches(Service):
             except IllegalMove as refusal:
                 if record_refusal is not None:
                     record_refusal(refusal)
+                    await self.match_store.recorder.stored()
                 raise
             try:
                 await self.match_store.save(match)
@@ -420,9 +426,13 @@ class UltimateMatches(Service):
                 match.rollback(before)
                 raise
             record()
+            # The move's event too is stored before anyone is told.
+            finished = match.finished
+            await self.match_store.recorder.stored()
             self._push_match(match, first_seat=seat)
         finally:
             lock.release()
+        return finished
 
     async def _finish(self, match: Match) -> None:
         """Retire a finished match, rate it, and send both players their standing."""
@@ -452,7 +462,10 @@ class UltimateMatches(Service):
     def _push_match(self, match: Match, first_seat: int = 0) -> None:
         order = [first_seat] + [s for s in range(len(match.seats)) if s != first_seat]
         for seat in order:
-            for sink in self.sinks_of(match.seats[seat].user_id):
+            sinks = self.sinks_of(match.seats[seat].user_id)
+            if sinks:
+                match.sent(seat)
+            for sink in sinks:
                 try:
                     sink.match_changed(match)
                 except Exception:

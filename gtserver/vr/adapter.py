@@ -298,6 +298,15 @@ class VRServerProtocol(GuardedServerProtocol):
                 wire.room_frame(room, events))
         return self.send_prepared(prepared, droppable)
 
+    def send_prepared(self, prepared: Any, droppable: bool = False) -> bool:
+        """Every frame waits behind the chat lines and buttons not yet stored
+        in the research log (see ``RoomService.gate``); a held pose frame is
+        sent when released, not dropped, so no tick delta goes missing."""
+        gate = self.factory.rooms.gate
+        if gate.holding:
+            return gate.send(super().send_prepared, prepared, False)
+        return super().send_prepared(prepared, droppable)
+
     def _send_join_sequence(self, room: str, sequence: Any) -> None:
         self._send_frame(wire.member_list_frame(room, sequence.member_entries))
         if sequence.history:

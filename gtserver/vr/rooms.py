@@ -30,6 +30,13 @@ frame holding the latest pose of each member (or, with ``changed_only``, the
 poses that changed since the previous tick; a connection that has not seen
 the room's poses yet gets the full set once).
 
+A chat line or button press is in the research log before anyone sees it:
+:meth:`RoomService.say` puts a barrier in :attr:`RoomService.gate`, through
+which the adapters send every frame, so that frame and everything sent after
+it wait for the log's group commit (``EventLog.stored``), then go out in
+order. Poses are logged later, at the pose log rate (a kill loses at most
+that interval of poses).
+
 The research log gets each received pose at most once, with its receive time:
 at the ticks due at the pose log rate, every member's newest pose not logged
 yet. Those ticks are logged too, one ``tick`` event per room that was sent a
@@ -53,6 +60,7 @@ from twisted.logger import Logger
 
 from gtserver import metrics
 from gtserver.core.errors import CoreError
+from gtserver.core.events import DeliveryGate
 from gtserver.core.presence import Presence
 
 LOBBY = "lobby"
@@ -334,6 +342,10 @@ class RoomService(Service):
         self.presence = presence if presence is not None else Presence(clock)
         #: When the previous tick ran (clock seconds), for its lateness metric.
         self._last_tick: float | None = None
+        #: Every frame of the rooms' connections passes here (the adapters
+        #: send through it): a chat line or button press is stored in the
+        #: research log before anyone sees it, and nothing overtakes it.
+        self.gate = DeliveryGate()
 
     # lifecycle
 
@@ -441,6 +453,7 @@ class RoomService(Service):
         room.sinks[sink].last_active = now
         self._queue(room, event)
         self._record(kind, sink, room_name, data, now)
+        self.gate.hold(self.events.stored())
 
     def set_pose(self, sink: Any, room_name: str, data: Any) -> None:
         """Store the member's latest pose; it goes out with the next tick."""
