@@ -5,13 +5,16 @@ back."""
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial import unittest
 
 from gtserver.store import leases as lease_queries
 from gtserver.store import open_store
+from gtserver.store import runs as run_queries
 from tests.nodes import Node, eventually, start_node, start_nodes
 
 TTL, RENEW = 2.0, 0.5
@@ -21,15 +24,25 @@ LEASE_OPTIONS = ("--lease-ttl", str(TTL), "--lease-renew", str(RENEW))
 class DeploymentTests(unittest.TestCase):
     timeout = 180
 
-    async def live_nodes(self, url: str) -> list[str]:
-        """The nodes holding a live ``node:`` lease, as the database says."""
+    async def store(self, url: str) -> Any:
+        """A store of the test's own on the deployment's database."""
         store = getattr(self, "_store", None)
         if store is None:
             store = self._store = open_store(url, reactor)
             await store.start()
             self.addCleanup(store.close)
+        return store
+
+    async def live_nodes(self, url: str) -> list[str]:
+        """The nodes holding a live ``node:`` lease, as the database says."""
+        store = await self.store(url)
         held = await store.run(lease_queries.held_with_prefix, "node:", reactor.seconds())
         return sorted(node for _name, node in held)
+
+    async def recorded_nodes(self, url: str) -> list[str]:
+        """The node of each run recorded, in the order they started."""
+        runs = await (await self.store(url)).run(run_queries.all_runs)
+        return [json.loads(run[-1])["node"] for run in runs]
 
     async def all_see_each_other(self, nodes: list[Node], since: dict[str, int] | None = None
                                  ) -> None:
@@ -78,6 +91,7 @@ class DeploymentTests(unittest.TestCase):
         for node in (a, c):
             await node.wait_for(r"\] node b stopped")
         self.assertEqual(await self.live_nodes(a.url), ["a", "c"])
+        self.assertEqual(sorted(await self.recorded_nodes(a.url)), ["a", "b", "c"])
         for node in (a, c):
             self.assertEqual(await node.stop(), 0, node.output)
             self.assertNotIn("Traceback", node.output)
