@@ -264,6 +264,9 @@ class TableService(Service):
         self.tables: dict[tuple[str, str], Table] = {}
         #: Open (not yet full) auto tables per game, oldest first.
         self.open_auto: dict[str, list[Table]] = {}
+        #: Called with (game, token) once a table is gone and its token free
+        #: (a replaced table leaves its token to the replacement).
+        self.closed_watchers: list[Callable[[str, str], None]] = []
 
     # requests
 
@@ -672,6 +675,8 @@ class TableService(Service):
     def _discard(self, table: Table) -> None:
         if self.tables.get((table.game, table.token)) is table:
             del self.tables[(table.game, table.token)]
+            for watcher in list(self.closed_watchers):
+                watcher(table.game, table.token)
         waiting = self.open_auto.get(table.game)
         if waiting and table in waiting:
             waiting.remove(table)
@@ -779,6 +784,15 @@ class TableService(Service):
         if table is None:
             return False
         self._end(table, TableEnded("the session was ended by the operator"))
+        return True
+
+    def end_table(self, game: str, token: str, reason: TableError) -> bool:
+        """End table (game, token): its waiting clients get ``reason``.
+        False if there is no such table."""
+        table = self.tables.get((game, token))
+        if table is None:
+            return False
+        self._end(table, reason)
         return True
 
     def _table_playing(self, match_id: str) -> Table | None:
