@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
-from gtserver.eot.cluster import HOME_STOPPED, SHARED_TOPIC, TOPIC, session_lease
+from gtserver.eot.cluster import ENDED_KEPT, HOME_STOPPED, SHARED_TOPIC, TOPIC, session_lease
 from gtserver.eot.lobby import TableService
 from gtserver.eot.protocol import Requests
 from tests.memory import MemoryDaemon, MemoryDeployment
@@ -338,3 +338,16 @@ class HomeStoppedTests(ClusterTestCase):
         self.assertEqual(player.state("c")["message"], f"framework: {HOME_STOPPED}")
         self.advance(LEASE_TIME)                     # and its lease expired
         self.assertEqual(player.state("b")["message"], f"framework: {HOME_STOPPED}")
+
+    def test_sessions_ended_long_ago_are_forgotten_at_a_start(self):
+        self.seated([self.join("a", "Echo", "old", 1)], "Echo", ("a",))
+        self.deployment.kill("a")
+        self.advance(LEASE_TIME)
+        database = self.deployment["b"].store._connection
+        lease = session_lease("Echo", "old")
+        self.assertEqual(len(database.execute(
+            "SELECT * FROM leases WHERE name = ?", (lease,)).fetchall()), 1)
+        self.deployment.clock.advance(ENDED_KEPT)
+        self.deployment.start("d", listeners=("eot",))
+        self.assertEqual(database.execute(
+            "SELECT * FROM leases WHERE name = ?", (lease,)).fetchall(), [])

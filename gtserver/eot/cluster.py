@@ -8,25 +8,26 @@ every auto session it makes before answering its joins. The home runs every
 request of its sessions through the same :class:`gtserver.eot.protocol.Requests`
 (and so the same :class:`gtserver.eot.lobby.TableService`) as a single
 daemon; any other node forwards the request as parsed, with the client's
-address, over :meth:`gtserver.core.bus.Calls.call` (no timeout: a ``state``
-or ``join`` waits at the home as long as it would on one node) and relays
-the home's rendered answer to its client. A client that disconnects cancels
+address, over :meth:`gtserver.core.bus.Calls.call` (a ``state`` or ``join``
+waits at the home as long as it would on one node; other requests give up
+after :data:`FORWARD_TIMEOUT`) and relays the home's rendered answer to its
+client. A client that disconnects cancels
 the call, and the home withdraws the request (unparks the ``state``).
 
 When a home stops, its sessions end with it: their lease rows are left to
 expire (a clean stop does not release them either), so the next request of
 such a session, on any node, is refused with :class:`HomeStopped` rather
-than "no such session"; a session that ended normally (released, timed out)
-gives up its lease, and its token is unknown again. A join waiting at a home
-that stops is routed once more (its session starts afresh on a live node),
-and the auto home of a game is taken over by the next node to need one once
-its lease has expired.
+than "no such session" (for :data:`ENDED_KEPT` seconds); a session that
+ended normally (released, timed out) gives up its lease, and its token is
+unknown again. A join waiting at a home that stops is routed once more (its
+session starts afresh on a live node), and the auto home of a game is taken
+over by the next node to need one once its lease has expired.
 
-Answers of :data:`SHARED_MIN` bytes or more (a long Chat, say) sent to one
-node several times in one reactor turn (the ``state`` requests one move
-releases) cross the bus once: the home sends the answer to that node as an
-``eot-view`` message, the call replies name it, and an ``eot-view`` message
-at the end of the turn tells the node it may forget it.
+Answers of :data:`SHARED_MIN` bytes or more (a long Chat, say) cross the
+bus once per node and reactor turn however many replies carry them (the
+``state`` requests one move releases): the home sends the answer to that
+node as an ``eot-view`` message, the call replies name it, and an
+``eot-view`` message at the end of the turn tells the node it may forget it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ HOME_STOPPED = "this session ended: the node that held it stopped"
 FORWARD_TIMEOUT = 30.0
 #: Requests that wait at the home without a time limit.
 WAITING = frozenset({"join", "state"})
+#: Seconds the lease row of a session whose home stopped is kept (so that
+#: its clients get HOME_STOPPED); older ones are deleted when a node starts.
+ENDED_KEPT = 7 * 24 * 3600.0
 
 
 class HomeStopped(TableError):
@@ -351,6 +355,16 @@ class EOTCluster(Service):
         return self.local.refusal(Failure(error))
 
     # service
+
+    def startService(self) -> None:
+        super().startService()
+        forgotten = self.store.run(lease_queries.forget_expired, SESSION,
+                                   self.clock.seconds() - ENDED_KEPT)
+        forgotten.addCallbacks(
+            lambda count: count and self.log.info(
+                "forgot {count} EOT sessions whose node stopped long ago", count=count),
+            lambda failure: self.log.warn("old EOT session leases not deleted: {error}",
+                                          error=failure.value))
 
     def stopService(self) -> Any:
         """The sessions end with this node, their leases left to expire: a

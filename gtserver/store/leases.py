@@ -66,3 +66,14 @@ def last_holder(name: str):
     held, or released)."""
     rows = yield Statement("SELECT node, expires FROM leases WHERE name = ?", (name,))
     return (rows[0][0], rows[0][1]) if rows else None
+
+
+def forget_expired(prefix: str, before: float):
+    """Delete the rows of leases starting with ``prefix`` that expired before
+    ``before`` (rows a stopped node left behind); returns how many."""
+    rows = yield Statement(
+        "SELECT COUNT(*) FROM leases WHERE substr(name, 1, ?) = ? AND expires < ?",
+        (len(prefix), prefix, before))
+    yield Statement("DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires < ?",
+                    (len(prefix), prefix, before))
+    return rows[0][0]
