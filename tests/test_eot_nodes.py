@@ -19,9 +19,10 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from gtserver.client import GameClient, GameServerError
-from gtserver.eot.cluster import HOME_STOPPED
+from gtserver.eot.cluster import HOME_STOPPED, session_lease
+from gtserver.store import leases as lease_queries
 from gtserver.store import open_store
-from tests.nodes import Node, start_nodes
+from tests.nodes import Node, eventually, start_nodes
 from tests.support import select_events
 from tests.test_eot_longpoll import lockstep_player
 
@@ -151,11 +152,16 @@ class DeploymentGameTests(unittest.TestCase):
                 client.state()
             except GameServerError as error:
                 return {"me": me, "failed": failed, "after": str(error)}
-            raise AssertionError("the session outlived its home")
+            raise AssertionError(f"the session outlived its home (after {failed!r})")
 
-        # ann's first request goes to a, bob's to b: a is the session's home.
-        playing = gatherResults([deferToThread(player, 0, "ann"),
-                                 deferToThread(player, 1, "bob")], consumeErrors=True)
+        # ann's join goes to a, and only then bob's to b: a is the session's home.
+        ann = deferToThread(player, 0, "ann")
+        store = open_store(a.url, reactor)
+        await store.start()
+        self.addCleanup(store.close)
+        await eventually(lambda: store.run(lease_queries.holder, session_lease(
+            "Chat", "doomed"), reactor.seconds()).addCallback(lambda home: home == "a"))
+        playing = gatherResults([ann, deferToThread(player, 1, "bob")], consumeErrors=True)
         await deferToThread(enough.wait, DEADLOCK)
         await a.kill()
         outcomes = await playing
