@@ -351,3 +351,24 @@ class HomeStoppedTests(ClusterTestCase):
         self.deployment.start("d", listeners=("eot",))
         self.assertEqual(database.execute(
             "SELECT * FROM leases WHERE name = ?", (lease,)).fetchall(), [])
+
+
+class RememberedHomeTests(ClusterTestCase):
+    nodes = ("a", "b", "c")
+
+    def test_a_token_reused_elsewhere_is_found_again(self):
+        (first,) = self.seated([self.join("a", "Echo", "reused", 1)], "Echo", ("b",))
+        first.state()                                 # b now knows: a is its home
+        self.assertEqual(self.deployment["b"].factory("eot").requests._homes,
+                         {("Echo", "reused"): "a"})
+        first.move(msg="quit")
+        first.state()
+        self.advance(61)                              # released on a
+        (second,) = self.seated([self.join("c", "Echo", "reused", 1)], "Echo", ("b",))
+        self.assertEqual(self.home("Echo", "reused"), "c")
+        self.assertEqual(second.move(msg="here")["status"], "ok")     # a: not mine
+        self.assertEqual(second.state()["data"]["echo"], "here")
+        self.assertEqual(self.deployment["b"].factory("eot").requests._homes,
+                         {("Echo", "reused"): "c"})
+        self.assertEqual(first.state()["message"],
+                         "framework: not joined: unknown player id or wrong key")

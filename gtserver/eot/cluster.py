@@ -12,7 +12,10 @@ address, over :meth:`gtserver.core.bus.Calls.call` (a ``state`` or ``join``
 waits at the home as long as it would on one node; other requests give up
 after :data:`FORWARD_TIMEOUT`) and relays the home's rendered answer to its
 client. A client that disconnects cancels
-the call, and the home withdraws the request (unparks the ``state``).
+the call, and the home withdraws the request (unparks the ``state``). A
+node looks a home up in the database once and remembers it; a node asked
+for a session it does not hold, by a node that did not look it up just now,
+says so, and the asking node looks again.
 
 When a home stops, its sessions end with it: their lease rows are left to
 expire (a clean stop does not release them either), so the next request of
@@ -95,6 +98,10 @@ def session_lease(game: str, token: str) -> str:
 
 #: What :meth:`EOTCluster._home` says of a session whose home stopped.
 ENDED = "\0ended"
+#: What a node forwarded to from memory says when it is not the home.
+ABSENT = object()
+#: Sessions whose home a node remembers (the last ones it forwarded to).
+HOMES_KEPT = 100_000
 
 
 class EOTCluster(Service):
@@ -113,6 +120,9 @@ class EOTCluster(Service):
         self.node: str = bus.node
         #: Nodes reported stopped (until they are live again).
         self.gone: set[str] = set()
+        #: Homes of other nodes' sessions this node forwarded to, by
+        #: (game, token), oldest first: asked first, before the database.
+        self._homes: dict[tuple[str, str], str] = {}
         self.stopping = False
         #: This turn's shared answers: (id of the answer's bytes, node) ->
         #: reference, and the bytes themselves (so that their ids stay theirs).
@@ -143,13 +153,29 @@ class EOTCluster(Service):
                       token: str) -> Reply:
         if kind == "join":
             return await self._join(request, address, game, token)
+        known = self._homes.get((game, token))
+        if known is not None and not self._dead(known):
+            reply = await self._forward(known, kind, request, address, checked=False)
+            if reply is not ABSENT:
+                return self._refused(HomeStopped()) if reply is None else reply
+        self._homes.pop((game, token), None)    # not there (any more): ask the database
         home = await self._home(session_lease(game, token))
         if home == ENDED:
             return self._refused(HomeStopped())
         if home is None or home == self.node:
             return await self._here(kind, request, address)
+        self._remember(game, token, home)
         reply = await self._forward(home, kind, request, address)
         return self._refused(HomeStopped()) if reply is None else reply
+
+    def _remember(self, game: str, token: str, home: str) -> None:
+        """Keep the home of a session forwarded to (the oldest forgotten
+        beyond HOMES_KEPT)."""
+        homes = self._homes
+        homes.pop((game, token), None)
+        homes[(game, token)] = home
+        if len(homes) > HOMES_KEPT:
+            del homes[next(iter(homes))]
 
     async def _here(self, kind: str, request: dict, address: str | None) -> Reply:
         reply = self.local.answer(kind, request, address)
@@ -280,13 +306,15 @@ class EOTCluster(Service):
 
     # calls between nodes
 
-    async def _forward(self, home: str, kind: str, request: dict,
-                       address: str | None) -> Reply | None:
-        """The home's answer, relayed; None if the home stopped meanwhile."""
+    async def _forward(self, home: str, kind: str, request: dict, address: str | None,
+                       checked: bool = True) -> Any:
+        """The home's answer, relayed; None if the home stopped meanwhile;
+        ABSENT if, not ``checked`` in the database just now, the node does
+        not hold the session (any more)."""
         timeout = None if kind in WAITING else FORWARD_TIMEOUT
+        body = {"kind": kind, "request": request, "address": address, "checked": checked}
         try:
-            reply = await self.calls.call(home, TOPIC, {"kind": kind, "request": request,
-                                                        "address": address}, timeout=timeout)
+            reply = await self.calls.call(home, TOPIC, body, timeout=timeout)
         except NodeGone:
             return None
         except CallTimeout:
@@ -295,11 +323,16 @@ class EOTCluster(Service):
             self.log.error("EOT request forwarded to node {home} failed: {error}",
                            home=home, error=error)
             return self._refused(error)
+        if reply.get("absent"):
+            return ABSENT
         return self._unpack(reply)
 
     def _serve(self, sender: str, body: dict) -> Deferred:
         """A request forwarded by ``sender``, run here as on one node."""
         kind, request, address = body["kind"], body["request"], body["address"]
+        if not body.get("checked", True) and kind != "join" and session_lease(
+                request["game"], request["session"]) not in self.leases.held:
+            return succeed({"absent": True})
         if kind == "join":
             answered = Deferred.fromCoroutine(self._join_here(
                 request, address, request["game"], request["session"]))
