@@ -11,11 +11,11 @@ daemon; any other node forwards the request as parsed, with the client's
 address, over :meth:`gtserver.core.bus.Calls.call` (a ``state`` or ``join``
 waits at the home as long as it would on one node; other requests give up
 after :data:`FORWARD_TIMEOUT`) and relays the home's rendered answer to its
-client. A client that disconnects cancels
-the call, and the home withdraws the request (unparks the ``state``). A
-node looks a home up in the database once and remembers it; a node asked
-for a session it does not hold, by a node that did not look it up just now,
-says so, and the asking node looks again.
+client. A client that disconnects cancels the call, and the home withdraws
+the request (unparks the ``state``). A node looks a home up in the
+database once and remembers it; a node asked for a session it does not
+hold, by a node that did not look it up just now, says so, and the asking
+node looks again.
 
 When a home stops, its sessions end with it: their lease rows are left to
 expire (a clean stop does not release them either), so the next request of
