@@ -27,6 +27,10 @@ c. Memory over many finished sessions: clients play 20,000 one-player Echo
    only the default ``--eot-sessions-max`` bounds them); and with a grace of
    an hour and no bound (finished sessions kept as long as the game
    timeout, as before they were released).
+d. (``--scenario d`` only) Two nodes of a deployment (``--node``) on a
+   throwaway PostgreSQL cluster (tests/pgcluster.py): scenario a with the
+   sessions on node a, played through a and through b (each request
+   forwarded to a), against one daemon without ``--node`` on PostgreSQL.
 
 Servers and load clients are separate processes; the load is spread over
 several client processes (asyncio, raw non-blocking sockets) so the client
@@ -195,15 +199,17 @@ async def join_echo(port: int) -> dict:
             "key": data["key"]}
 
 
-async def throughput_worker(port: int, clients: int, seconds: float, bare: bool) -> tuple:
-    """``clients`` loops of move + state; returns (round trips, latencies)."""
+async def throughput_worker(port: int, clients: int, seconds: float, bare: bool,
+                            join_port: int | None = None) -> tuple:
+    """``clients`` loops of move + state; returns (round trips, latencies).
+    Players join on ``join_port`` (else ``port``), then play on ``port``."""
     latencies: list[float] = []
     rounds = 0
     deadline = time.perf_counter() + seconds
 
     async def one_client() -> None:
         nonlocal rounds
-        player = {} if bare else await join_echo(port)
+        player = {} if bare else await join_echo(join_port or port)
         move = encode({"type": "move", **player, "move": {"msg": "hello"}})
         state = encode({"type": "state", **player, "observer": False})
         while time.perf_counter() < deadline:
@@ -219,26 +225,32 @@ async def throughput_worker(port: int, clients: int, seconds: float, bare: bool)
     return rounds, latencies
 
 
-def run_throughput_worker(port, clients, seconds, bare, results) -> None:
+def run_throughput_worker(port, clients, seconds, bare, results, join_port=None) -> None:
     raise_file_limit()
-    results.put(asyncio.run(throughput_worker(port, clients, seconds, bare)))
+    results.put(asyncio.run(throughput_worker(port, clients, seconds, bare, join_port)))
 
 
 def measure_throughput(server: Server, clients: int, seconds: float, bare: bool,
-                       client_processes: int) -> dict:
+                       client_processes: int, join_on: Server | None = None,
+                       cpu_of: tuple[Server, ...] = ()) -> dict:
+    """Scenario a's loop against ``server``, players joined on ``join_on``
+    (else ``server``); CPU is that of ``cpu_of`` (else ``server``) together."""
+    cpu_of = cpu_of or (server,)
+    join_port = join_on.port if join_on is not None else None
     processes = min(clients, client_processes)
     per_process = [clients // processes + (1 if i < clients % processes else 0)
                    for i in range(processes)]
     results: multiprocessing.Queue = multiprocessing.Queue()
     workers = [multiprocessing.Process(target=run_throughput_worker,
-                                       args=(server.port, count, seconds, bare, results))
+                                       args=(server.port, count, seconds, bare, results,
+                                             join_port))
                for count in per_process]
-    cpu_before, started = server.cpu(), time.perf_counter()
+    cpu_before, started = sum(s.cpu() for s in cpu_of), time.perf_counter()
     for worker in workers:
         worker.start()
     outcomes = [results.get() for _ in workers]
     elapsed = time.perf_counter() - started
-    cpu = server.cpu() - cpu_before
+    cpu = sum(s.cpu() for s in cpu_of) - cpu_before
     for worker in workers:
         worker.join()
     rounds = sum(outcome[0] for outcome in outcomes)
@@ -305,6 +317,38 @@ def metrics_cost(seconds: float, client_counts: list[int], client_processes: int
                   f"({100 * (cpu['on'] / cpu['off'] - 1):+.1f} %)", flush=True)
     finally:
         for server in servers.values():
+            server.stop()
+
+
+def scenario_d(seconds: float, client_counts: list[int], client_processes: int) -> None:
+    """Two nodes of one deployment on a throwaway PostgreSQL, against a single
+    daemon on PostgreSQL: Echo sessions homed on node a, played through a
+    (local) and through b (every request forwarded to a over the bus)."""
+    sys.path.insert(0, ROOT)
+    from tests.pgcluster import shared_cluster
+    cluster = shared_cluster()
+    print(f"d. Echo move+state round trips on PostgreSQL, {seconds:g} s per run, "
+          f"{client_processes} load processes; CPU of every server together")
+    print(f"{'clients':>7} {'played on':>28} {'rt/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU us/req':>10}")
+    single = Server("gtserver", ["--db", cluster.create_database()])
+    deployment = cluster.create_database()
+    a = Server("gtserver", ["--db", deployment, "--node", "a"])
+    b = Server("gtserver", ["--db", deployment, "--node", "b"])
+    try:
+        time.sleep(2.0)             # the nodes have seen each other
+        for clients in client_counts:
+            runs = (("one daemon (no --node)", single, None, (single,)),
+                    ("node a, sessions on a", a, None, (a, b)),
+                    ("node b, sessions on a", b, a, (a, b)))
+            for label, server, join_on, cpu_of in runs:
+                row = measure_throughput(server, clients, seconds, False, client_processes,
+                                         join_on=join_on, cpu_of=cpu_of)
+                print(f"{clients:>7} {label:>28} {row['round_trips_per_s']:>9.0f} "
+                      f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                      f"{row['cpu_us_per_request']:>10.1f}", flush=True)
+    finally:
+        for server in (single, a, b):
             server.stop()
 
 
@@ -565,7 +609,7 @@ def scenario_c(games: int, rounds: int = 5, concurrency: int = 32) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=("gtserver", "bare"), help=argparse.SUPPRESS)
-    parser.add_argument("--scenario", choices=("a", "b1", "b2", "c"), action="append")
+    parser.add_argument("--scenario", choices=("a", "b1", "b2", "c", "d"), action="append")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, action="append",
                         help="concurrent clients in scenario a (default 1, 32, 128)")
@@ -602,6 +646,8 @@ def main() -> None:
         scenario_b(options.waiters, options.per_session)
     if "c" in scenarios:
         scenario_c(options.games)
+    if "d" in scenarios:
+        scenario_d(options.seconds, options.clients or [1, 32], options.client_processes)
 
 
 if __name__ == "__main__":

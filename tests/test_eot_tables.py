@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 
 from gtserver.core.matches import MatchOver, NotYourTurn
@@ -23,6 +24,9 @@ class RecordedEvents:
 
     def record(self, source, kind, **fields) -> None:
         self.events.append((source, kind, fields))
+
+    def stored(self):
+        return succeed(True)    # every event is durable at once
 
 
 class FakeCore:
@@ -98,7 +102,7 @@ class TableServiceTests(unittest.TestCase):
         me = self.play_echo()
         args = ("Echo", "e", me.player_id, me.key)
         self.tables.state(*args)
-        self.assertRaises(IllegalMove, self.tables.move, *args, {"msg": "error"})
+        self.failureResultOf(self.tables.move(*args, {"msg": "error"}), IllegalMove)
         self.assertEqual(self.tables.state(*args)["echo"], "error")
 
     def test_turns_and_game_over(self):
@@ -259,3 +263,152 @@ class ReleaseTests(unittest.TestCase):
         self.assertIsInstance(waiting[1][0].value, TableEnded)
         self.assertIn("make room", str(waiting[1][0].value))
         self.assertEqual(waiting[0], [])
+
+
+class HeldEvents(RecordedEvents):
+    """An event log whose ``stored()`` waits until the test says the events
+    recorded so far are stored (:meth:`commit`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[tuple[int, Deferred]] = []
+        self.durable = 0
+        #: Fire every wait at once with False, as the event log does while
+        #: the store is unavailable.
+        self.unavailable = False
+
+    def stored(self):
+        if self.unavailable:
+            return succeed(False)
+        waiter = Deferred()
+        self.waiting.append((len(self.events), waiter))
+        return waiter
+
+    def commit(self) -> None:
+        """Everything recorded so far is stored: fire the waits for it."""
+        self.durable = len(self.events)
+        waiting, self.waiting = self.waiting, []
+        for _count, waiter in waiting:
+            waiter.callback(True)
+
+    def kinds(self) -> list[str]:
+        return [kind for _source, kind, _fields in self.events]
+
+
+class DurableChangeTests(unittest.TestCase):
+    """Moves and restarts are told (to the mover and to every parked state)
+    only once their events are stored; meanwhile states park and further
+    changes queue."""
+
+    def setUp(self):
+        self.core = FakeCore()
+        self.events = self.core.events = HeldEvents()
+        self.tables = self.core.tables()
+
+    def seats(self, game, count, names=None):
+        token = game.lower()
+        seats = [joined(self.tables.join(game, token, count, names[n] if names else ""))
+                 for n in range(count)]
+        return [(game, token, seat[0].player_id, seat[0].key) for seat in seats]
+
+    def test_the_mover_and_the_parked_are_told_once_the_move_is_stored(self):
+        (me,) = self.seats("Echo", 1)
+        self.tables.state(*me)
+        parked = joined(self.tables.state(*me))
+        moved = joined(self.tables.move(*me, {"msg": "hi"}))
+        self.assertEqual(self.events.kinds()[-1], "move")
+        self.assertEqual((moved, parked), ([], []))
+        # A state arriving now parks too, though the table changed.
+        late = joined(self.tables.state(*me))
+        self.assertEqual(late, [])
+        self.events.commit()
+        self.assertEqual(moved, [None])
+        self.assertEqual(parked[0]["echo"], "hi")
+        self.assertIs(late[0], parked[0])
+
+    def test_an_illegal_move_is_refused_once_its_refusal_is_stored(self):
+        (me,) = self.seats("Echo", 1)
+        self.tables.state(*me)
+        refused = joined(self.tables.move(*me, {"msg": "error"}))
+        self.assertEqual(self.events.kinds()[-1], "move_refused")
+        self.assertEqual(refused, [])
+        self.events.commit()
+        self.assertIsInstance(refused[0].value, IllegalMove)
+        self.assertEqual(self.tables.state(*me)["echo"], "error")
+
+    def test_changes_queue_behind_an_unstored_one_and_are_stored_together(self):
+        ann, bob, cy = self.seats("Chat", 3, ["ann", "bob", "cy"])
+        for seat in (ann, bob, cy):
+            self.tables.state(*seat)
+        first = joined(self.tables.move(*ann, {"name": "ann"}))
+        second = joined(self.tables.move(*bob, {"name": "bob"}))
+        third = joined(self.tables.move(*cy, {"name": "ann"}))     # taken: illegal
+        self.assertEqual(self.events.kinds().count("move"), 1)   # the others wait
+        self.events.commit()
+        self.assertEqual(first, [None])
+        self.assertEqual((second, third), ([], []))
+        self.assertEqual(self.events.kinds()[-2:], ["move", "move_refused"])
+        # ann's state shows her move, and parks before bob's is stored.
+        state = joined(self.tables.state(*ann))
+        self.assertEqual(state, [])
+        self.events.commit()
+        self.assertEqual(second, [None])
+        self.assertIsInstance(third[0].value, IllegalMove)
+        self.assertEqual(state[0]["messages"], [])
+
+    def test_a_framework_refusal_behind_an_unstored_move_waits_for_it(self):
+        first, second = self.seats("TicTacToe", 2)
+        game = self.tables.tables[("TicTacToe", "tictactoe")].match.game
+        mover = (first, second)[game.current()[0]]
+        self.tables.move(*mover, {"position": 0})
+        again = joined(self.tables.move(*mover, {"position": 1}))
+        self.assertEqual(again, [])
+        self.events.commit()
+        self.assertIsInstance(again[0].value, NotYourTurn)
+        self.assertEqual(self.events.kinds().count("move"), 1)
+        # With nothing waiting to be stored, a refusal is raised at once.
+        self.assertRaises(NotYourTurn, self.tables.move, *mover, {"position": 1})
+
+    def test_a_restart_is_told_once_stored_and_its_old_end_is_owed(self):
+        (first,) = self.seats("Echo", 1)
+        self.tables.state(*first)
+        self.tables.move(*first, {"msg": "quit"})
+        self.events.commit()
+        restarted = joined(self.tables.restart(*first))
+        self.assertEqual(self.events.kinds()[-2:], ["match_end", "match_start"])
+        waiting = joined(self.tables.state(*first))
+        self.assertEqual((restarted, waiting), ([], []))
+        self.events.commit()
+        self.assertEqual(restarted, [None])
+        self.assertEqual(waiting[0]["echo"], "")
+        self.assertFalse(waiting[0]["gameover"])
+
+    def test_a_queued_change_withdrawn_or_ended_never_happens(self):
+        ann, bob = self.seats("Chat", 2, ["ann", "bob"])
+        self.tables.move(*ann, {"name": "ann"})
+        withdrawn = self.tables.move(*bob, {"name": "bob"})
+        withdrawn.addErrback(lambda failure: None)
+        withdrawn.cancel()
+        ended = joined(self.tables.move(*ann, {"message": "hi"}))
+        table = self.tables.tables[("Chat", "chat")]
+        self.tables.end_match(table.match.id)
+        self.assertIsInstance(ended[0].value, TableEnded)
+        self.events.commit()
+        self.assertEqual(self.events.kinds().count("move"), 1)
+        self.assertEqual(table.match.game.state(0)["messages"], [])
+
+    def test_the_mover_cannot_be_told_after_it_left(self):
+        (me,) = self.seats("Echo", 1)
+        moved = self.tables.move(*me, {"msg": "hi"})
+        moved.addErrback(lambda failure: None)
+        moved.cancel()                  # the client went away: the move stays
+        self.events.commit()
+        self.assertEqual(self.tables.state(*me)["echo"], "hi")
+
+    def test_while_the_store_is_unavailable_games_go_on(self):
+        (me,) = self.seats("Echo", 1)
+        self.events.unavailable = True
+        self.tables.state(*me)
+        parked = joined(self.tables.state(*me))
+        self.assertEqual(joined(self.tables.move(*me, {"msg": "hi"})), [None])
+        self.assertEqual(parked[0]["echo"], "hi")

@@ -30,8 +30,19 @@ viewer of that seat as the same :class:`View` object (and players whose views
 are equal, as in Chat, share one object too), so an adapter can encode it once
 for all the waiters it releases.
 
-Tables and their matches are kept in memory only; every accepted move goes
-to the research event log through the recorder the service is given. Memory
+Every change of a table (a move handed to the game, accepted or refused as
+illegal, and a restart) is durable before anybody is told: its events go to
+the research event log through the recorder the service is given, and the
+mover's answer and the wake of the parked ``state`` requests wait until the
+recorder says they are stored (:meth:`TableRecorder.stored`, a group commit:
+one transaction for every change recorded meanwhile). While a change of a
+table waits for the store, that table's ``state`` requests park and its
+further moves and restarts queue behind it, so nobody sees or plays on a
+state that a ``kill -9`` could still lose; once it is stored, the queued
+ones are applied together and wait for the next commit. While the store is
+unavailable the recorder answers at once and games go on.
+
+Tables and their matches are kept in memory only. Memory
 stays bounded: a table ends after ``game_timeout`` seconds without
 requests; one whose game is over and whose players have all received its
 final state is released sooner, after ``finished_grace`` seconds without
@@ -45,9 +56,10 @@ from __future__ import annotations
 import hmac
 import random
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -63,6 +75,15 @@ SOURCE = "eot"
 #: Research-log kinds of a player joining a table and of an observer's key
 #: (docs/export.md, "Presence events").
 JOIN_TABLE, OBSERVE = "join_table", "observe"
+
+
+class TableRecorder(EventRecorder, Protocol):
+    """What the tables need of the research event log (:class:`gtserver.core.events.EventLog`):
+    recording, and knowing when what was recorded is durable."""
+
+    def stored(self) -> Deferred:
+        """Fires once every event recorded so far is stored (at once, with
+        False, while the store is unavailable)."""
 
 
 class TableError(CoreError):
@@ -166,9 +187,16 @@ class Player(Viewer):
         self.join_timer: Any = None
 
 
+#: A change of a table waiting in its queue: ``[apply, Deferred]``, where
+#: ``apply()`` makes the change (raising a refusal, or returning None or the
+#: game's IllegalMove) and the Deferred is its request's.
+Queued = list
+
+
 class Table:
     __slots__ = ("game", "token", "size", "auto", "players", "observers", "seats", "match",
-                 "version", "views", "touched", "timer", "parked", "replaced", "ended")
+                 "version", "views", "touched", "timer", "parked", "replaced", "ended",
+                 "storing", "queued")
 
     def __init__(self, game: str, token: str, size: int, auto: bool, now: float) -> None:
         self.game = game
@@ -191,6 +219,10 @@ class Table:
         #: The table this one replaced (its keys get a clear error).
         self.replaced: Table | None = None
         self.ended = False
+        #: While changes of this table wait for the store: the recorder's
+        #: ``stored()`` Deferred (else None), and the changes queued behind them.
+        self.storing: Deferred | None = None
+        self.queued: list[Queued] = []
 
     @property
     def full(self) -> bool:
@@ -208,15 +240,15 @@ class TableService(Service):
     """Every EOT table of the daemon.
 
     ``games`` are the game factories by the name clients use, ``recorder``
-    gets the matches' events. A join waits ``join_timeout`` seconds for its
-    table to fill; ``game_timeout``, ``finished_grace`` and
+    gets the matches' events and says when they are stored. A join waits
+    ``join_timeout`` seconds for its table to fill; ``game_timeout``, ``finished_grace`` and
     ``tables_max`` bound the tables kept (see the module's docstring).
     ``rng`` draws the seed of each match.
     """
 
     log = Logger()
 
-    def __init__(self, games: Mapping[str, Any], recorder: EventRecorder,
+    def __init__(self, games: Mapping[str, Any], recorder: TableRecorder,
                  clock: IReactorTime, *, join_timeout: float, game_timeout: float,
                  finished_grace: float, tables_max: int,
                  rng: random.Random | None = None) -> None:
@@ -232,6 +264,9 @@ class TableService(Service):
         self.tables: dict[tuple[str, str], Table] = {}
         #: Open (not yet full) auto tables per game, oldest first.
         self.open_auto: dict[str, list[Table]] = {}
+        #: Called with (game, token) once a table is gone and its token free
+        #: (a replaced table leaves its token to the replacement).
+        self.closed_watchers: list[Callable[[str, str], None]] = []
 
     # requests
 
@@ -264,34 +299,45 @@ class TableService(Service):
         return player.joined
 
     def move(self, game: str, token: str, player_id: int, key: str,
-             arguments: dict[str, Any], address: str | None = None) -> None:
-        """Apply a move; raises a TableError, MatchOver, NotYourTurn or the
-        game's IllegalMove."""
+             arguments: dict[str, Any], address: str | None = None) -> Deferred:
+        """Apply a move; fires with None once its event is stored.
+
+        A refusal of the framework (TableError, MatchOver, NotYourTurn) is
+        raised at once when no change of the table waits for the store, else
+        it arrives through the Deferred; the game's IllegalMove always does
+        (after its ``move_refused`` event is stored: the refusal is a change).
+        """
         table = self._table(game, token)
         self._player(table, player_id, key)
+        return self._change(table, partial(self._play, table, player_id, arguments, address))
+
+    def _play(self, table: Table, player_id: int, arguments: dict[str, Any],
+              address: str | None) -> IllegalMove | None:
+        """Hand a move to the game: None if accepted, the refusal if illegal."""
         match = self._running_match(table)
         match.check_turn(player_id)
-        details = {"game": game, "session": token, "player": player_id}
+        details = {"game": table.game, "session": table.token, "player": player_id}
         try:
             match.play(player_id, arguments, self.clock.seconds())
             match.moved(player_id, arguments, address, details)
         except IllegalMove as refusal:
             match.refused(player_id, arguments, refusal, address, details)
-            self._bump(table)     # a refused move is a change for everybody
-            raise
+            return refusal      # a refused move is a change for everybody
         except Exception:
-            self.log.failure("game {game} raised on a move", game=game)
+            self.log.failure("game {game} raised on a move", game=table.game)
             raise GameFailed("internal error in the game") from None
-        self._bump(table)
+        return None
 
     def state(self, game: str, token: str, player_id: int, key: str,
               observer: bool = False) -> View | Deferred:
-        """The state for this viewer now, or a Deferred when it has to wait."""
+        """The state for this viewer now, or a Deferred when it has to wait
+        (for a change, or for the store of one not yet durable)."""
         table = self._table(game, token)
         viewer = (self._observer(table, player_id, key) if observer
                   else self._player(table, player_id, key))
         self._running_match(table)
-        if viewer.final is not None or viewer.seen != table.version:
+        if table.storing is None and (viewer.final is not None
+                                      or viewer.seen != table.version):
             return self._deliver(table, viewer)
         waiter = Deferred(lambda d: self._unpark(table, viewer, d))
         viewer.waiters.append(waiter)
@@ -317,14 +363,18 @@ class TableService(Service):
                 return Joined(player.player_id, key, table.token)
         raise BadRequest(f"no player called {name!r} in this session")
 
-    def restart(self, game: str, token: str, player_id: int, key: str) -> None:
-        """A fresh game at the same table.
+    def restart(self, game: str, token: str, player_id: int, key: str) -> Deferred:
+        """A fresh game at the same table; fires with None once it is stored.
 
         When the old game was over, every player but the restarter and every
-        observer seat get its final state first, once.
+        observer seat get its final state first, once. Refusals come as for
+        :meth:`move`.
         """
         table = self._table(game, token)
         player = self._player(table, player_id, key)
+        return self._change(table, partial(self._restart, table, player))
+
+    def _restart(self, table: Table, player: Player) -> None:
         old = self._running_match(table)
         try:
             if old.finished:
@@ -335,11 +385,69 @@ class TableService(Service):
         except TableError:
             raise
         except Exception:
-            self.log.failure("game {game} raised on a restart", game=game)
+            self.log.failure("game {game} raised on a restart", game=table.game)
             raise GameFailed("internal error in the game") from None
-        old.end(player_id, self.clock.seconds())
+        old.end(player.player_id, self.clock.seconds())
         table.match = new
+
+    # changes, durable before they are told
+
+    def _change(self, table: Table, apply: Callable[[], Any]) -> Deferred:
+        """Apply a change now, or queue it while the table's last one is
+        being stored; the Deferred fires once the change is stored."""
+        if table.storing is not None:
+            entry: Queued = [apply]
+            waiter = Deferred(lambda d: self._withdraw(table, entry))
+            entry.append(waiter)
+            table.queued.append(entry)
+            return waiter
+        outcome = apply()       # a refusal of the framework raises: nothing changed
+        waiter = Deferred()
+        self._store(table, [(waiter, outcome)])
+        return waiter
+
+    def _store(self, table: Table, told: list[tuple[Deferred, Any]]) -> None:
+        """Tell ``told`` (and wake the parked viewers) once the log is stored."""
+        stored = table.storing = self.recorder.stored()
+        stored.addBoth(self._stored, table, told)
+
+    def _stored(self, _durable: Any, table: Table, told: list[tuple[Deferred, Any]]) -> None:
+        table.storing = None
         self._bump(table)
+        for waiter, outcome in told:
+            if waiter.called:
+                continue        # the client went away meanwhile
+            if outcome is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(outcome)
+        if table.queued and not table.ended:
+            self._apply_queued(table)
+
+    def _apply_queued(self, table: Table) -> None:
+        """Apply the changes queued while the last ones were being stored."""
+        queued, table.queued = table.queued, []
+        told: list[tuple[Deferred, Any]] = []
+        changed = False
+        for apply, waiter in queued:
+            try:
+                outcome = apply()
+            except Exception as refusal:
+                told.append((waiter, refusal))
+                continue
+            changed = True
+            told.append((waiter, outcome))
+        if changed:
+            self._store(table, told)
+            return
+        for waiter, refusal in told:        # nothing changed: nothing to store
+            waiter.errback(refusal)
+
+    @staticmethod
+    def _withdraw(table: Table, entry: Queued) -> None:
+        """A queued change's client went away before it was applied."""
+        if entry in table.queued:
+            table.queued.remove(entry)
 
     def _bump(self, table: Table) -> None:
         """A new version: forget the old views, answer everyone parked."""
@@ -560,10 +668,15 @@ class TableService(Service):
             for waiter in waiters:
                 waiter.errback(reason)
         table.parked.clear()
+        queued, table.queued = table.queued, []
+        for _apply, waiter in queued:
+            waiter.errback(reason)
 
     def _discard(self, table: Table) -> None:
         if self.tables.get((table.game, table.token)) is table:
             del self.tables[(table.game, table.token)]
+            for watcher in list(self.closed_watchers):
+                watcher(table.game, table.token)
         waiting = self.open_auto.get(table.game)
         if waiting and table in waiting:
             waiting.remove(table)
@@ -671,6 +784,15 @@ class TableService(Service):
         if table is None:
             return False
         self._end(table, TableEnded("the session was ended by the operator"))
+        return True
+
+    def end_table(self, game: str, token: str, reason: TableError) -> bool:
+        """End table (game, token): its waiting clients get ``reason``.
+        False if there is no such table."""
+        table = self.tables.get((game, token))
+        if table is None:
+            return False
+        self._end(table, reason)
         return True
 
     def _table_playing(self, match_id: str) -> Table | None:

@@ -3,17 +3,21 @@
 A client sends a UTF-8 JSON object followed by ``EOT\\0``; the server answers
 with one JSON object and closes the connection. This module only frames,
 parses and renders: every decision is made by
-:class:`gtserver.eot.lobby.TableService`.
+:class:`gtserver.eot.lobby.TableService`, which :class:`Requests` calls with
+the request's fields and whose results and refusals it renders. In a
+deployment of several nodes, :mod:`gtserver.eot.cluster` stands in for
+:class:`Requests` and runs each request on its session's home node.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gtserver import jsontext, metrics
 from gtserver.core.matches import MatchOver, NotYourTurn
@@ -61,6 +65,140 @@ def _integer(request: dict, name: str, optional: bool = False) -> int | None:
 
 
 _METRICS = metrics.ListenerMetrics("eot")
+
+
+class Reply(NamedTuple):
+    """A request's wire answer, and how the request went (for /metrics)."""
+
+    outcome: str
+    data: bytes
+
+
+class Requests:
+    """The requests of the EOT game API on this node's tables: a parsed
+    request in, its wire answer out.
+
+    :meth:`answer` gives a :class:`Reply`, or a Deferred of one for a request
+    that waits (a join, a parked state, a move until it is stored);
+    cancelling that Deferred withdraws the request. A refusal or failure gets
+    one mapping to its reply (:meth:`refusal`) whether the table service
+    raised it at once or it came through the Deferred.
+    """
+
+    log = Logger()
+
+    def __init__(self, tables: TableService, request_size_max: int) -> None:
+        self.tables = tables
+        self.request_size_max = request_size_max
+
+    def answer(self, kind: str, request: dict, address: str | None) -> Reply | Deferred:
+        """The answer to ``request`` of type ``kind`` (one of :data:`KINDS`)
+        from the client at ``address``."""
+        try:
+            result = self.run(kind, request, address)
+        except Exception:
+            return self.refusal(Failure())
+        if isinstance(result, Deferred):
+            return result.addCallbacks(self.render, self._failed)
+        return self.render(result)
+
+    def run(self, kind: str, request: dict, address: str | None) -> Any:
+        """The table service's result (a value or a Deferred); raises its refusals."""
+        return self.handlers[kind](self, request, address)
+
+    def _join(self, request: dict, address: str | None) -> Deferred:
+        name = request.get("name")
+        if name is None:
+            name = ""
+        elif not isinstance(name, str):
+            raise BadField("'name' must be a string")
+        return self.tables.join(_string(request, "game"), _string(request, "session"),
+                                _integer(request, "players", optional=True), name, address)
+
+    def _move(self, request: dict, address: str | None) -> Deferred:
+        arguments = request.get("move")
+        if not isinstance(arguments, dict):
+            raise BadField("'move' must be an object of keyword arguments")
+        return self.tables.move(_string(request, "game"), _string(request, "session"),
+                                _integer(request, "player_id"), _string(request, "key"),
+                                arguments, address)
+
+    def _state(self, request: dict, address: str | None) -> Any:
+        observer = request.get("observer", False)
+        if observer is None:
+            observer = False
+        elif not isinstance(observer, bool):
+            raise BadField("'observer' must be true or false")
+        return self.tables.state(_string(request, "game"), _string(request, "session"),
+                                 _integer(request, "player_id"), _string(request, "key"),
+                                 observer)
+
+    def _observe(self, request: dict, address: str | None) -> Joined:
+        return self.tables.observe(_string(request, "game"), _string(request, "session"),
+                                   _string(request, "name"), address)
+
+    def _restart(self, request: dict, address: str | None) -> Deferred:
+        return self.tables.restart(_string(request, "game"), _string(request, "session"),
+                                   _integer(request, "player_id"), _string(request, "key"))
+
+    handlers = {"join": _join, "move": _move, "state": _state, "observe": _observe,
+                "restart": _restart}
+
+    # answers
+
+    def render(self, result: Any) -> Reply:
+        """The ``ok`` answer carrying ``result``."""
+        if type(result) is View:
+            encoded = result.rendering      # shared by every viewer of this state
+            if encoded is None:
+                encoded = result.rendering = self._encode(result)
+            return Reply("ok", encoded)
+        if result is None:
+            return Reply("ok", OK_NULL)
+        if isinstance(result, Joined):
+            result = {"player_id": result.player_id, "key": result.key,
+                      "session": result.token, "request_size_max": self.request_size_max}
+        return Reply("ok", self._encode(result))
+
+    def _failed(self, failure: Failure) -> Reply | Failure:
+        if failure.check(CancelledError):
+            return failure      # the client went away while waiting
+        return self.refusal(failure)
+
+    def refusal(self, failure: Failure) -> Reply:
+        """The answer to a request refused (or failed) with ``failure``."""
+        error = failure.value
+        if isinstance(error, (TableError, BadField)):
+            return Reply("refused" if isinstance(error, TableError) else "bad_request",
+                         _error(str(error)))
+        if isinstance(error, NotYourTurn):
+            return Reply("refused", _error("it is not your turn"))
+        if isinstance(error, MatchOver):
+            return Reply("refused", _error("the game is over"))
+        if isinstance(error, IllegalMove):
+            return Reply("illegal_move", self._illegal(error.message))
+        _METRICS.error("internal")
+        self.log.failure("EOT request failed", failure)
+        return Reply("internal_error", _error("internal server error"))
+
+    def _encode(self, result: Any) -> bytes:
+        try:
+            return _reply(result)
+        except (TypeError, ValueError):
+            self.log.failure("EOT reply cannot be encoded as JSON")
+            return _error("internal server error")
+
+    def _illegal(self, message: Any) -> bytes:
+        """The ``illegalmove`` reply; a message that is not JSON is the game's bug."""
+        try:
+            return _illegal(message)
+        except (TypeError, ValueError):
+            self.log.failure("a game refused a move with a message that is not JSON")
+            return _error("internal error in the game")
+
+
+#: The request types of the API.
+KINDS = frozenset(Requests.handlers)
 
 
 class EOTProtocol(Protocol):
@@ -132,130 +270,33 @@ class EOTProtocol(Protocol):
             self._send(_error(f"text in the request cannot be stored: {problem}"))
             return
         kind = request.get("type")
-        handler = self.handlers.get(kind) if isinstance(kind, str) else None
-        if handler is None:
+        if not isinstance(kind, str) or kind not in KINDS:
             self.kind = "other"
             self._send(_error("unknown request type"))
             return
-        self.kind, self.outcome = kind, "ok"
-        try:
-            result = handler(self, self.factory.tables, request)
-        except TableError as error:
-            self.outcome = "refused"
-            self._send(_error(str(error)))
-        except NotYourTurn:
-            self.outcome = "refused"
-            self._send(_error("it is not your turn"))
-        except MatchOver:
-            self.outcome = "refused"
-            self._send(_error("the game is over"))
-        except IllegalMove as error:
-            self.outcome = "illegal_move"
-            self._send(self._refusal(error.message))
-        except BadField as error:
-            self.outcome = "bad_request"
-            self._send(_error(str(error)))
-        except Exception:
-            self.outcome = "internal_error"
-            _METRICS.error("internal")
-            self.log.failure("EOT request failed")
-            self._send(_error("internal server error"))
+        self.kind = kind
+        result = self.factory.requests.answer(kind, request,
+                                              self.factory.address_of(self.transport))
+        if isinstance(result, Deferred):
+            self.waiting = result
+            result.addCallbacks(self._answered, self._abandoned)
         else:
-            if isinstance(result, Deferred):
-                self.waiting = result
-                result.addCallbacks(self._resolved, self._failed)
-            else:
-                self._send_data(result)
+            self._answered(result)
 
-    def _join(self, tables: TableService, request: dict) -> Deferred:
-        name = request.get("name")
-        if name is None:
-            name = ""
-        elif not isinstance(name, str):
-            raise BadField("'name' must be a string")
-        return tables.join(_string(request, "game"), _string(request, "session"),
-                           _integer(request, "players", optional=True), name,
-                           self.factory.address_of(self.transport))
-
-    def _move(self, tables: TableService, request: dict) -> None:
-        arguments = request.get("move")
-        if not isinstance(arguments, dict):
-            raise BadField("'move' must be an object of keyword arguments")
-        tables.move(_string(request, "game"), _string(request, "session"),
-                    _integer(request, "player_id"), _string(request, "key"), arguments,
-                    self.factory.address_of(self.transport))
-
-    def _state(self, tables: TableService, request: dict) -> Any:
-        observer = request.get("observer", False)
-        if observer is None:
-            observer = False
-        elif not isinstance(observer, bool):
-            raise BadField("'observer' must be true or false")
-        return tables.state(_string(request, "game"), _string(request, "session"),
-                            _integer(request, "player_id"), _string(request, "key"),
-                            observer)
-
-    def _observe(self, tables: TableService, request: dict) -> Joined:
-        return tables.observe(_string(request, "game"), _string(request, "session"),
-                              _string(request, "name"), self.factory.address_of(self.transport))
-
-    def _restart(self, tables: TableService, request: dict) -> None:
-        tables.restart(_string(request, "game"), _string(request, "session"),
-                       _integer(request, "player_id"), _string(request, "key"))
-
-    handlers = {"join": _join, "move": _move, "state": _state, "observe": _observe,
-                "restart": _restart}
-
-    # replies
-
-    def _resolved(self, result: Any) -> None:
+    def _answered(self, reply: Reply) -> None:
         self.waiting = None
-        self._send_data(result)
+        self.outcome = reply.outcome
+        self._send(reply.data)
 
-    def _failed(self, failure: Any) -> None:
+    def _abandoned(self, failure: Failure) -> None:
         self.waiting = None
         if failure.check(CancelledError):
             _METRICS.request(self.kind, "abandoned")
             return      # the client went away while waiting
-        if failure.check(TableError):
-            self.outcome = "refused"
-            self._send(_error(str(failure.value)))
-        else:
-            self.outcome = "internal_error"
-            _METRICS.error("internal")
-            self.log.failure("EOT request failed", failure)
-            self._send(_error("internal server error"))
-
-    def _send_data(self, result: Any) -> None:
-        if type(result) is View:
-            encoded = result.rendering      # shared by every viewer of this state
-            if encoded is None:
-                encoded = result.rendering = self._encode(result)
-            self._send(encoded)
-            return
-        if result is None:
-            self._send(OK_NULL)
-            return
-        if isinstance(result, Joined):
-            result = {"player_id": result.player_id, "key": result.key,
-                      "session": result.token,
-                      "request_size_max": self.factory.request_size_max}
-        self._send(self._encode(result))
-
-    def _encode(self, result: Any) -> bytes:
-        try:
-            return _reply(result)
-        except (TypeError, ValueError):
-            self.log.failure("EOT reply cannot be encoded as JSON")
-            return _error("internal server error")
-
-    def _refusal(self, message: Any) -> bytes:
-        """The ``illegalmove`` reply; a message that is not JSON is the game's bug."""
-        try:
-            return _illegal(message)
-        except (TypeError, ValueError):
-            self.log.failure("a game refused a move with a message that is not JSON")
-            return _error("internal error in the game")
+        self.outcome = "internal_error"
+        _METRICS.error("internal")
+        self.log.failure("EOT request failed", failure)
+        self._send(_error("internal server error"))
 
     def _send(self, reply: bytes) -> None:
         if self.answered:
@@ -316,8 +357,11 @@ class EOTFactory(Factory):
     noisy = False
 
     def __init__(self, tables: TableService, clock: Any, request_size_max: int,
-                 connection_timeout: float) -> None:
+                 connection_timeout: float, requests: Any = None) -> None:
+        """``requests`` answers the requests (anything with the
+        :meth:`Requests.answer` method; by default this node's ``tables``)."""
         self.tables = tables
+        self.requests = requests or Requests(tables, request_size_max)
         self.clock = clock
         self.request_size_max = request_size_max
         self.connection_timeout = connection_timeout

@@ -58,3 +58,22 @@ def held_with_prefix(prefix: str, now: float):
         "SELECT name, node FROM leases WHERE substr(name, 1, ?) = ? AND expires >= ? "
         "ORDER BY name", (len(prefix), prefix, now))
     return [(name, node) for name, node in rows]
+
+
+def last_holder(name: str):
+    """``(node, expires)`` of the lease row of ``name``, live or expired (a
+    node that stopped renewing leaves its rows behind), else None (never
+    held, or released)."""
+    rows = yield Statement("SELECT node, expires FROM leases WHERE name = ?", (name,))
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def forget_expired(prefix: str, before: float):
+    """Delete the rows of leases starting with ``prefix`` that expired before
+    ``before`` (rows a stopped node left behind); returns how many."""
+    rows = yield Statement(
+        "SELECT COUNT(*) FROM leases WHERE substr(name, 1, ?) = ? AND expires < ?",
+        (len(prefix), prefix, before))
+    yield Statement("DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires < ?",
+                    (len(prefix), prefix, before))
+    return rows[0][0]
