@@ -273,6 +273,11 @@ class PostgresBus(Service):
         self._prune.clock = self.reactor
         self._prune.start(self.keep_stored / 2, now=False)
 
+    @property
+    def listening(self) -> bool:
+        """Whether messages sent to this node reach it now (for /health)."""
+        return self._listener is not None
+
     def whenStarted(self) -> Deferred:
         """Fires once this node listens (messages sent to it arrive from then on)."""
         waiter: Deferred = Deferred()
