@@ -696,7 +696,7 @@ def main() -> None:
     run.add_argument("--nodes", type=int, nargs="+", default=[1, 2])
     run.add_argument("--duration", type=float, default=5.0)
     run.add_argument("--rate", type=float, action="append",
-                     help="chat messages/s per sender (default 50 100 200 300 400 600)")
+                     help="chat messages/s per sender (default 50 100 200 400 600 800 1000 1500)")
     run.add_argument("--pace", type=float, action="append",
                      help="uttt offered moves/s in total (default 500 1000 1500)")
     vr = sub.add_parser("vr-load")
@@ -741,7 +741,7 @@ def main() -> None:
                     scenario_bus(cluster, options.duration, [100, 1000, 10_000, 50_000])
                 elif scenario == "chat":
                     scenario_chat(cluster, options.nodes, directory, options.duration,
-                                  options.rate or [50, 100, 200, 300, 400, 600])
+                                  options.rate or [50, 100, 200, 400, 600, 800, 1000, 1500])
                 elif scenario == "pose":
                     scenario_pose(cluster, options.nodes, directory, options.duration)
                 else:
