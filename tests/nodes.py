@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -80,28 +81,51 @@ class Node:
 
 
 def node_arguments(url: str, name: str, listeners: Iterable[str],
-                   options: Iterable[str] = (), ports: Mapping[str, int] | None = None
-                   ) -> list[str]:
-    """The command line of one node (after ``twistd ... gtserver``)."""
+                   options: Iterable[str] = (), ports: Mapping[str, int] | None = None,
+                   activated: str | None = None) -> list[str]:
+    """The command line of one node (after ``twistd ... gtserver``); listener
+    ``activated`` serves the socket systemd would pass (index 0)."""
     arguments = ["--db", url, "--node", name, *DEFAULT_OPTIONS, *all_builtin_listeners_off()]
     for listener in listeners:
+        if listener == activated:
+            arguments += ["--port", f"{listener}=systemd:domain=INET:index=0"]
+            continue
         port = (ports or {}).get(listener, 0)
         arguments += ["--port", f"{listener}=tcp:{port}:interface=127.0.0.1"]
     return [*arguments, *options]
 
 
+def shared_port_socket(port: int = 0) -> socket.socket:
+    """A listening loopback socket with SO_REUSEPORT, as ``gtserver@.socket``
+    (``ReusePort=yes``) has systemd bind one per node: give each node one
+    bound to the same port (``shared_port_socket(first.getsockname()[1])``)."""
+    shared = socket.socket()
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    shared.bind(("127.0.0.1", port))
+    shared.listen(128)
+    return shared
+
+
 async def start_node(testcase: Any, url: str, name: str,
                      listeners: Iterable[str] = ("vr", "uttt", "eot"),
                      options: Iterable[str] = (), ports: Mapping[str, int] | None = None,
+                     activated: tuple[str, socket.socket] | None = None,
                      timeout: float = 60.0) -> Node:
     """Start node ``name`` on database ``url`` (a new one, or one that stopped
     again: same name, new ports unless ``ports`` gives them) and wait until it
-    is ready; fails with its output if it ends or is not ready in ``timeout`` s."""
+    is ready; fails with its output if it ends or is not ready in ``timeout`` s.
+
+    ``activated=(listener, socket)``: that listener serves ``socket`` as a
+    socket passed by systemd (the socket is closed here once passed)."""
     listeners = tuple(listeners)
     directory = tempfile.mkdtemp(prefix=f"gtserver-node-{name}-")
     testcase.addCleanup(shutil.rmtree, directory, True)
-    daemon = spawn_daemon(testcase, node_arguments(url, name, listeners, options, ports),
-                          directory, env=environment(test_plugins=False))
+    arguments = node_arguments(url, name, listeners, options, ports,
+                               activated[0] if activated else None)
+    daemon = spawn_daemon(testcase, arguments, directory, env=environment(test_plugins=False),
+                          inherit_socket=activated[1].fileno() if activated else None)
+    if activated:
+        activated[1].close()  # the node holds it now: it closes when the node ends
     ready = daemon.wait_for(READY)
     timer = reactor.callLater(timeout, ready.cancel)
     try:

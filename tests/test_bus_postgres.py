@@ -269,6 +269,39 @@ class PostgresBusTests(unittest.TestCase):
         await eventually(inbox.has(2))
         self.assertEqual(inbox.bodies(), [1, 2])
 
+    async def test_thousands_of_notifications_in_one_statement(self):
+        a, b = self.buses["a"], self.buses["b"]
+        inbox = Inbox(b)
+        for i in range(1800):  # one notification each: 1,800 in one statement
+            a.send("b", "t", [i, "n" * 5000])
+        await eventually(inbox.has(1800))
+        self.assertEqual([body[0] for body in inbox.bodies()], list(range(1800)))
+        self.assertEqual((a.stats["statements"], a.stats["notifications"]), (1, 1800))
+
+    async def test_while_the_database_is_out_of_reach_the_latest_messages_wait(self):
+        a, b = self.buses["a"], self.buses["b"]
+        messages = self.logged()
+        inbox = Inbox(b)
+        a.max_queued, a.reconnect_delays = 10, (0.0, 0.05)
+        a.send("b", "t", "first")
+        await eventually(inbox.has(1))
+        dsn, a.store.dsn = a.store.dsn, a.store.dsn.replace("dbname='", "dbname='none_")
+        await b.store.run(terminate, a._sender.get_backend_pid())
+        await eventually(lambda: a._sender.broken)
+        for i in range(20):
+            a.send("b", "t", ["before", i])
+        await eventually(lambda: a._send_outage is not None)
+        for i in range(20):
+            a.send("b", "t", ["after", i])
+        a.store.dsn = dsn
+        await eventually(inbox.has(11))
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(inbox.bodies(), ["first", *(["after", i] for i in range(10, 20))])
+        self.assertEqual(a.stats["lost"], 30)
+        warnings = [m for m in messages if "cannot send" in m]
+        self.assertEqual(len(warnings), 1, messages)
+        self.assertIn("bus: sending again (30 queued messages dropped)", messages)
+
     async def test_stopping_sends_what_is_queued(self):
         a, b = self.buses["a"], self.buses["b"]
         inbox = Inbox(b)

@@ -338,6 +338,10 @@ class PostgresStoreMetricsTests(StoreMetricsMixin, unittest.TestCase):
         return postgres_url(self)
 
 
+def terminate_backend(pid: int):
+    yield Statement("SELECT pg_terminate_backend(?)", (pid,))
+
+
 class HealthTests(unittest.TestCase):
     async def test_ok_while_serving_then_503_once_the_store_is_closed(self):
         server = await start_server(self, listeners={"eot": None})
@@ -369,6 +373,29 @@ class HealthTests(unittest.TestCase):
                 break
             await sleep(0.05)
         self.assertEqual((code, body), (200, b"ok\n"))
+
+    async def test_503_on_a_node_whose_bus_does_not_listen(self):
+        server = await start_server(self, "--node", "a", db=postgres_url(self),
+                                    listeners={"eot": None})
+        port = serve(self, health=HealthResource(daemon_health(server.service, reactor)))
+        self.assertEqual((await get(port, "health"))[:2], (200, b"ok\n"))
+        bus = server.core.bus
+        bus.reconnect_delays = (0.0, 0.05)
+        dsn, bus.store.dsn = bus.store.dsn, bus.store.dsn.replace("dbname='", "dbname='none_")
+        await server.store.run(terminate_backend, bus._listener.get_backend_pid())
+        for _ in range(100):
+            if not bus.listening:
+                break
+            await sleep(0.05)
+        code, body, _ = await get(port, "health")
+        self.assertEqual((code, body), (503, b"the bus does not listen: messages from the "
+                                             b"other nodes are lost\n"))
+        bus.store.dsn = dsn
+        for _ in range(100):
+            if bus.listening:
+                break
+            await sleep(0.05)
+        self.assertEqual((await get(port, "health"))[:2], (200, b"ok\n"))
 
     async def test_the_core_alone_is_enough(self):
         """A listener plugin is given the core, not the whole service."""

@@ -25,8 +25,8 @@ stored message until it is read.
 What is lost: NOTIFY is not durable. Messages to a node whose listening
 connection is down (it reconnects at once, then with a growing delay, and
 logs the outage once) and a statement in flight when the sending connection
-breaks are lost, as are messages queued beyond :data:`MAX_QUEUED` while the
-database cannot be reached; callers that must know use
+breaks are lost, as are the oldest messages queued beyond :data:`MAX_QUEUED`
+while the database cannot be reached; callers that must know use
 :class:`gtserver.core.bus.Calls` (with a timeout) or the store.
 """
 
@@ -131,16 +131,21 @@ def pack(outgoing: Sequence[tuple[str, str]], sender: str, max_payload: int = MA
 def notify_statement(notifications: Sequence[tuple[str, str]],
                      rows: Sequence[tuple[str, str, str]], now: float) -> tuple[str, list]:
     """One statement (one transaction) storing ``rows`` and sending
-    ``(channel, payload)`` notifications in order, with its parameters."""
+    ``(channel, payload)`` notifications in order, with its parameters.
+
+    The notifications are the rows of ``unnest`` of two arrays, sent in
+    their order whatever their number (a select list of one ``pg_notify``
+    each would stop at PostgreSQL's 1,664 columns)."""
     sql, parameters = "", []
     if rows:
-        sql = ("WITH stored AS (INSERT INTO bus_messages (id, channel, body, created) VALUES "
-               + ", ".join("(%s, %s, %s, %s)" for _ in rows) + ") ")
-        for row in rows:
-            parameters += [*row, now]
-    sql += "SELECT " + ", ".join("pg_notify(%s, %s)" for _ in notifications)
-    for channel, payload in notifications:
-        parameters += [channel, payload]
+        sql = ("WITH stored AS (INSERT INTO bus_messages (id, channel, body, created) "
+               "SELECT id, channel, body, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+               "AS row (id, channel, body)) ")
+        parameters += [now, *(list(column) for column in zip(*rows, strict=True))]
+    sql += ("SELECT pg_notify(channel, payload) FROM unnest(%s::text[], %s::text[]) "
+            "AS notification (channel, payload)")
+    parameters += [[channel for channel, _ in notifications],
+                   [payload for _, payload in notifications]]
     return sql, parameters
 
 
@@ -235,6 +240,7 @@ class PostgresBus(Service):
         self._sender: Any = None
         self._in_flight: Deferred | None = None
         self._send_outage: str | None = None
+        self._send_failures = 0
         self._dropped = 0
         # receiving
         self._listener: Any = None
@@ -273,6 +279,11 @@ class PostgresBus(Service):
         self._prune.clock = self.reactor
         self._prune.start(self.keep_stored / 2, now=False)
 
+    @property
+    def listening(self) -> bool:
+        """Whether messages sent to this node reach it now (for /health)."""
+        return self._listener is not None
+
     def whenStarted(self) -> Deferred:
         """Fires once this node listens (messages sent to it arrive from then on)."""
         waiter: Deferred = Deferred()
@@ -308,9 +319,10 @@ class PostgresBus(Service):
         if not self.running:
             return
         self._outbox.append((channel, text))
-        if len(self._outbox) > self.max_queued:
-            del self._outbox[0]
-            self._dropped += 1
+        excess = len(self._outbox) - self.max_queued
+        if self._send_outage is not None and excess > 0:
+            del self._outbox[:excess]  # the database is out of reach: keep the latest
+            self._dropped += excess
         self._schedule()
 
     def _schedule(self) -> None:
@@ -345,7 +357,9 @@ class PostgresBus(Service):
         except Exception as error:
             self._sending_failed(error)
             if self.running:
-                await deferLater(self.reactor, self.reconnect_delays[-1], lambda: None)
+                delays = self.reconnect_delays
+                await deferLater(self.reactor, delays[min(self._send_failures, len(delays) - 1)],
+                                 lambda: None)
             else:
                 self._outbox.clear()
             return
@@ -384,6 +398,7 @@ class PostgresBus(Service):
         return connection
 
     def _sending_failed(self, error: BaseException) -> None:
+        self._send_failures += 1
         if self._send_outage is None:
             self._send_outage = first_line(error)
             self.log.warn("bus: cannot send to the other nodes ({error}); retrying",
@@ -393,6 +408,7 @@ class PostgresBus(Service):
         for name, count in (("messages", messages), ("notifications", notifications),
                             ("statements", 1), ("stored", rows)):
             self.stats[name] += count
+        self._send_failures = 0
         if self._send_outage is not None:
             self._send_outage = None
             dropped = f" ({self._dropped} queued messages dropped)" if self._dropped else ""

@@ -223,10 +223,11 @@ def daemon_health(service: Any, reactor: Any, timeout: float = 2.0) -> Callable[
     """The health check of a :class:`~gtserver.service.GtserverService` or of
     its :class:`~gtserver.core.Core` (what a listener plugin is given).
 
-    Healthy when the daemon serves and a trivial ``SELECT 1`` comes back from
-    the store within ``timeout`` seconds. Serving: the service has started
-    (every listener listening) and is not stopping; given the core, the core
-    runs (from the moment the store is open until the listeners have stopped).
+    Healthy when the daemon serves, its bus (a node of a deployment) listens,
+    and a trivial ``SELECT 1`` comes back from the store within ``timeout``
+    seconds. Serving: the service has started (every listener listening) and
+    is not stopping; given the core, the core runs (from the moment the store
+    is open until the listeners have stopped).
     """
 
     def serving() -> bool:
@@ -239,6 +240,9 @@ def daemon_health(service: Any, reactor: Any, timeout: float = 2.0) -> Callable[
     async def check() -> bool | str:
         if not serving():
             return "not serving: the daemon is starting or stopping"
+        bus = getattr(getattr(service, "core", service), "bus", None)
+        if bus is not None and not getattr(bus, "listening", True):
+            return "the bus does not listen: messages from the other nodes are lost"
         try:
             await service.store.run(ping).addTimeout(timeout, reactor)
         except Exception as error:
