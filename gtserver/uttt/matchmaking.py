@@ -145,6 +145,12 @@ class UltimateMatches(Service):
         self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
         return self.open_matches(user)
 
+    async def connect_loaded(self, user: Any, sink: Sink) -> list[Match]:
+        """:meth:`connect`, once every open match of the user is known here
+        (at once on a single daemon; a node of a deployment reads them from
+        the store)."""
+        return self.connect(user, sink)
+
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
         self.presence.gone(sink, matches=[match.id for match in self.open_matches(user)])
@@ -440,15 +446,19 @@ class UltimateMatches(Service):
         rated = match.ranked and result is not None and None not in players
         standings = await self.ratings.finish(match.id, players, result if rated else None,
                                               SOURCE, [seat.name for seat in match.seats])
-        for user_id, standing in zip(players, standings, strict=True):
-            for sink in self.sinks_of(user_id):
-                sink.standing_changed(standing)
+        self._push_standings(list(zip(players, standings, strict=True)))
 
     # pushes and bookkeeping
 
     def revoke_time(self, match: Match) -> float:
         """When the match expires if nobody moves (seconds since the epoch)."""
         return match.updated + self.idle
+
+    def _push_standings(self, standings: list[tuple[int | None, Standing]]) -> None:
+        """Tell each user (id) its standing."""
+        for user_id, standing in standings:
+            for sink in self.sinks_of(user_id):
+                sink.standing_changed(standing)
 
     def push_friends(self, user: Any, friends: Any) -> None:
         for sink in self.sinks_of(user.id):
