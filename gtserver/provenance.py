@@ -3,7 +3,8 @@
 A run's description says which software produced the events of that run:
 gtserver's version (and the source commit of a checkout), Python, Twisted,
 Autobahn, the database server, every installed game and protocol plugin with
-its version, and the daemon's effective options with secrets removed, plus
+its version, the node's name in a deployment of several (``--node``; None
+for a single daemon), and the daemon's effective options with secrets removed, plus
 the sha256 of those options' canonical JSON (equal hashes: same settings).
 
 Secrets never recorded (docs/export.md): the password of a ``--db`` URL
@@ -196,6 +197,7 @@ def describe_run(options: Mapping[str, Any], protocols: Mapping[str, Any],
         "plugins": [plugin_description("protocol", name, protocols[name])
                     for name in sorted(protocols)]
                    + [plugin_description("game", name, games[name]) for name in sorted(games)],
+        "node": options.get("node"),
         "options": redacted,
         "options_sha256": options_sha256(redacted),
     }

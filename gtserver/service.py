@@ -348,6 +348,8 @@ class GtserverService(MultiService):
                 await when_started()
             if isinstance(child, StoreService) and self.run_description is not None:
                 await self._record_run()
+            if child is self.core and self.core.settings.node is not None:
+                self._log_node()
         self.log.info("gtserver ready: {count} listeners", count=len(self.listeners))
         notify_systemd(b"READY=1")
         if self.freeze_heap:
@@ -362,6 +364,13 @@ class GtserverService(MultiService):
         self.core.events.run_id = self.run_id
         self.log.info("run {run_id} recorded (options sha256 {digest})", run_id=self.run_id,
                       digest=self.run_description["options_sha256"][:12])
+
+    def _log_node(self) -> None:
+        settings = self.core.settings
+        self.log.info("node {node} of a deployment sharing {db} (leases of {ttl:g} s, "
+                      "renewed every {renew:g} s)", node=settings.node,
+                      db=self.store.describe(), ttl=settings.lease_ttl,
+                      renew=settings.lease_renew)
 
     def _start_failed(self, failure: Any) -> Any:
         if failure.check(CancelledError) and not self.running:

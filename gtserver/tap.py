@@ -83,6 +83,13 @@ class BaseOptions(LoginOptions):
         ["node", None, None,
          "This daemon's name in a deployment of several sharing one PostgreSQL "
          "database (see docs/cluster.md); none for a single daemon."],
+        ["lease-ttl", None, CoreSettings.lease_ttl,
+         "With --node: seconds a node's leases (its rooms, sessions, queue) outlive its "
+         "last renewal, so how soon the other nodes take over from one that died.",
+         positive(float, "lease-ttl")],
+        ["lease-renew", None, CoreSettings.lease_renew,
+         "With --node: seconds between renewals of a node's leases (under --lease-ttl).",
+         positive(float, "lease-renew")],
         ["hash-cost", None, CoreSettings.hash_cost, "scrypt password hash cost, as log2(n).",
          int],
         ["hash-threads", None, CoreSettings.hash_threads,
@@ -149,6 +156,10 @@ class BaseOptions(LoginOptions):
         if self["node"] is not None and self["db"].startswith("sqlite:"):
             raise usage.UsageError("--node needs a PostgreSQL --db: SQLite serves a single "
                                    "node (see docs/cluster.md)")
+        if self["lease-renew"] >= self["lease-ttl"]:
+            raise usage.UsageError(
+                f"--lease-renew ({self['lease-renew']:g} s) must be shorter than --lease-ttl "
+                f"({self['lease-ttl']:g} s), or leases expire between renewals")
         self["listeners"] = resolve_listeners(self["port"], self.protocols)
 
     #: The installed wire protocols, set on the class built by make_options_class.

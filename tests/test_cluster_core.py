@@ -3,12 +3,17 @@ and calls between nodes (tests/memory.py's MemoryDeployment)."""
 
 from __future__ import annotations
 
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 from twisted.trial import unittest
+from zope.interface import implementer
 
-from gtserver.core.bus import CallTimeout, NodeGone, RemoteError
+from gtserver.core import Core
+from gtserver.core.bus import CallTimeout, IBus, MemoryBus, MemoryHub, NodeGone, RemoteError
 from gtserver.core.errors import CoreError
-from tests.memory import MemoryDeployment
+from gtserver.core.settings import CoreSettings
+from tests.memory import MemoryDeployment, SynchronousStore
 
 
 class Refused(CoreError):
@@ -99,3 +104,48 @@ class CallTests(unittest.TestCase):
         for _ in range(7):
             self.nodes.advance(1.0)
         self.failureResultOf(d, NodeGone)
+
+
+@implementer(IBus)
+class ServiceBus(MemoryBus, Service):
+    """A bus that is a service, as the PostgreSQL one is; says when it listens."""
+
+    def __init__(self, hub: MemoryHub, node: str) -> None:
+        MemoryBus.__init__(self, hub, node)
+        self.listening: Deferred = Deferred()
+
+    def whenStarted(self) -> Deferred:
+        return self.listening
+
+
+class CoreOrderTests(unittest.TestCase):
+    """In a deployment the bus starts first and stops last, the leases stop
+    after the features that hold them."""
+
+    def core(self) -> tuple[Core, ServiceBus]:
+        clock = Clock()
+        bus = ServiceBus(MemoryHub(clock), "a")
+        core = Core(SynchronousStore(clock), clock, CoreSettings(node="a"), bus=bus)
+        return core, bus
+
+    def test_the_bus_first_and_the_leases_before_the_features(self):
+        core, bus = self.core()
+        feature = core.attach(Service())
+        order = list(core)
+        self.assertIs(order[0], bus)
+        self.assertEqual([type(service).__name__ for service in order[1:4]],
+                         ["Accounts", "EventLog", "Leases"])
+        self.assertIs(order[-1], feature)  # stopped first: MultiService stops in reverse
+
+    def test_started_once_the_bus_listens(self):
+        core, bus = self.core()
+        started = core.whenStarted()
+        self.assertNoResult(started)
+        bus.listening.callback(bus)
+        self.assertIs(self.successResultOf(started), core)
+
+    def test_a_single_daemon_has_nothing_to_wait_for(self):
+        clock = Clock()
+        core = Core(SynchronousStore(clock), clock)
+        self.assertIsNone(core.bus)
+        self.assertIs(self.successResultOf(core.whenStarted()), core)

@@ -23,8 +23,7 @@ from contextlib import closing
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
@@ -32,62 +31,19 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial import unittest
 
 from gtserver.tap import Options
+from tests.daemons import (
+    CHECKOUT,
+    TWISTD,
+    Daemon,
+    all_builtin_listeners_off,
+    environment,
+    spawn_daemon,
+)
 from tests.lineprotocol import connect_line_client
 from tests.pgcluster import postgres_url
 from tests.tls import write_self_signed_certificate
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = ("import sys; from twisted.scripts.twistd import run; "
-          "sys.argv[0] = 'twistd'; run()")
 LISTENING = re.compile(r"listener testline \(test line protocol\) on tcp:127\.0\.0\.1:(\d+)")
-
-
-def environment() -> dict[str, str]:
-    paths = [CHECKOUT, os.path.join(CHECKOUT, "tests", "plugins")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
-
-
-def all_builtin_listeners_off() -> list[str]:
-    arguments = []
-    for name in Options.protocols:
-        arguments += ["--port", f"{name}=off"]
-    return arguments
-
-
-class Daemon(ProcessProtocol):
-    """A twistd child process whose output is searched as it arrives."""
-
-    def __init__(self) -> None:
-        self.output = ""
-        self.ended: Deferred = Deferred()
-        self._watches: list[tuple[re.Pattern, Deferred]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data.decode(errors="replace")
-        for watch in list(self._watches):
-            match = watch[0].search(self.output)
-            if match:
-                self._watches.remove(watch)
-                watch[1].callback(match)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        for _pattern, waiter in self._watches:
-            waiter.errback(AssertionError(f"daemon ended first; output:\n{self.output}"))
-        self._watches = []
-        self.ended.callback(reason.value.exitCode)
-
-    def wait_for(self, pattern: re.Pattern) -> Deferred:
-        waiter: Deferred = Deferred()
-        match = pattern.search(self.output)
-        if match:
-            waiter.callback(match)
-        elif self.ended.called:
-            waiter.errback(AssertionError(f"daemon has ended; output:\n{self.output}"))
-        else:
-            self._watches.append((pattern, waiter))
-        return waiter
 
 
 async def file_matching(path: str, pattern: re.Pattern, daemon: Daemon,
@@ -183,29 +139,8 @@ class TwistdTests(unittest.TestCase):
               env: dict[str, str] | None = None) -> Daemon:
         """Start the daemon; ``inherit_socket`` is passed as systemd would pass
         an activated socket (file descriptor 3, LISTEN_FDS, LISTEN_PID)."""
-        daemon = Daemon()
-        command = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", *twistd_options,
-                   "gtserver", *arguments]
-        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
-        if inherit_socket is not None:
-            child_fds[3] = inherit_socket
-            # LISTEN_PID must be the daemon's own pid: a shell exports its own, then execs.
-            activation = 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=gtserver.socket'
-            command = ["/bin/sh", "-c", activation + ' exec "$0" "$@"', *command]
-        process = reactor.spawnProcess(daemon, command[0], command, env=env or environment(),
-                                       path=self.directory, childFDs=child_fds)
-
-        def kill_if_running() -> Deferred | None:
-            if daemon.ended.called:
-                return None
-            try:
-                process.signalProcess("KILL")
-            except ProcessExitedAlready:
-                pass
-            return daemon.ended
-
-        self.addCleanup(kill_if_running)
-        return daemon
+        return spawn_daemon(self, arguments, self.directory, twistd_options=twistd_options,
+                            env=env, inherit_socket=inherit_socket)
 
     async def run_twistd(self, *arguments: str) -> tuple[str, int]:
         out, err, code = await getProcessOutputAndValue(

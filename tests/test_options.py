@@ -8,6 +8,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from gtserver.core.settings import CoreSettings
 from gtserver.interfaces import IWireProtocol
 from gtserver.tap import Options, make_options_class
 from tests.lineprotocol import line_plugin
@@ -253,3 +254,41 @@ class OtherOptionTests(unittest.TestCase):
         self.assertTrue(installed, "none of vr, uttt, eot is installed")
         for name in installed:
             self.assertEqual(listeners["listeners"][name], REFERENCE_PORTS[name])
+
+
+class NodeOptionTests(unittest.TestCase):
+    """``--node``: a deployment of several daemons sharing PostgreSQL."""
+
+    POSTGRES = ("--db", "postgresql://game@db.example/gt")
+
+    def test_a_single_daemon_by_default(self):
+        options = parse(*self.POSTGRES)
+        self.assertEqual((options["node"], options["lease-ttl"], options["lease-renew"]),
+                         (None, 5.0, 1.0))
+        self.assertIsNone(CoreSettings.from_options(options).node)
+
+    def test_node_and_lease_times(self):
+        options = parse(*self.POSTGRES, "--node", "web-1", "--lease-ttl", "3",
+                        "--lease-renew", "0.25")
+        settings = CoreSettings.from_options(options)
+        self.assertEqual((settings.node, settings.lease_ttl, settings.lease_renew),
+                         ("web-1", 3.0, 0.25))
+
+    def test_sqlite_serves_a_single_node(self):
+        for database in ("sqlite:gt.sqlite", "sqlite::memory:"):
+            error = self.assertRaises(usage.UsageError, parse, "--db", database,
+                                      "--node", "a")
+            self.assertEqual(str(error), "--node needs a PostgreSQL --db: SQLite serves a "
+                                         "single node (see docs/cluster.md)")
+        self.assertRaises(usage.UsageError, parse, "--node", "a")  # the default is SQLite
+
+    def test_lease_times_must_be_positive_and_renewal_shorter(self):
+        for name in ("lease-ttl", "lease-renew"):
+            for value in ("0", "-1", "nan", "soon"):
+                error = self.assertRaises(usage.UsageError, parse, *self.POSTGRES,
+                                          f"--{name}", value)
+                self.assertIn(name, str(error))
+        error = self.assertRaises(usage.UsageError, parse, *self.POSTGRES, "--node", "a",
+                                  "--lease-ttl", "2", "--lease-renew", "2")
+        self.assertEqual(str(error), "--lease-renew (2 s) must be shorter than --lease-ttl "
+                                     "(2 s), or leases expire between renewals")

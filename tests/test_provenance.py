@@ -114,6 +114,7 @@ class RunRecordTests:
         self.check_database_version(details["database"])
         self.assertEqual(commit, details["source_commit"])
         self.assertEqual(commit, await self.git_head())
+        self.assertIsNone(details["node"])  # a single daemon
 
         plugins = {(plugin["kind"], plugin["name"]): plugin for plugin in details["plugins"]}
         self.assertEqual(plugins["protocol", "vr"]["module"], "gtserver.vr.plugin")

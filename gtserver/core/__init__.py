@@ -7,7 +7,11 @@ settings and the other services it needs; a service that needs itself,
 directly or through others, is refused with :class:`DependencyCycle`. The
 services are started with the core in the order they were built and stopped
 in reverse, so the accounts service and the event log, built first, are
-stopped last (after the features that record events while they stop).
+stopped last (after the features that record events while they stop). In a
+deployment of several nodes the bus is built before them (stopped last:
+the features' and the leases' last messages still go out), and the leases
+just after (released once the features that hold them have stopped).
+:meth:`Core.whenStarted` fires once the bus listens.
 
 A feature's own services (the VR rooms, the EOT lobby, ...) are built by its
 plugin's ``build_factory`` from the services it takes from here, and join
@@ -21,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, gatherResults
 
 from gtserver import metrics
 from gtserver.core.accounts import Accounts
@@ -106,11 +111,14 @@ class Core(MultiService):
         self._building: list[str] = []
         self._attached: list[IService] = []
         self._reactor_probe: metrics.ReactorProbe | None = None
-        # First in, last out: whatever stops later may still log in and record.
+        # First in, last out: whatever stops later may still log in, record
+        # and (in a deployment) tell the other nodes; the leases are released
+        # once the features that hold them have stopped.
+        self.bus  # noqa: B018
         self.accounts  # noqa: B018
         self.events  # noqa: B018
         self.accounts.events = self.events  # logins are recorded
-        self.calls  # noqa: B018 -- in a deployment: the bus, leases and calls from the start
+        self.calls  # noqa: B018 -- in a deployment: the leases and calls from the start
 
     def attach(self, service: S) -> S:
         """Start and stop ``service`` with the core (after those attached before it)."""
@@ -132,6 +140,13 @@ class Core(MultiService):
         self._reactor_probe = metrics.probe_for(self.clock)
         if self._reactor_probe is not None:
             self._reactor_probe.start()
+
+    def whenStarted(self) -> Deferred:
+        """Fires once every attached service that says when it has started
+        (the bus: once it listens) has."""
+        waiting = [service.whenStarted() for service in self._attached
+                   if callable(getattr(service, "whenStarted", None))]
+        return gatherResults(waiting, consumeErrors=True).addCallback(lambda _: self)
 
     def stopService(self) -> Any:
         metrics.unwatch(self)

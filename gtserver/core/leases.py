@@ -127,7 +127,9 @@ class Leases(Service):
         live = {node for _name, node in await self.store.run(
             queries.held_with_prefix, NODE, self.clock.seconds())}
         live.add(self.node)
-        gone, self.nodes = self.nodes - live, live
+        gone, joined, self.nodes = self.nodes - live, live - self.nodes - {self.node}, live
+        for node in sorted(joined):
+            self.log.info("node {node} live", node=node)
         for node in sorted(gone):
             self.log.info("node {node} stopped", node=node)
             for callback in list(self._node_gone):

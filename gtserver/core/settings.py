@@ -55,4 +55,6 @@ class CoreSettings:
             hash_cost=options["hash-cost"],
             hash_threads=options["hash-threads"],
             trusted_proxies=tuple(options["trusted-proxy"]),
-            node=options.get("node") or None)
+            node=options.get("node") or None,
+            lease_ttl=options["lease-ttl"],
+            lease_renew=options["lease-renew"])

@@ -146,6 +146,11 @@ class PostgresStore(Store):
         self._last_error = ""
         self._connection_class: Any = None
 
+    def bus(self, node: str) -> Any:
+        """Node ``node``'s bus over LISTEN/NOTIFY (see :mod:`gtserver.store.notify`)."""
+        from gtserver.store.notify import PostgresBus
+        return PostgresBus(self, node)
+
     async def _open(self) -> None:
         self._connection_class = _connection_class()
         # One connection now, to fail start-up clearly when the server is
@@ -207,29 +212,10 @@ class PostgresStore(Store):
     async def _connect(self) -> Any:
         """A new connection, or StoreUnavailable within ``connect_timeout``."""
         connection = self._connection_class(self.reactor)
-        connecting = connection.connect(self.dsn)
-        result: Deferred = Deferred()
-
-        def timed_out() -> None:
-            _close_quietly(connection)
-            if not result.called:
-                result.errback(TimeoutError(f"no answer in {self.connect_timeout:g} s"))
-
-        timer = self.reactor.callLater(self.connect_timeout, timed_out)
-
-        def settled(outcome: Any) -> None:
-            if timer.active():
-                timer.cancel()
-            if not result.called:
-                result.callback(outcome)  # a Failure takes the errback path
-
-        connecting.addBoth(settled)
         try:
-            await result
+            await connect_within(connection, self.dsn, self.reactor, self.connect_timeout)
         except Exception as error:
-            _close_quietly(connection)
-            lines = str(error).strip().splitlines()
-            self._last_error = lines[0] if lines else type(error).__name__
+            self._last_error = first_line(error)
             self._retry_after = self.reactor.seconds() + self.retry_delay
             raise StoreUnavailable(
                 f"cannot connect to {self.describe()}: {self._last_error}") from error
@@ -240,6 +226,44 @@ class PostgresStore(Store):
         idle, self._idle = self._idle, []
         for connection in idle:
             _close_quietly(connection)
+
+
+def connect_within(connection: Any, dsn: str, reactor: Any, timeout: float) -> Deferred:
+    """Connect ``connection`` (a txpostgres Connection) to ``dsn``; fails with
+    the driver's error, or TimeoutError after ``timeout`` seconds (a server
+    that does not answer), and then the connection is closed (also when the
+    attempt is cancelled)."""
+    def cancel(_: Deferred) -> None:
+        if timer.active():
+            timer.cancel()
+        _close_quietly(connection)
+
+    result: Deferred = Deferred(cancel)
+
+    def timed_out() -> None:
+        _close_quietly(connection)
+        if not result.called:
+            result.errback(TimeoutError(f"no answer in {timeout:g} s"))
+
+    timer = reactor.callLater(timeout, timed_out)
+
+    def settled(outcome: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if isinstance(outcome, Failure):
+            _close_quietly(connection)
+        if not result.called:
+            result.callback(outcome)  # a Failure takes the errback path
+        return None
+
+    connection.connect(dsn).addBoth(settled)
+    return result
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (drivers' messages run on), else its kind."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _close_quietly(connection: Any) -> None:

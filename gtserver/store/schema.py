@@ -108,6 +108,15 @@ MIGRATIONS: list[Migration] = [
         )""",
         "CREATE INDEX leases_node ON leases(node)",
     )),
+    Migration(5, "messages between nodes too large for a notification", (
+        """CREATE TABLE bus_messages (
+            id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created {real} NOT NULL
+        )""",
+        "CREATE INDEX bus_messages_created ON bus_messages(created)",
+    )),
     Migration(100, "matches of any game", (
         """CREATE TABLE matches (
             id TEXT PRIMARY KEY,
@@ -169,8 +178,21 @@ def render(sql: str, engine: str) -> str:
     return sql.format(**DDL_MARKERS[engine])
 
 
+#: The PostgreSQL advisory lock that serialises migrations ("gtsv"): the
+#: nodes of a deployment may start at once on a fresh database.
+MIGRATION_LOCK = 0x67747376
+
+
+def lock_migrations(engine: str):
+    """Wait until no other daemon migrates this database (until this
+    transaction ends); SQLite has a single daemon, nothing to wait for."""
+    if engine == "postgresql":
+        yield Statement("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+
+
 def migrate(engine: str):
     """Transaction: create ``schema_migrations`` and return the ids pending."""
+    yield from lock_migrations(engine)
     yield Statement(render(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         "id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied {real} NOT NULL)", engine))
@@ -181,6 +203,7 @@ def migrate(engine: str):
 
 def apply_migration(migration: Migration, engine: str, now: float):
     """Transaction: apply one migration and record it."""
+    yield from lock_migrations(engine)
     rows = yield Statement("SELECT id FROM schema_migrations WHERE id = ?", (migration.id,))
     if rows:
         return False
@@ -243,6 +266,7 @@ def plugin_versions(namespace: str):
 def apply_plugin_migration(namespace: str, version: int, statements: tuple[str, ...],
                            engine: str, now: float):
     """Transaction: apply one plugin migration and record it (False: done already)."""
+    yield from lock_migrations(engine)
     rows = yield Statement(
         "SELECT version FROM plugin_migrations WHERE namespace = ? AND version = ?",
         (namespace, version))
