@@ -537,3 +537,17 @@ class OperatorTests(ClusterMixin, unittest.TestCase):
         self.assertEqual(await bob.expect("match_update"), ended)
         bob.send("move", move_frame(update["id"], (0, 0, 0, 0)))
         self.assertEqual(await bob.expect("match_update"), ended)
+
+    async def test_the_web_monitor_of_any_node_ends_a_match(self):
+        from gtserver.web.monitor import ControlError, Monitor
+        alice = await self.user("a", "alice")
+        bob = await self.user("b", "bob")
+        update = await challenge(self, alice, bob, "bob")     # homed on a
+        monitor = Monitor(self.dep["b"].core)
+        self.dep["b"].result(monitor.end_match(update["id"], "operator", None))
+        ended = await bob.expect("match_update")
+        self.assertEqual(await alice.expect("match_update"), ended)
+        self.assertTrue(ended["match_state"]["game_over"])
+        d = monitor.end_match(update["id"], "operator", None)
+        self.dep.flush()
+        self.assertEqual(self.failureResultOf(d, ControlError).value.status, 404)

@@ -404,6 +404,16 @@ class ClusterMatches(UltimateMatches):
         return await self._routed(match_id, END, {"match": match_id},
                                   lambda: UltimateMatches.end_by_operator(self, match_id))
 
+    async def open_match(self, match_id: Any) -> Match | None:
+        """The open match ``match_id`` homed anywhere (a copy if elsewhere)."""
+        if not isinstance(match_id, str):
+            return None
+        match = self.open.get(match_id) or self.remote.get(match_id) \
+            or await self.match_store.load(match_id)
+        if match is None or match.source != SOURCE or match.finished:
+            return None
+        return match
+
     async def _play(self, match_id: Any, topic: str, body: dict[str, Any],
                     here: Callable[[], Awaitable[Match]]) -> Match:
         """A player's change: when its home cannot be reached the player

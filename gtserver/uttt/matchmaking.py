@@ -359,6 +359,12 @@ class UltimateMatches(Service):
         await self._finish(match)
         return match
 
+    async def open_match(self, match_id: Any) -> Match | None:
+        """The open match ``match_id``, else None (for the operator, who may
+        end it with :meth:`end_by_operator`)."""
+        match = self.open.get(match_id) if isinstance(match_id, str) else None
+        return match if match is not None and not match.finished else None
+
     def snapshot(self) -> dict[str, Any]:
         """The random queue (longest waiting first), the matches being created
         and the open matches, as plain data (for the web monitor)."""
