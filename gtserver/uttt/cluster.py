@@ -452,10 +452,14 @@ class ClusterMatches(UltimateMatches):
                 continue
             except CallTimeout:
                 raise HomeUnreachable(f"node {home} did not answer in time") from None
-            match = self._copy(reply["match"])
             if "refused" in reply:
-                raise MoveRefused(match, reply["refused"])
-            return match
+                raise MoveRefused(self._copy(reply["match"]), reply["refused"])
+            if "match" in reply:
+                return self._copy(reply["match"])
+            # The change's broadcast arrived before the reply (both from the
+            # home, in order): this node's copy is the match as changed.
+            return self.remote.get(match_id) or await self.open_match(match_id) \
+                or await self.match_store.load(match_id)
         raise HomeUnreachable(f"the home of match {match_id} keeps moving")
 
     def _copy(self, data: dict[str, Any]) -> Match:
@@ -599,15 +603,20 @@ class ClusterMatches(UltimateMatches):
 
     async def _serve_end(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         await self._at_home(body["match"])
-        return await self._reply(UltimateMatches.end_by_operator(self, body["match"]))
+        return await self._reply(UltimateMatches.end_by_operator(self, body["match"]),
+                                 with_match=True)
 
     @staticmethod
-    async def _reply(change: Awaitable[Match]) -> dict[str, Any]:
+    async def _reply(change: Awaitable[Match], with_match: bool = False) -> dict[str, Any]:
+        """The answer to a forwarded change. A change made is broadcast
+        anyway, so the answer carries the match only when asked (the
+        operator's node may have no copy of it) or when it was refused
+        (then nothing else tells the mover's node)."""
         try:
             match = await change
         except MoveRefused as refusal:
             return {"refused": str(refusal), "match": encode_match(refusal.match)}
-        return {"match": encode_match(match)}
+        return {"match": encode_match(match)} if with_match else {}
 
     async def _serve_random(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         if await self._queue_home() != self.node:
