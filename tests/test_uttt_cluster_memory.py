@@ -551,3 +551,38 @@ class OperatorTests(ClusterMixin, unittest.TestCase):
         d = monitor.end_match(update["id"], "operator", None)
         self.dep.flush()
         self.assertEqual(self.failureResultOf(d, ControlError).value.status, 404)
+
+
+class ThreeNodeTests(ClusterMixin, unittest.TestCase):
+    nodes = ("a", "b", "c")
+
+    async def test_players_on_two_nodes_play_a_match_homed_on_a_third(self):
+        carol = await self.user("a", "carol")
+        carol.send("match_request", {"player": None})           # the queue on a
+        await carol.expect("match_request_response")
+        alice = await self.user("b", "alice")
+        bob = await self.user("c", "bob")
+        alice.send("match_request", {"player": None})           # paired with carol
+        carol_update = await carol.expect("match_update")
+        await alice.expect("match_update")
+        await alice.expect("match_request_response")
+        bob.send("match_request", {"player": None})
+        self.assertEqual((await bob.expect("match_request_response"))["msg"],
+                         "waiting for an opponent")
+        await carol.disconnect()
+        again = await self.user("b", "alice", matches=1)
+        await again.disconnect()
+        # a match between bob (c) and dave (b), created by the queue's home a
+        dave = await self.user("b", "dave")
+        dave.send("match_request", {"player": None})
+        update = await dave.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), update)
+        self.assertEqual((await dave.expect("match_request_response"))["msg"], "match started")
+        self.assertEqual(self.home_of(update["id"]), "a")
+        self.assertNotEqual(update["id"], carol_update["id"])
+        final = await play(self, update["id"], [bob, dave], scripted_game("draw"))
+        self.assertTrue(final["is_draw"])
+        for client in (bob, dave):
+            self.assertEqual((await client.expect("elo_update"))["elo"], 1000)
+        self.assertEqual(self.service("a").open, {carol_update["id"]:
+                                                  self.service("a").open[carol_update["id"]]})

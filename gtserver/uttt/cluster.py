@@ -250,7 +250,10 @@ class ClusterMatches(UltimateMatches):
     async def _at_queue_home(self, here: Callable[[], Awaitable[Match | None]],
                              body: dict[str, Any]) -> Match | None:
         for _hop in range(MAX_HOPS):
-            home = await self._queue_home()
+            try:
+                home = await self._queue_home()
+            except HomeUnreachable:
+                break
             if home == self.node:
                 return await here()
             try:
