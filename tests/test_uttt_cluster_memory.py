@@ -407,6 +407,26 @@ class FailoverTests(ClusterMixin, unittest.TestCase):
         self.assertEqual(moved["match_state"]["current_player"], "alice")
         self.assertIn(update["id"], self.service("b").open)
 
+    async def test_a_home_cut_off_from_the_database_loses_its_matches_to_another(self):
+        alice = await self.user("a", "alice")
+        bob = await self.user("b", "bob")
+        update = await challenge(self, alice, bob, "bob")     # homed on a
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1)])
+        self.dep["a"].store.killed = True      # a's bus works, its database does not
+        self.pass_time(7)                      # a's leases expire; b sees a stopped
+        bob.send("move", move_frame(update["id"], (1, 1, 0, 0)))
+        moved = await bob.expect("match_update")
+        self.assertEqual(moved["match_state"]["current_player"], "alice")
+        self.assertIn(update["id"], self.service("b").open)
+        self.dep["a"].store.killed = False
+        self.pass_time(2)                      # a learns that b holds the match now
+        self.assertNotIn(update["id"], self.service("a").open)
+        self.assertEqual(await alice.expect("match_update"), moved)
+        alice.send("move", move_frame(update["id"], (0, 0, 1, 1)))
+        again = await alice.expect("match_update")
+        self.assertEqual(await bob.expect("match_update"), again)
+        self.assertEqual(again["match_state"]["current_player"], "bob")
+
     async def test_a_killed_node_restarted_under_its_name_serves_again(self):
         alice = await self.user("a", "alice")
         bob = await self.user("b", "bob")

@@ -653,7 +653,9 @@ class ClusterMatches(UltimateMatches):
             self.waiting_here.pop(user_id, None)
         data = body["match"]
         if data["id"] in self.open:
-            return   # this node took it over: its own state is the latest
+            # Only a match's home broadcasts its changes: another node took
+            # it over (this node's lease expired before it could renew it).
+            self._drop_home(data["id"])
         if not any(user_id in self.sinks for _name, user_id in data["seats"]):
             self._forget_remote(data["id"])
             return
@@ -724,12 +726,18 @@ class ClusterMatches(UltimateMatches):
             self.bus.broadcast(REQUEUE, {})
             self._requeue()
         elif name.startswith(MATCH_LEASE):
-            match = self.open.get(name[len(MATCH_LEASE):])
-            if match is not None:
-                self._unindex(match)
-                self.match_store.forget(match)
-                if self._has_local_player(match):
-                    self._remember_remote(match)
+            self._drop_home(name[len(MATCH_LEASE):])
+
+    def _drop_home(self, match_id: str) -> None:
+        """This node is no longer the home of ``match_id``: keep a copy only."""
+        match = self.open.get(match_id)
+        if match is None:
+            return
+        self.log.warn("ultimate tic-tac-toe: match {id} is homed elsewhere now", id=match_id)
+        self._unindex(match)
+        self.match_store.forget(match)
+        if self._has_local_player(match):
+            self._remember_remote(match)
 
     def _requeue_message(self, sender: str, body: Any) -> None:
         """The queue's home lost its queue (or restarted without it)."""
