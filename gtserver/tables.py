@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from gtserver.core.matches import TURN_SENT
+
 #: An event as the export reads it (the store's page row, by name).
 Event = dict[str, Any]
 
@@ -31,7 +33,7 @@ PRESENCE_KINDS = ("login", "logout", "login_failed", "login_throttled", "reconne
                   "leave", "join_table", "observe")
 MATCH_KINDS = ("match_start", "move", "move_refused", "match_end", "rating_change",
                "operator_end_match")
-MOVE_KINDS = ("match_start", "move", "move_refused")
+MOVE_KINDS = ("match_start", "move", "move_refused", "turn_sent")
 
 
 def iso(epoch: float) -> str:
@@ -129,6 +131,9 @@ class _MatchClock:
     started: float | None = None
     last_accepted: float | None = None
     accepted: int = 0
+    #: When each seat was first sent a state in which it is to move, since
+    #: its last accepted move (``turn_sent`` events).
+    told: dict = field(default_factory=dict)
 
 
 def argument_columns(arguments: Iterable[dict]) -> list[Column]:
@@ -198,17 +203,20 @@ class MoveDeriver(Deriver):
         if event["kind"] == "match_start":
             clock.game, clock.started = data.get("game"), event["time"]
             return ()
+        seat = data.get("seat", data.get("player"))
+        if event["kind"] == TURN_SENT:
+            clock.told.setdefault(seat, event["time"])
+            return ()
         accepted = event["kind"] == "move"
         arguments = data.get("move")
         arguments = arguments if isinstance(arguments, dict) else {}
-        since = clock.last_accepted if clock.last_accepted is not None else clock.started
-        decision = (event["time"] - since
-                    if since is not None and event["source"] in TURN_SOURCES else None)
+        decision, measured_from = self.decision(clock, seat, event)
         row = {"match": match, "game": clock.game or data.get("game"),
                "source": event["source"], "move_number": clock.accepted + 1,
                "seat": data.get("seat", data.get("player")), "user": event["user"],
                "accepted": accepted, "refusal": None if accepted else refusal_text(data),
-               **_base(event), "decision_seconds": decision, "address": event.get("address"),
+               **_base(event), "decision_seconds": decision, "decision_from": measured_from,
+               "address": event.get("address"),
                "move": json.dumps(arguments, sort_keys=True), "run": event["run"]}
         for name, column in self.arguments.items():
             value = arguments.get(name)
@@ -222,7 +230,23 @@ class MoveDeriver(Deriver):
         if accepted:
             clock.accepted += 1
             clock.last_accepted = event["time"]
+            clock.told.pop(seat, None)
         return (row,)
+
+    @staticmethod
+    def decision(clock: _MatchClock, seat: Any, event: Event) -> tuple[float | None, str | None]:
+        """Seconds from the state that told the mover it was its turn (else,
+        in logs without ``turn_sent``, from the previous accepted move or the
+        start) to the move, and which of those it was measured from."""
+        if event["source"] not in TURN_SOURCES:
+            return None, None
+        if seat in clock.told:
+            return event["time"] - clock.told[seat], TURN_SENT
+        if clock.last_accepted is not None:
+            return event["time"] - clock.last_accepted, "move"
+        if clock.started is not None:
+            return event["time"] - clock.started, "match_start"
+        return None, None
 
 
 # matches
@@ -401,10 +425,13 @@ TABLES: dict[str, Table] = {
          Column("refusal", "str", "", "why a refused move was refused (the server's message)"),
          *_time_columns("when the server received the move"),
          Column("decision_seconds", "float", "seconds",
-                "uttt and EOT: time from the match's previous accepted move (or its start, "
-                "for the first) to this move's arrival at the server. An upper bound of the "
-                "time since the mover could know it was their turn: it includes the "
-                "delivery of the update and, on EOT, the client's polling delay"),
+                "uttt and EOT: time from the moment the server sent the mover the state in "
+                "which it was to move (the first since its previous move) to this move's "
+                "arrival at the server; see decision_from"),
+         Column("decision_from", "str", "",
+                "what decision_seconds is measured from: turn_sent (the state that told "
+                "the mover), else, for logs without turn_sent events, move (the match's "
+                "previous accepted move: an upper bound) or match_start"),
          ADDRESS, Column("move", "json", "", "the move's arguments as one JSON object"), RUN],
         MoveDeriver,
         ["Then one `arg_NAME` column per argument of any move in the export, typed by its "
@@ -479,6 +506,7 @@ EVENT_KINDS = {
     "msg": "a VR chat line", "button": "a VR button", "transform": "a VR pose",
     "tick": "a logged VR tick", "match_start": "a match started (game, players, parameters)",
     "move": "an accepted move", "move_refused": "a refused move",
+    TURN_SENT: "a player was sent a state in which it is to move (uttt, eot)",
     "match_end": "a match ended (outcome, aborted_by)",
     "rating_change": "a rating changed after a rated match (old, new, score)",
     "operator_*": "a control used in the web monitor",

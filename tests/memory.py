@@ -298,8 +298,8 @@ class MemoryDaemon:
         self.clock.advance(seconds)
         self.flush()
 
-    def stop(self) -> Deferred:
-        """Drop every connection, then stop the service tree (at once)."""
+    def drop_connections(self) -> None:
+        """Every connection drops (no close handshake), then flush."""
         for pump in self.pumps:
             for side in (pump.clientIO, pump.serverIO):
                 side.abortConnection()
@@ -308,6 +308,10 @@ class MemoryDaemon:
         self.flush()
         self.pumps.clear()
         self.streams.clear()
+
+    def stop(self) -> Deferred:
+        """Drop every connection, then stop the service tree (at once)."""
+        self.drop_connections()
         if not self.service.running:
             return succeed(None)
         stopped = self.service.stopService()
@@ -373,14 +377,7 @@ class MemoryDeployment:
         daemon = self.nodes.pop(node)
         self.hub.stop(node)
         daemon.store.killed = True
-        for pump in daemon.pumps:
-            for side in (pump.clientIO, pump.serverIO):
-                side.abortConnection()
-        for connection in daemon.streams:
-            connection.lose()
-        daemon.flush()
-        daemon.pumps.clear()
-        daemon.streams.clear()
+        daemon.drop_connections()
         daemon.service.stopService()
         self.daemons.remove(daemon)
         daemon.stop = lambda: succeed(None)  # type: ignore[method-assign]

@@ -91,7 +91,8 @@ class TableServiceTests(unittest.TestCase):
         self.tables.move(*args, {"msg": "x"})
         self.assertEqual(results[0]["echo"], "x")
         self.assertEqual(table.parked, set())
-        self.assertEqual(self.core.events.events[-1][1], "move")
+        self.assertEqual([event[1] for event in self.core.events.events][-2:],
+                         ["move", "turn_sent"])  # the waiter was told it is its turn
 
     def test_illegal_move_makes_the_next_state_immediate(self):
         me = self.play_echo()

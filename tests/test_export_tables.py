@@ -72,6 +72,8 @@ class TablesMixin:
         players = await join_all(server, port, "TicTacToe", "lab", 2, ["ann", "bob"])
         first = await players[0].state()
         self.starter = first["data"]["current"][0]
+        if self.starter != 0:
+            await players[self.starter].state()  # the starter is told it is to move
         for starter_moves, position, legal in TICTACTOE:
             seat = self.starter if starter_moves else 1 - self.starter
             reply = await players[seat].move(position=position)
@@ -193,13 +195,31 @@ class TablesMixin:
             self.assertEqual((refused["arg_position"], refused["move_number"]), (4, 2))
             self.assertIn("taken", refused["refusal"])
         self.assertTrue(all(r["game"] == "TicTacToe" for r in eot))
-        starts = {e["match"]: e["time"] for e in self.events if e["kind"] == "match_start"}
-        previous = starts[eot[0]["match"]]
-        for row in eot:
-            self.assertAlmostEqual(row["decision_seconds"], row["epoch"] - previous, places=6)
+        # Each move's decision time runs from the first state sent to its
+        # seat, while it was to move, since that seat's previous move; these
+        # players move without asking for the state (but for the first), so
+        # most moves fall back on the match's previous move.
+        told: dict = {}
+        expected = []
+        previous: tuple[str, float] | None = None
+        for event in (e for e in self.events if e["source"] == "eot"):
+            seat = json.loads(event["data"] or "{}").get("seat")
+            if event["kind"] == "match_start":
+                previous = ("match_start", event["time"])
+            elif event["kind"] == "turn_sent":
+                told.setdefault(seat, event["time"])
+            elif event["kind"] in ("move", "move_refused"):
+                since = ("turn_sent", told[seat]) if seat in told else previous
+                expected.append((since[0], event["time"] - since[1]))
+                if event["kind"] == "move":
+                    told.pop(seat, None)
+                    previous = ("move", event["time"])
+        self.assertEqual(expected[0][0], "turn_sent")
+        self.assertEqual(len(expected), len(eot))
+        for row, (measured_from, seconds) in zip(eot, expected, strict=True):
+            self.assertEqual(row["decision_from"], measured_from)
+            self.assertAlmostEqual(row["decision_seconds"], seconds, places=6)
             self.assertGreaterEqual(row["decision_seconds"], 0)
-            if row["accepted"]:
-                previous = row["epoch"]
         played = [r for r in rows if r["source"] == "uttt"]
         # The uttt client sends some moves' numbers as text: the columns are text.
         self.assertEqual([tuple(int(r[f"arg_{k}"]) for k in ("sub_x", "sub_y", "x", "y"))
@@ -207,6 +227,7 @@ class TablesMixin:
         self.assertEqual({r["arg_x"] for r in played} - set("012"), set())
         self.assertEqual([r["user"] for r in played if r["accepted"]][:2], ["alice", "carl"])
         self.assertTrue(all(r["decision_seconds"] >= 0 for r in played))
+        self.assertEqual({r["decision_from"] for r in played}, {"turn_sent"})
         # matches
         rows = await self.every_format(db, "matches")
         self.assertEqual(len(rows), 2)

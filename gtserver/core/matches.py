@@ -31,6 +31,9 @@ from gtserver import metrics
 from gtserver.core.errors import CoreError
 from gtserver.games import IllegalMove
 
+#: Kind of the event recording that a seat was sent a state in which it is to move.
+TURN_SENT = "turn_sent"
+
 
 class MatchOver(CoreError):
     """The match is over (its game ended, or it was ended)."""
@@ -139,6 +142,9 @@ class Match:
     #: created or loaded (not stored): each move and the end record it, so
     #: that a replay notices a refusal missing from the log.
     refusals_since_move: int = 0
+    #: Seats sent a state in which they are to move, since their last move
+    #: (each is recorded once: ``turn_sent``, where decision times start).
+    turn_sent_to: set[int] = field(default_factory=set, repr=False)
 
     @classmethod
     def new(cls, factory: Any, seats: list[Seat], source: str, recorder: EventRecorder,
@@ -261,6 +267,7 @@ class Match:
                                    "state_hash": state_hash(self.game),
                                    "refusals_before": self.refusals_since_move})
         self.refusals_since_move = 0
+        self.turn_sent_to.discard(seat)
         if self.finished:
             self.ended()
 
@@ -273,6 +280,22 @@ class Match:
                                    "message": loggable(refusal.message),
                                    "state_hash": state_hash(self.game)})
         self.refusals_since_move += 1
+
+    def sent(self, seat: int) -> None:
+        """``seat`` was sent the match's state: if it is to move and was not
+        told so since its last move, record ``turn_sent`` (the moment it
+        could first know it is its turn; the export's decision times start
+        there)."""
+        if self.finished or seat in self.turn_sent_to:
+            return
+        try:
+            to_move = seat in self.game.current()
+        except Exception:  # a game's bug must not stop the delivery
+            return
+        if to_move:
+            self.turn_sent_to.add(seat)
+            self.recorder.record(self.source, TURN_SENT, user=self.seats[seat].name,
+                                 match=self.id, data={"seat": seat})
 
     def ended(self) -> None:
         """Record the end of the match."""

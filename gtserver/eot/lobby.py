@@ -610,8 +610,10 @@ class TableService(Service):
             self.log.failure("game {game} raised in state()", game=table.game)
             raise GameFailed("internal error in the game") from None
         viewer.seen = table.version
-        if view["gameover"] and type(viewer) is Player:
-            self._end_delivered(table)
+        if type(viewer) is Player:
+            table.match.sent(viewer.player_id)
+            if view["gameover"]:
+                self._end_delivered(table)
         return view
 
     def _wake(self, table: Table) -> None:

@@ -143,7 +143,12 @@ class UltimateMatches(Service):
         """Register a connection of ``user``; returns the user's open matches."""
         self.sinks.setdefault(user.id, []).append(sink)
         self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
-        return self.open_matches(user)
+        matches = self.open_matches(user)
+        for match in matches:  # the adapter sends each of them now
+            for seat, player in enumerate(match.seats):
+                if player.user_id == user.id:
+                    match.sent(seat)
+        return matches
 
     async def connect_loaded(self, user: Any, sink: Sink) -> list[Match]:
         """:meth:`connect`, once every open match of the user is known here
@@ -473,7 +478,10 @@ class UltimateMatches(Service):
     def _push_match(self, match: Match, first_seat: int = 0) -> None:
         order = [first_seat] + [s for s in range(len(match.seats)) if s != first_seat]
         for seat in order:
-            for sink in self.sinks_of(match.seats[seat].user_id):
+            sinks = self.sinks_of(match.seats[seat].user_id)
+            if sinks:
+                match.sent(seat)
+            for sink in sinks:
                 try:
                     sink.match_changed(match)
                 except Exception:
