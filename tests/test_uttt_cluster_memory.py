@@ -606,3 +606,25 @@ class ThreeNodeTests(ClusterMixin, unittest.TestCase):
             self.assertEqual((await client.expect("elo_update"))["elo"], 1000)
         self.assertEqual(self.service("a").open, {carol_update["id"]:
                                                   self.service("a").open[carol_update["id"]]})
+
+
+class ResearchLogTests(ClusterMixin, unittest.TestCase):
+    async def test_every_turn_sent_is_logged_by_the_node_that_sent_it(self):
+        from tests.support import select_events
+        alice = await self.user("a", "alice")
+        bob = await self.user("b", "bob")
+        update = await challenge(self, alice, bob, "bob")     # homed on a
+        await play(self, update["id"], [alice, bob], [(1, 1, 1, 1), (1, 1, 0, 0)])
+        await self.user("b", "alice", matches=1)              # alice is to move
+        for node in ("a", "b"):
+            self.dep[node].result(self.dep[node].core.events.flush())
+        rows = self.dep["a"].result(self.dep["a"].store.run(
+            select_events, 0, 100, "uttt", ("move", "turn_sent")))
+        # (id, time, source, kind, user, ...); each node's log has its own ids
+        self.assertEqual(sorted((row[3], row[4]) for row in rows),
+                         sorted([("turn_sent", "alice"),    # at the start, by a
+                                 ("move", "alice"),
+                                 ("turn_sent", "bob"),      # the broadcast, delivered by b
+                                 ("move", "bob"),
+                                 ("turn_sent", "alice"),    # by a
+                                 ("turn_sent", "alice")]))  # the greeting on b

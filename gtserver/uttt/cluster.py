@@ -195,7 +195,7 @@ class ClusterMatches(UltimateMatches):
     # connections
 
     async def connect_loaded(self, user: Any, sink: Any) -> list[Match]:
-        self.connect(user, sink)
+        self._add_sink(user, sink)
         try:
             stored = await self.match_store.load_of_user(SOURCE, user.id)
         except StoreError as problem:
@@ -206,7 +206,7 @@ class ClusterMatches(UltimateMatches):
             for match in stored:
                 if match.id not in self.open:
                     self._remember_remote(match)
-        return self.open_matches(user)
+        return self._sending(user, self.open_matches(user))
 
     def disconnect(self, user: Any, sink: Any) -> None:
         self.presence.gone(sink, matches=[match.id for match in self.open_matches(user)])

@@ -141,10 +141,17 @@ class UltimateMatches(Service):
 
     def connect(self, user: Any, sink: Sink) -> list[Match]:
         """Register a connection of ``user``; returns the user's open matches."""
+        self._add_sink(user, sink)
+        return self._sending(user, self.open_matches(user))
+
+    def _add_sink(self, user: Any, sink: Sink) -> None:
         self.sinks.setdefault(user.id, []).append(sink)
         self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
-        matches = self.open_matches(user)
-        for match in matches:  # the adapter sends each of them now
+
+    @staticmethod
+    def _sending(user: Any, matches: list[Match]) -> list[Match]:
+        """``matches``, which the adapter sends to ``user`` now (recorded)."""
+        for match in matches:
             for seat, player in enumerate(match.seats):
                 if player.user_id == user.id:
                     match.sent(seat)
