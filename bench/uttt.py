@@ -44,7 +44,7 @@ sys.path.insert(0, ROOT)
 # --------------------------------------------------------------------------
 # servers (child processes)
 
-def serve_gtserver(port: int, db: str, hash_cost: int) -> None:
+def serve_gtserver(port: int, db: str, hash_cost: int, node: str | None = None) -> None:
     from twisted.internet import reactor
 
     from gtserver.tap import Options, build_service
@@ -52,6 +52,8 @@ def serve_gtserver(port: int, db: str, hash_cost: int) -> None:
     # Every bench user registers from 127.0.0.1: lift the per-address budget.
     arguments = ["--db", db, "--hash-cost", str(hash_cost),
                  "--registrations-per-address", "1000000"]
+    if node is not None:        # a node of a deployment (bench/cluster_uttt.py)
+        arguments += ["--node", node]
     for name in Options.protocols:
         arguments += ["--port", f"{name}=off"]
     arguments += ["--port", f"uttt=tcp:{port}:interface=127.0.0.1"]
@@ -185,12 +187,16 @@ def scripts(count: int, seed: int = 1) -> list[list[dict]]:
 # --------------------------------------------------------------------------
 # load generator (this process)
 
-def run_load(port: int, users: int, duration: float, pace: float | None,
+def run_load(port: int | list[int], users: int, duration: float, pace: float | None,
              password: str, prefix: str, part: int = 0, parts: int = 1,
-             go_file: str | None = None) -> dict:
+             go_file: str | None = None, split: bool = True) -> dict:
     """Log in the users of the games numbered PART, PART+PARTS, ... (of
     USERS/2 games), say "ready", wait for GO_FILE, play for DURATION
     seconds; returns the figures.
+
+    With several ports (the nodes of a deployment), the two players of game
+    N log in on ports N and N+1 (modulo their number): on different nodes;
+    unless not ``split``: then both on port N.
 
     PACE (seconds) is the interval between the moves of one game: each game
     sends its moves on a fixed schedule (a move is never sent before the
@@ -205,7 +211,8 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
 
     games = scripts(40)
     figures = {"moves": 0, "games": 0, "latencies": [], "refused": 0, "late_echoes": 0,
-               "starts": [], "requests_refused": 0}
+               "starts": [], "requests_refused": 0, "by_mover": [[], []]}
+    ports = [port] if isinstance(port, int) else list(port)
     measuring = {"on": False}
 
     class Player(WebSocketClientProtocol):
@@ -292,6 +299,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             if measuring["on"]:
                 figures["moves"] += 1
                 figures["latencies"].append(now - self.sent_at)
+                figures["by_mover"][self.index % 2].append(now - self.sent_at)
             self.index += 1
             if self.index == len(self.moves):
                 if measuring["on"]:
@@ -312,7 +320,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
             self.due += pace or 0.0               # a fixed schedule: late moves catch up
             mover.send("move", {"id": self.match_id, **{k: str(v) for k, v in move.items()}})
 
-    async def connect(name):
+    async def connect(name, port):
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
         factory.protocol = Player
         factory.opened, factory.logged_in = Deferred(), Deferred()
@@ -330,10 +338,13 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
         numbers = list(range(part, half, parts))
         names = [f"{prefix}{n:04d}" for n in numbers] + \
             [f"{prefix}{n + half:04d}" for n in numbers]
+        where = [ports[n % len(ports)] for n in numbers] + \
+            [ports[(n + int(split)) % len(ports)] for n in numbers]
         players = []
         for start in range(0, len(names), 20):
             players += await DeferredList(
-                [ensureDeferred(connect(name)) for name in names[start:start + 20]],
+                [ensureDeferred(connect(name, at)) for name, at in
+                 zip(names[start:start + 20], where[start:start + 20], strict=True)],
                 fireOnOneErrback=True, consumeErrors=True).addCallback(
                     lambda results: [value for _ok, value in results])
         await sleep(0.5)
@@ -388,7 +399,7 @@ def run_load(port: int, users: int, duration: float, pace: float | None,
         raise SystemExit(outcome["error"].getTraceback())
     return {key: figures[key] for key in ("moves", "games", "latencies", "refused", "elapsed",
                                            "client_cpu", "starts", "requests_refused",
-                                           "late_echoes")}
+                                           "late_echoes", "by_mover")}
 
 
 def summarise(parts: list[dict], server_cpu: float | None = None) -> dict:

@@ -30,6 +30,17 @@ class UnknownGame(CoreError):
     """No installed game has this name."""
 
 
+class MatchLimit(CoreError):
+    """A match was not created: two of its players already share an open
+    match (``reason`` ``"against"``), or the player in ``seat`` has too many
+    (``"full"``)."""
+
+    def __init__(self, reason: str, seat: int | None) -> None:
+        super().__init__(f"match limit: {reason}")
+        self.reason = reason
+        self.seat = seat
+
+
 class MatchStore:
     log = Logger()
 
@@ -53,13 +64,26 @@ class MatchStore:
 
     async def create(self, game_name: str, seats: list[Seat], source: str,
                      ranked: bool = False, rng: random.Random | None = None,
-                     extra: dict[str, Any] | None = None) -> Match:
-        """Start a match; it is stored (and its start recorded) before it is returned."""
+                     extra: dict[str, Any] | None = None, limit: int | None = None) -> Match:
+        """Start a match; it is stored (and its start recorded) before it is returned.
+
+        With a ``limit``, the store checks in the same transaction that no
+        two players already share an open match of ``source`` and that none
+        has ``limit`` of them (else :class:`MatchLimit`): a check that holds
+        across every node of a deployment.
+        """
         match = Match.new(self.factory(game_name), seats, source, self.recorder,
                           self.clock.seconds(), ranked, rng, extra)
-        await self.store.run(
-            queries.insert_match, match.id, game_name, source, match.stored_state(), ranked,
-            False, match.created, [(i, s.user_id, s.name) for i, s in enumerate(match.seats)])
+        rows = [(i, s.user_id, s.name) for i, s in enumerate(match.seats)]
+        if limit is None:
+            await self.store.run(queries.insert_match, match.id, game_name, source,
+                                 match.stored_state(), ranked, False, match.created, rows)
+        else:
+            refused = await self.store.run(
+                queries.insert_match_within_limits, match.id, game_name, source,
+                match.stored_state(), ranked, False, match.created, rows, limit)
+            if refused is not None:
+                raise MatchLimit(*refused)
         self.matches[match.id] = match
         match.started()
         return match
@@ -89,6 +113,47 @@ class MatchStore:
                 self.matches[match_id] = match
             loaded.append(match)
         return loaded
+
+    async def load_of_user(self, source: str, user_id: int) -> list[Match]:
+        """The stored unfinished matches of ``source`` in which ``user_id``
+        plays: the live object where there is one, else a copy restored from
+        the store (not made live)."""
+        loaded = []
+        for row in await self.store.run(queries.open_matches_of_user, source, user_id):
+            match_id, game_name, state, ranked, created, updated, seats = row
+            match = self.matches.get(match_id) or self._restored(
+                match_id, game_name, source, state, ranked, created, updated, seats)
+            if match is not None:
+                loaded.append(match)
+        return loaded
+
+    async def load_live(self, match_id: str) -> Match | None:
+        """The match ``match_id`` as stored now, made live (replacing a live
+        object of it), if it is unfinished; else None. For a node of a
+        deployment taking a match over: the store has its latest state."""
+        try:
+            row = await self.store.run(queries.match_by_id, match_id)
+        except Unstorable:
+            return None
+        if row is None:
+            return None
+        match_id, game_name, source, state, ranked, finished, created, updated, seats = row
+        if finished:
+            return None
+        match = self._restored(match_id, game_name, source, state, ranked, created, updated,
+                               seats)
+        if match is not None:
+            self.matches[match_id] = match
+        return match
+
+    async def open_players(self, source: str, user_ids: list[int]) -> dict[str, list]:
+        """``{match_id: [user_id, ...]}`` of the unfinished matches of
+        ``source`` in which any of ``user_ids`` plays."""
+        return await self.store.run(queries.open_match_players, source, list(user_ids))
+
+    async def idle(self, source: str, before: float) -> list[str]:
+        """Ids of the unfinished matches of ``source`` unchanged since ``before``."""
+        return await self.store.run(queries.idle_open_matches, source, before)
 
     async def load(self, match_id: str) -> Match | None:
         """A match by id, finished or not: the live one, else the stored one

@@ -73,3 +73,78 @@ def open_matches_with_missing_users(source: str):
         "WHERE m.source = ? AND m.finished = ? AND p.user_id IS NULL "
         "ORDER BY p.match_id, p.seat", (source, False))
     return [tuple(row) for row in rows]
+
+
+def _open_seats_of_users(source: str, user_ids: list[int]):
+    """``(match_id, user_id)`` of every seat of the unfinished matches of
+    ``source`` in which any of ``user_ids`` plays."""
+    marks = ", ".join("?" for _ in user_ids)
+    rows = yield Statement(
+        "SELECT p.match_id, p.user_id FROM match_players p JOIN matches m ON m.id = p.match_id "
+        f"WHERE m.source = ? AND m.finished = ? AND p.match_id IN (SELECT match_id FROM "
+        f"match_players WHERE user_id IN ({marks})) ORDER BY p.match_id, p.seat",
+        (source, False, *user_ids))
+    return [tuple(row) for row in rows]
+
+
+def open_match_players(source: str, user_ids: list[int]):
+    """The players of each unfinished match of ``source`` in which any of
+    ``user_ids`` plays: ``{match_id: [user_id, ...]}`` (None for a removed user)."""
+    if not user_ids:
+        return {}
+    players: dict[str, list] = {}
+    for match_id, user_id in (yield from _open_seats_of_users(source, list(user_ids))):
+        players.setdefault(match_id, []).append(user_id)
+    return players
+
+
+def insert_match_within_limits(match_id: str, game: str, source: str, state: str,
+                               ranked: bool, finished: bool, now: float,
+                               seats: list[tuple[int, int | None, str]], limit: int):
+    """:func:`insert_match`, unless two of its players already share an
+    unfinished match of ``source`` or one of them has ``limit`` of them.
+
+    The players' user rows are locked first (a no-op update, in id order, so
+    two such transactions never deadlock): concurrent creations for one
+    user, on any node, are serialised, and each counts the matches the
+    others committed. Returns None when the match was inserted, else
+    ``("against", None)`` or ``("full", seat)``.
+    """
+    user_ids = [user_id for _seat, user_id, _name in seats if user_id is not None]
+    for user_id in sorted(set(user_ids)):
+        yield Statement("UPDATE users SET last_seen = last_seen WHERE id = ?", (user_id,))
+    players = yield from open_match_players(source, user_ids)
+    if any(len(set(user_ids) & set(others)) > 1 for others in players.values()):
+        return ("against", None)
+    for seat, user_id, _name in seats:
+        if sum(user_id in others for others in players.values()) >= limit:
+            return ("full", seat)
+    yield from insert_match(match_id, game, source, state, ranked, finished, now, seats)
+    return None
+
+
+def open_matches_of_user(source: str, user_id: int):
+    """The unfinished matches of ``source`` in which ``user_id`` plays, as
+    rows of :func:`open_matches`."""
+    matches = yield Statement(
+        "SELECT m.id, m.game, m.state, m.ranked, m.created, m.updated FROM matches m "
+        "WHERE m.source = ? AND m.finished = ? AND m.id IN "
+        "(SELECT match_id FROM match_players WHERE user_id = ?) ORDER BY m.created",
+        (source, False, user_id))
+    seats: dict[str, list[tuple]] = {row[0]: [] for row in matches}
+    if seats:
+        marks = ", ".join("?" for _ in seats)
+        players = yield Statement(
+            "SELECT match_id, seat, user_id, name FROM match_players "
+            f"WHERE match_id IN ({marks}) ORDER BY match_id, seat", tuple(seats))
+        for match_id, seat, player, name in players:
+            seats[match_id].append((seat, player, name))
+    return [(*row, seats[row[0]]) for row in matches]
+
+
+def idle_open_matches(source: str, before: float):
+    """Ids of the unfinished matches of ``source`` unchanged since ``before``."""
+    rows = yield Statement(
+        "SELECT id FROM matches WHERE source = ? AND finished = ? AND updated <= ? "
+        "ORDER BY updated", (source, False, before))
+    return [row[0] for row in rows]

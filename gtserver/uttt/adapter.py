@@ -397,7 +397,7 @@ class UtttServerProtocol(GuardedServerProtocol):
         self.user, self.session = user, session
         self.authenticated()
         self._last_touch = self.factory.clock.seconds()
-        matches = service.connect(user, self)
+        matches = await service.connect_loaded(user, self)
         self.standing_changed(await self.factory.ratings.standing(user.id))
         if not user.temporary:
             self.friends_changed(await self.factory.friends.list(user))

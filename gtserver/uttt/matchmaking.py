@@ -141,14 +141,27 @@ class UltimateMatches(Service):
 
     def connect(self, user: Any, sink: Sink) -> list[Match]:
         """Register a connection of ``user``; returns the user's open matches."""
+        self._add_sink(user, sink)
+        return self._sending(user, self.open_matches(user))
+
+    def _add_sink(self, user: Any, sink: Sink) -> None:
         self.sinks.setdefault(user.id, []).append(sink)
         self.presence.arrived(sink, SOURCE, user.name, getattr(sink, "address", None))
-        matches = self.open_matches(user)
-        for match in matches:  # the adapter sends each of them now
+
+    @staticmethod
+    def _sending(user: Any, matches: list[Match]) -> list[Match]:
+        """``matches``, which the adapter sends to ``user`` now (recorded)."""
+        for match in matches:
             for seat, player in enumerate(match.seats):
                 if player.user_id == user.id:
                     match.sent(seat)
         return matches
+
+    async def connect_loaded(self, user: Any, sink: Sink) -> list[Match]:
+        """:meth:`connect`, once every open match of the user is known here
+        (at once on a single daemon; a node of a deployment reads them from
+        the store)."""
+        return self.connect(user, sink)
 
     def disconnect(self, user: Any, sink: Sink) -> None:
         """Forget a connection; a user without connections leaves the random queue."""
@@ -358,6 +371,12 @@ class UltimateMatches(Service):
         await self._finish(match)
         return match
 
+    async def open_match(self, match_id: Any) -> Match | None:
+        """The open match ``match_id``, else None (for the operator, who may
+        end it with :meth:`end_by_operator`)."""
+        match = self.open.get(match_id) if isinstance(match_id, str) else None
+        return match if match is not None and not match.finished else None
+
     def snapshot(self) -> dict[str, Any]:
         """The random queue (longest waiting first), the matches being created
         and the open matches, as plain data (for the web monitor)."""
@@ -445,15 +464,19 @@ class UltimateMatches(Service):
         rated = match.ranked and result is not None and None not in players
         standings = await self.ratings.finish(match.id, players, result if rated else None,
                                               SOURCE, [seat.name for seat in match.seats])
-        for user_id, standing in zip(players, standings, strict=True):
-            for sink in self.sinks_of(user_id):
-                sink.standing_changed(standing)
+        self._push_standings(list(zip(players, standings, strict=True)))
 
     # pushes and bookkeeping
 
     def revoke_time(self, match: Match) -> float:
         """When the match expires if nobody moves (seconds since the epoch)."""
         return match.updated + self.idle
+
+    def _push_standings(self, standings: list[tuple[int | None, Standing]]) -> None:
+        """Tell each user (id) its standing."""
+        for user_id, standing in standings:
+            for sink in self.sinks_of(user_id):
+                sink.standing_changed(standing)
 
     def push_friends(self, user: Any, friends: Any) -> None:
         for sink in self.sinks_of(user.id):

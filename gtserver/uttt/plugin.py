@@ -83,10 +83,16 @@ class UltimateTicTacToeListener:
         from gtserver.uttt.adapter import UtttServerFactory
         from gtserver.uttt.matchmaking import UltimateMatches
 
-        matchmaking = core.attach(UltimateMatches(core.match_store, core.ratings,
-                                                  core.accounts, core.clock,
-                                                  settings.matchmaking,
-                                                  presence=core.presence))
+        if core.bus is None:
+            matchmaking = core.attach(UltimateMatches(core.match_store, core.ratings,
+                                                      core.accounts, core.clock,
+                                                      settings.matchmaking,
+                                                      presence=core.presence))
+        else:  # a node of a deployment
+            from gtserver.uttt.cluster import ClusterMatches
+            matchmaking = core.attach(ClusterMatches(
+                core.match_store, core.ratings, core.accounts, core.clock,
+                settings.matchmaking, core.presence, core.bus, core.leases, core.calls))
         return UtttServerFactory(core.accounts, matchmaking, core.ratings, core.friends,
                                  core.clock, settings, core.trusted_proxies,
                                  reactor=core.reactor)

@@ -279,8 +279,8 @@ class Monitor:
 
     async def end_match(self, match_id: str, who: str, address: str | None) -> None:
         uttt, eot = _uttt_service(self.core), _eot_service(self.core)
-        match = uttt.open.get(match_id) if uttt is not None else None
-        if match is not None and not match.finished:
+        match = await uttt.open_match(match_id) if uttt is not None else None
+        if match is not None:
             from gtserver.uttt.matchmaking import UnknownMatch
             try:
                 await uttt.end_by_operator(match_id)
