@@ -24,13 +24,14 @@ from tests.test_eot import Player, call, eot_server, join_all, start_call, table
 DEADLOCK = 30.0
 
 
-async def in_threads(testcase: unittest.TestCase, server: Any, *bodies) -> list[Any]:
+async def blocking(bodies: tuple, on_deadlock: Any, deadlock: float = DEADLOCK) -> list[Any]:
     """Run each blocking ``body()`` in its own thread; their results in order.
 
-    Should the clients deadlock, the server is stopped after DEADLOCK seconds
-    so that their blocked calls fail and the test reports the deadlock.
+    Should the clients deadlock, ``on_deadlock()`` runs after ``deadlock``
+    seconds (stopping or killing the servers, so that their blocked calls
+    fail and the test reports the deadlock).
     """
-    watchdog = reactor.callLater(DEADLOCK, lambda: ensureDeferred(server.stop()))
+    watchdog = reactor.callLater(deadlock, on_deadlock)
     try:
         results = await DeferredList([deferToThread(body) for body in bodies],
                                      consumeErrors=True)
@@ -41,6 +42,11 @@ async def in_threads(testcase: unittest.TestCase, server: Any, *bodies) -> list[
         if not ok:
             value.raiseException()
     return [value for _ok, value in results]
+
+
+async def in_threads(testcase: unittest.TestCase, server: Any, *bodies) -> list[Any]:
+    """:func:`blocking`, stopping ``server`` should the clients deadlock."""
+    return await blocking(bodies, lambda: ensureDeferred(server.stop()))
 
 
 def lockstep_player(client: GameClient, barrier: threading.Barrier) -> dict[str, Any]:

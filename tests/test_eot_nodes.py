@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
@@ -24,7 +24,7 @@ from gtserver.store import leases as lease_queries
 from gtserver.store import open_store
 from tests.nodes import Node, eventually, start_nodes
 from tests.support import select_events
-from tests.test_eot_longpoll import lockstep_player
+from tests.test_eot_longpoll import blocking, lockstep_player
 
 TTL, RENEW = 2.0, 0.5
 LEASE_OPTIONS = ("--lease-ttl", str(TTL), "--lease-renew", str(RENEW))
@@ -51,17 +51,7 @@ async def in_threads(nodes: list[Node], *bodies: Any) -> list[Any]:
         for node in nodes:
             if node.running:
                 node.kill()
-    watchdog = reactor.callLater(DEADLOCK, kill_all)
-    try:
-        results = await DeferredList([deferToThread(body) for body in bodies],
-                                     consumeErrors=True)
-    finally:
-        if watchdog.active():
-            watchdog.cancel()
-    for ok, value in results:
-        if not ok:
-            value.raiseException()
-    return [value for _ok, value in results]
+    return await blocking(bodies, kill_all, DEADLOCK)
 
 
 def watch(client: GameClient, final: threading.Event) -> list[dict[str, Any]]:

@@ -71,16 +71,37 @@ class RemoteError(BusError):
         self.kind = kind
 
 
+class Topics:
+    """The handlers of a bus, one per topic (every engine's receiving end)."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        self.handlers[topic] = handler
+
+    def dispatch(self, sender: str, topic: str, body: Any) -> None:
+        """Hand ``body`` to its topic's handler (none: dropped); a failing
+        handler is logged, never raised into the bus."""
+        handler = self.handlers.get(topic)
+        if handler is None:
+            return
+        try:
+            handler(sender, body)
+        except Exception:
+            self.log.failure("bus handler of {topic} failed", topic=topic)
+
+
 @implementer(IBus)
 class MemoryBus:
     """One node's bus on a :class:`MemoryHub`."""
 
-    log = Logger()
-
     def __init__(self, hub: MemoryHub, node: str) -> None:
         self.hub = hub
         self.node = node
-        self.handlers: dict[str, Handler] = {}
+        self.topics = Topics()
 
     def send(self, node: str, topic: str, body: Any) -> None:
         self.hub.post(self.node, node, topic, body)
@@ -91,16 +112,10 @@ class MemoryBus:
                 self.hub.post(self.node, node, topic, body)
 
     def subscribe(self, topic: str, handler: Handler) -> None:
-        self.handlers[topic] = handler
+        self.topics.subscribe(topic, handler)
 
     def received(self, sender: str, topic: str, body: Any) -> None:
-        handler = self.handlers.get(topic)
-        if handler is None:
-            return
-        try:
-            handler(sender, body)
-        except Exception:
-            self.log.failure("bus handler of {topic} failed", topic=topic)
+        self.topics.dispatch(sender, topic, body)
 
 
 class MemoryHub:

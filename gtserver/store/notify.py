@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gtserver.core.bus import Handler, IBus
+from gtserver.core.bus import Handler, IBus, Topics
 from gtserver.store.base import Statement, StoreError
 from gtserver.store.postgres import (
     _abandonable,
@@ -231,7 +231,7 @@ class PostgresBus(Service):
         self._sender_text = encode(node)
         if len(self._sender_text) > 256:
             raise ValueError("a node name must be under 256 characters")
-        self._handlers: dict[str, Handler] = {}
+        self._topics = Topics()
         self._numbers = itertools.count(1)
         # sending
         self._outbox: list[tuple[str, str]] = []
@@ -267,7 +267,7 @@ class PostgresBus(Service):
         self._queue(BROADCAST, encode([topic, body]))
 
     def subscribe(self, topic: str, handler: Handler) -> None:
-        self._handlers[topic] = handler
+        self._topics.subscribe(topic, handler)
 
     # service
 
@@ -530,13 +530,7 @@ class PostgresBus(Service):
 
     def _deliver(self, sender: str, topic: str, body: Any) -> None:
         self.stats["received"] += 1
-        handler = self._handlers.get(topic)
-        if handler is None:
-            return
-        try:
-            handler(sender, body)
-        except Exception:
-            self.log.failure("bus handler of {topic} failed", topic=topic)
+        self._topics.dispatch(sender, topic, body)
 
     def _prune_stored(self) -> Deferred:
         d = self.store.run(prune_stored, self.reactor.seconds() - self.keep_stored)

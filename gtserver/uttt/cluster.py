@@ -51,7 +51,6 @@ from gtserver.core.matches import Match, Seat
 from gtserver.core.ratings import Standing
 from gtserver.store import StoreError, StoreUnavailable
 from gtserver.uttt.matchmaking import (
-    GAME,
     SOURCE,
     MatchRefused,
     MoveRefused,
@@ -349,24 +348,12 @@ class ClusterMatches(UltimateMatches):
         """Create a match in the store (which checks the limits: MatchRefused,
         or MatchLimit unless ``refuse``), become its home, and tell both
         players on every node."""
-        ranked = not first.temporary and not second.temporary
-        pair = ((first.id, second.id), (second.id, first.id))
-        for user_id, opponent_id in pair:
-            self._creating.setdefault(user_id, []).append(opponent_id)
         try:
-            match = await self.match_store.create(
-                GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], SOURCE,
-                ranked=ranked, limit=self.max_open)
+            match = await self._store_new(first, second, limit=self.max_open)
         except MatchLimit as refusal:
             if not refuse:
                 raise
             raise MatchRefused(self._limit_message(refusal, first, second)) from None
-        finally:
-            for user_id, opponent_id in pair:
-                opponents = self._creating[user_id]
-                opponents.remove(opponent_id)
-                if not opponents:
-                    del self._creating[user_id]
         for user_id in dequeued:
             self.waiting_here.pop(user_id, None)
         try:

@@ -232,23 +232,29 @@ class UltimateMatches(Service):
     async def _create(self, first: Any, second: Any) -> Match:
         """Store and start a match; call it right after the checks passed (the
         pair counts as matched from here on, before the store write)."""
+        match = await self._store_new(first, second)
+        self._index(match)
+        self._push_match(match)
+        return match
+
+    async def _store_new(self, first: Any, second: Any, limit: int | None = None) -> Match:
+        """Store a new match of ``first`` and ``second``; while the store
+        writes it, the pair counts as matched (``_creating``). ``limit`` is
+        checked by the store (see ``MatchStore.create``)."""
         ranked = not first.temporary and not second.temporary
         pair = ((first.id, second.id), (second.id, first.id))
         for user_id, opponent_id in pair:
             self._creating.setdefault(user_id, []).append(opponent_id)
         try:
-            match = await self.match_store.create(
+            return await self.match_store.create(
                 GAME, [Seat(first.name, first.id), Seat(second.name, second.id)], SOURCE,
-                ranked=ranked)
+                ranked=ranked, limit=limit)
         finally:
             for user_id, opponent_id in pair:
                 opponents = self._creating[user_id]
                 opponents.remove(opponent_id)
                 if not opponents:
                     del self._creating[user_id]
-        self._index(match)
-        self._push_match(match)
-        return match
 
     # play
 
